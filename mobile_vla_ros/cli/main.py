@@ -1,0 +1,57 @@
+"""The `mobile-vla` command. Each sub-command lives in its own module with
+`register(subparsers)` (adds its parser and sets `func`)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Sub-command modules, in the order `mobile-vla --help` lists them.
+COMMANDS = (
+    "make_tiny_model",
+    "bench",
+    "train",
+    "eval",
+    "inspect",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mobile-vla", description="Record, train, evaluate and benchmark the mobile_vla_ros policy."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mobile_vla_ros.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"mobile_vla_ros.cli.{name}":
+                raise
+            continue  # a command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="[%(levelname)s] %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # one readable line for the errors we raise on purpose
+        from mobile_vla_ros.errors import MobileVlaError
+
+        if isinstance(error, MobileVlaError):
+            print(f"mobile-vla {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

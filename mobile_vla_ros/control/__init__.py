@@ -1,0 +1,1 @@
+"""Pure control logic (chunk execution, limits, watchdogs, teleop mapping). No ROS imports here."""

@@ -1,0 +1,1 @@
+"""Episode files, image conversion and training windows. No ROS imports here."""

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes wiring the pure logic to topics, services and parameters."""

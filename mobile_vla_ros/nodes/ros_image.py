@@ -1,0 +1,50 @@
+"""sensor_msgs <-> NumPy RGB conversion for the nodes.
+
+cv_bridge is used when the ROS distribution provides it; otherwise (the pip wheels have no
+cv_bridge) the package's own conversion in data.images does the work. Either way the result is
+an RGB uint8 array or an ImageError that says what was wrong with the message.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+
+from mobile_vla_ros.data.images import ImageError, check_raw_layout, check_rgb, decode_compressed, decode_raw
+
+try:  # pragma: no cover - depends on the ROS installation
+    from cv_bridge import CvBridge, CvBridgeError
+
+    _BRIDGE = CvBridge()
+except ImportError:  # the ROS 2 pip wheels ship no cv_bridge
+    _BRIDGE = None
+
+
+def image_msg_to_rgb(msg: Image) -> np.ndarray:
+    """Decode any supported sensor_msgs/Image encoding into RGB; raises ImageError."""
+    if _BRIDGE is not None and msg.encoding.lower() in ("rgb8", "bgr8", "mono8"):  # pragma: no cover
+        # Validate sizes first: cv_bridge reads past short buffers.
+        check_raw_layout(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        try:
+            return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        except CvBridgeError as error:
+            raise ImageError(f"cv_bridge could not convert the image: {error}") from error
+    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+
+
+def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
+    return decode_compressed(msg.data)
+
+
+def rgb_to_image_msg(rgb: np.ndarray, stamp=None, frame_id: str = "") -> Image:
+    """Build an rgb8 sensor_msgs/Image (no cv_bridge needed)."""
+    check_rgb(rgb)
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 3
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg

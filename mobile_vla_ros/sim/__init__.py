@@ -1,0 +1,1 @@
+"""A small holonomic-robot room simulator with a first-person camera. No ROS imports here."""
