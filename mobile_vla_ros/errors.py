@@ -31,3 +31,7 @@ class EpisodeError(MobileVlaError):
 
 class DatasetError(MobileVlaError):
     """A dataset with no usable episodes."""
+
+
+class SimulationError(MobileVlaError, ValueError):
+    """A simulator layout, configuration or command that cannot be used."""

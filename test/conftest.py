@@ -8,3 +8,59 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # Humble's spelling of the same
 os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "1")
+
+import numpy as np
+import pytest
+
+LEFT_LINEAR_Y = 0.5
+FORWARD_LINEAR_X = 0.3
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory):
+    """A tiny Kosmos-2 saved with save_pretrained (the real loading code path)."""
+    from mobile_vla_ros.policy.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_kosmos2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_base_model, tmp_path_factory):
+    """A policy checkpoint on the tiny base whose head was fitted so that the lab's 'left'
+    instruction gives linear_y = +0.5 and 'right' gives -0.5 (linear_x = +0.3) on any frames."""
+    import torch
+
+    from mobile_vla_ros.policy.backbone import load_base_model
+    from mobile_vla_ros.policy.checkpoint import save_policy
+    from mobile_vla_ros.policy.config import HeadSettings, PolicyConfig
+    from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
+    from mobile_vla_ros.policy.model import VLAPolicy
+
+    torch.manual_seed(0)
+    instructions = (LAB_INSTRUCTIONS["left"], LAB_INSTRUCTIONS["right"])
+    config = PolicyConfig(
+        chunk_size=5, action_dt=0.1, instructions=instructions, head=HeadSettings(hidden_dim=32, lstm_layers=1),
+        action_low=(-1.15, -1.15), action_high=(1.15, 1.15),
+    )
+    policy = VLAPolicy(config, load_base_model(tiny_base_model))
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 4, 224, 224, 3), dtype=np.uint8))
+    prompts = policy.encode_prompts(list(instructions))
+    with torch.no_grad():
+        features = [
+            policy.frame_features(frames.flatten(0, 1), policy.encode_prompts([text]).repeat_frames(16))
+            for text in instructions
+        ]
+    targets = torch.tensor([[FORWARD_LINEAR_X, LEFT_LINEAR_Y], [FORWARD_LINEAR_X, -LEFT_LINEAR_Y]])
+    optimizer = torch.optim.Adam(policy.head.parameters(), lr=3e-3)
+    policy.head.train()
+    for step in range(150):
+        loss = 0.0
+        for side in range(2):
+            window = features[side].view(4, 4, -1)[:, : 1 + step % 4]
+            vector = policy.instruction_vector(prompts)[side : side + 1].expand(4, -1)
+            predicted = policy.denormalize_actions(policy.predict(window, vector))
+            loss = loss + (predicted - targets[side]).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return save_policy(policy.eval(), tmp_path_factory.mktemp("tiny_policy"))

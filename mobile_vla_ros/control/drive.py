@@ -1,0 +1,144 @@
+"""The drive state machine: what the inference node publishes on each control tick.
+
+Priority, highest first (the first that applies decides the state):
+
+1. OVERRIDE — a human teleop command arrived within `override_hold_s`: it is published
+   (through the same speed/acceleration limits) whatever the policy wants, even when the policy
+   is disabled; the human is in charge.
+2. DISABLED — the enable gate is closed (`enable` topic false, or the gamepad deadman is
+   required and not held on a fresh `joy` message): zero.
+3. WAITING_FOR_CAMERA — no window received yet: zero.
+4. STALE — the newest window's capture stamp is older than `camera_stale_s`, or the chunk's
+   observation is older than `chunk_stale_s`, or the chunk is used up: zero.
+5. FAULT — the last inference failed or produced non-finite / out-of-range actions: zero until a
+   good chunk arrives.
+6. WAITING_FOR_MODEL — windows arrive but the first chunk is still being computed: zero.
+7. DRIVING — the due action of the newest chunk, speed- and acceleration-limited.
+
+Every state but DRIVING and OVERRIDE commands zero, immediately (no deceleration ramp), and zero
+keeps being published at the control rate so a base-side watchdog sees a live, stopped stream.
+All times are seconds on one clock (the node's ROS clock; header stamps use the same clock).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from mobile_vla_ros.control.executor import ChunkExecutor
+from mobile_vla_ros.control.limits import VelocityLimiter, VelocityLimits
+
+
+class DriveState(str, Enum):
+    WAITING_FOR_MODEL = "WAITING_FOR_MODEL"
+    WAITING_FOR_CAMERA = "WAITING_FOR_CAMERA"
+    DISABLED = "DISABLED"
+    OVERRIDE = "OVERRIDE"
+    DRIVING = "DRIVING"
+    STALE = "STALE"
+    FAULT = "FAULT"
+
+
+@dataclass(frozen=True)
+class SafetySettings:
+    camera_stale_s: float = 0.5  # newest window capture stamp older than this -> stop
+    chunk_stale_s: float = 1.0  # chunk observation older than this -> stop
+    override_hold_s: float = 0.5  # a teleop command wins for this long after it arrives
+    joy_timeout_s: float = 0.5  # deadman counts as released when joy is older than this
+    max_model_output: float = 3.0  # |action| above this (m/s) is a model fault, not clipped
+    start_enabled: bool = False
+    require_deadman: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    velocity: np.ndarray  # (linear_x, linear_y), finite, within limits
+    state: DriveState
+    reason: str = ""
+    obs_age_s: float | None = None  # set when the command comes from a policy chunk
+
+
+def check_chunk(chunk, action_dim: int, max_abs: float) -> str | None:
+    """Why a model output cannot be executed, or None when it can."""
+    array = np.asarray(chunk)
+    if array.ndim != 2 or array.shape[1] != action_dim or array.shape[0] == 0:
+        return f"chunk has shape {array.shape}, expected (N, {action_dim})"
+    if not np.all(np.isfinite(array)):
+        return "chunk contains NaN or infinite values"
+    peak = float(np.max(np.abs(array)))
+    if peak > max_abs:
+        return f"chunk value {peak:.3g} exceeds the plausible range ±{max_abs:g}"
+    return None
+
+
+class DriveController:
+    def __init__(self, action_dt: float, control_period_s: float, limits: VelocityLimits, safety: SafetySettings):
+        self.safety = safety
+        self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
+        self.limiter = VelocityLimiter(limits, control_period_s)
+        self.enabled = safety.start_enabled
+        self.fault: str | None = None
+        self._window_stamp: float | None = None
+        self._deadman_at = -math.inf
+        self._override: tuple[float, np.ndarray] | None = None
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def on_window(self, stamp: float) -> None:
+        if self._window_stamp is None or stamp > self._window_stamp:
+            self._window_stamp = stamp
+
+    def on_chunk(self, chunk, obs_stamp: float) -> str | None:
+        """Adopt a model output; returns the fault message when it is rejected."""
+        problem = check_chunk(chunk, 2, self.safety.max_model_output)
+        if problem is not None:
+            self.on_fault(problem)
+            return problem
+        if self.executor.set_chunk(chunk, obs_stamp):
+            self.fault = None
+        return None
+
+    def on_fault(self, message: str) -> None:
+        """Inference failed: drop the chunk so nothing computed before it keeps driving."""
+        self.fault = message
+        self.executor.clear()
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = bool(enabled)
+
+    def on_joy(self, deadman_pressed: bool, now: float) -> None:
+        self._deadman_at = now if deadman_pressed else -math.inf
+
+    def on_override(self, velocity, now: float) -> None:
+        command = np.asarray(velocity, dtype=np.float64)[:2]
+        # A garbled teleop message must not move the robot; zero still stops it.
+        self._override = (now, command if np.all(np.isfinite(command)) else np.zeros(2))
+
+    # ---- decision -----------------------------------------------------------------------------
+    def gate_open(self, now: float) -> bool:
+        deadman_ok = not self.safety.require_deadman or now - self._deadman_at <= self.safety.joy_timeout_s
+        return self.enabled and deadman_ok
+
+    def tick(self, now: float) -> Command:
+        if self._override is not None and now - self._override[0] <= self.safety.override_hold_s:
+            return Command(self.limiter.limit(self._override[1]), DriveState.OVERRIDE, "teleop command")
+        if not self.gate_open(now):
+            reason = "enable is false" if not self.enabled else "deadman button not held"
+            return self._stop(DriveState.DISABLED, reason)
+        if self._window_stamp is None:
+            return self._stop(DriveState.WAITING_FOR_CAMERA, "no camera window received yet")
+        camera_age = now - self._window_stamp
+        if camera_age > self.safety.camera_stale_s:
+            return self._stop(DriveState.STALE, f"newest camera frame is {camera_age:.3f} s old")
+        if self.fault is not None:
+            return self._stop(DriveState.FAULT, self.fault)
+        if not self.executor.has_chunk:
+            return self._stop(DriveState.WAITING_FOR_MODEL, "first inference running")
+        due = self.executor.due(now)
+        if due.action is None:
+            return self._stop(DriveState.STALE, due.reason)
+        return Command(self.limiter.limit(due.action), DriveState.DRIVING, f"chunk action {due.index}", due.age_s)
+
+    def _stop(self, state: DriveState, reason: str) -> Command:
+        return Command(self.limiter.reset(), state, reason)

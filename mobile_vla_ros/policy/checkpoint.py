@@ -1,0 +1,89 @@
+"""Policy checkpoints: a directory of safetensors + `policy.json`. No pickle anywhere.
+
+    MODEL_DIR/policy.json          PolicyConfig (window, chunk, action_dt, prompt, LoRA, ranges,
+                                   trained instructions, base model name + fingerprint, provenance)
+    MODEL_DIR/adapter.safetensors  LoRA weights + the learned action token
+    MODEL_DIR/head.safetensors     action head
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mobile_vla_ros.errors import BaseModelMismatchError, CheckpointError
+from mobile_vla_ros.policy.backbone import FULL_RANDOM, check_base_model_dir, fingerprint_base_model, load_base_model
+from mobile_vla_ros.policy.config import CONFIG_FILE, PolicyConfig
+from mobile_vla_ros.policy.model import VLAPolicy
+
+ADAPTER_FILE = "adapter.safetensors"
+HEAD_FILE = "head.safetensors"
+ACTION_TOKEN_KEY = "action_token"
+
+
+def save_policy(policy: VLAPolicy, directory: str | Path) -> Path:
+    from peft import get_peft_model_state_dict
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    adapter = {key: value.detach().float().cpu().contiguous() for key, value in get_peft_model_state_dict(policy.encoder.kosmos).items()}
+    adapter[ACTION_TOKEN_KEY] = policy.encoder.action_token.detach().float().cpu().contiguous()
+    head = {key: value.detach().float().cpu().contiguous() for key, value in policy.head.state_dict().items()}
+    # Weights first, config last: a directory with policy.json is complete.
+    save_file(adapter, str(directory / ADAPTER_FILE))
+    save_file(head, str(directory / HEAD_FILE))
+    policy.config.save(directory)
+    return directory
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+
+
+def check_base_matches(config: PolicyConfig, name: str, fingerprint: str, model_dir) -> None:
+    expected = config.base_model.get("fingerprint")
+    if expected and expected != fingerprint:
+        raise BaseModelMismatchError(
+            f"the policy in {model_dir} was trained on base model {config.base_model.get('name')!r} "
+            f"({expected}), but the base model given is {name!r} ({fingerprint}). "
+            "Pass the base model directory the policy was trained on."
+        )
+
+
+def load_policy(
+    model_dir: str | Path, base_model_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> VLAPolicy:
+    """Load a checkpoint onto its base model; refuses a base model with another fingerprint."""
+    model_dir = Path(model_dir)
+    config = PolicyConfig.load(model_dir)
+    missing = [name for name in (ADAPTER_FILE, HEAD_FILE) if not (model_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {model_dir} is incomplete: missing {', '.join(missing)}")
+    adapter, head = _read_tensors(model_dir / ADAPTER_FILE), _read_tensors(model_dir / HEAD_FILE)
+    if ACTION_TOKEN_KEY not in adapter:
+        raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
+
+    if str(base_model_dir) == FULL_RANDOM:
+        raise CheckpointError("a trained policy needs its real base model directory, not full-random")
+    base_dir = check_base_model_dir(base_model_dir)
+    fingerprint = fingerprint_base_model(base_dir)
+    check_base_matches(config, base_dir.name, fingerprint, model_dir)  # before loading gigabytes
+    base = load_base_model(base_dir, dtype=dtype, fingerprint=fingerprint)
+    policy = VLAPolicy(config, base)
+    from peft import set_peft_model_state_dict
+
+    action_token = adapter.pop(ACTION_TOKEN_KEY)
+    try:
+        result = set_peft_model_state_dict(policy.encoder.kosmos, adapter)
+        policy.head.load_state_dict(head)
+        policy.encoder.action_token.data.copy_(action_token)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
+    if getattr(result, "unexpected_keys", None):
+        raise CheckpointError(f"checkpoint {model_dir} has adapter weights this model lacks: {result.unexpected_keys[:3]}")
+    return policy.eval()

@@ -1,0 +1,126 @@
+"""Policy configuration: one dataclass, saved as `policy.json` inside every checkpoint.
+
+Everything the runtime must agree on with training lives here (window size, chunk length,
+action time step, image size, prompt template, normalisation, trained instructions, the base
+model's identity), so it is stored once, in the checkpoint, and never re-typed as a node knob.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobile_vla_ros.errors import CheckpointError
+
+CONFIG_FILE = "policy.json"
+SCHEMA_VERSION = 1
+
+# The lab's prompt (DESIGN.md section 1). `{instruction}` is replaced by the instruction text.
+DEFAULT_PROMPT_TEMPLATE = "<grounding>An image of a robot {instruction}"
+# Text decoder attention projections only: the vision tower stays exactly the base model.
+DEFAULT_LORA_TARGETS = r".*text_model\.model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 32
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: str = DEFAULT_LORA_TARGETS
+
+
+@dataclass
+class HeadSettings:
+    hidden_dim: int = 256
+    lstm_layers: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class PolicyConfig:
+    window_size: int = 8
+    chunk_size: int = 10
+    action_names: tuple[str, ...] = ("linear_x", "linear_y")
+    action_dt: float = 0.1
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    max_instruction_chars: int = 200
+    image_size: int = 224
+    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    head: HeadSettings = field(default_factory=HeadSettings)
+    # Per-dimension range of the training actions; the head predicts them scaled to [-1, 1].
+    action_low: tuple[float, ...] = (-1.0, -1.0)
+    action_high: tuple[float, ...] = (1.0, 1.0)
+    instructions: tuple[str, ...] = ()
+    base_model: dict = field(default_factory=dict)  # {"name": ..., "fingerprint": ...}
+    training: dict = field(default_factory=dict)  # provenance: data, steps, metrics
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    def validate(self) -> "PolicyConfig":
+        problems = []
+        if self.window_size < 1:
+            problems.append(f"window_size must be >= 1, got {self.window_size}")
+        if self.chunk_size < 1:
+            problems.append(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if not self.action_dt > 0:
+            problems.append(f"action_dt must be > 0, got {self.action_dt}")
+        if "{instruction}" not in self.prompt_template:
+            problems.append("prompt_template must contain '{instruction}'")
+        if not (len(self.action_low) == len(self.action_high) == self.action_dim):
+            problems.append("action_low/action_high must have one value per action dimension")
+        elif any(high <= low for low, high in zip(self.action_low, self.action_high)):
+            problems.append(f"action_high must exceed action_low, got {self.action_low} / {self.action_high}")
+        if problems:
+            raise CheckpointError("invalid policy configuration: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PolicyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"policy.json has unknown keys {unknown}; was it written by a newer version?")
+        values = dict(data)
+        if "lora" in values:
+            values["lora"] = LoraSettings(**values["lora"])
+        if "head" in values:
+            values["head"] = HeadSettings(**values["head"])
+        for key in ("action_names", "image_mean", "image_std", "action_low", "action_high", "instructions"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values).validate()
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PolicyConfig":
+        """Read `policy.json` alone (no torch), e.g. for the camera window node."""
+        path = Path(directory) / CONFIG_FILE
+        if not Path(directory).is_dir():
+            raise CheckpointError(f"policy checkpoint directory {directory} does not exist")
+        if not path.is_file():
+            raise CheckpointError(f"{directory} is not a policy checkpoint: {CONFIG_FILE} is missing")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"cannot read {path}: {error}") from error
+        if data.get("schema_version", 0) > SCHEMA_VERSION:
+            raise CheckpointError(
+                f"{path} has schema_version {data['schema_version']}, this package reads up to {SCHEMA_VERSION}"
+            )
+        try:
+            return cls.from_dict(data)
+        except TypeError as error:
+            raise CheckpointError(f"{path} is malformed: {error}") from error

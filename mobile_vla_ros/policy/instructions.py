@@ -1,0 +1,53 @@
+"""Instruction text handling shared by training, evaluation and the drive runtime."""
+from __future__ import annotations
+
+import re
+
+from mobile_vla_ros.errors import InstructionError
+
+# The lab's two instructions (DESIGN.md section 2).
+LAB_INSTRUCTIONS = {
+    "left": "Navigate around obstacles and reach the front of the beverage bottle on the left",
+    "right": "Navigate around obstacles and reach the front of the beverage bottle on the right",
+}
+
+_SIDE_WORDS = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def instruction_side(text: str) -> str | None:
+    """'left' or 'right' when the instruction names exactly one side, else None."""
+    sides = {match.lower() for match in _SIDE_WORDS.findall(text)}
+    return sides.pop() if len(sides) == 1 else None
+
+
+def mirror_instruction(text: str) -> str:
+    """Swap the words left and right (keeping case), for mirror augmentation."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        other = "right" if word.lower() == "left" else "left"
+        return other.capitalize() if word[0].isupper() else other
+
+    return _SIDE_WORDS.sub(swap, text)
+
+
+def expand_instruction(
+    text: str, trained: tuple[str, ...] | list[str] = (), presets: dict | None = None, max_chars: int = 200
+) -> str:
+    """Turn operator input into the instruction the policy sees.
+
+    A preset name (from YAML) wins; then 'left'/'right' pick the trained instruction naming that
+    side (or the lab's wording when no trained one does); anything else is used as written.
+    """
+    cleaned = " ".join((text or "").split())
+    if not cleaned:
+        raise InstructionError("empty instruction")
+    key = cleaned.lower()
+    if presets and key in presets:
+        return expand_instruction(presets[key], trained, None, max_chars)
+    if key in ("left", "right"):
+        matches = [candidate for candidate in trained if instruction_side(candidate) == key]
+        return matches[0] if matches else LAB_INSTRUCTIONS[key]
+    if len(cleaned) > max_chars:
+        raise InstructionError(f"instruction is {len(cleaned)} characters long, the limit is {max_chars}")
+    return cleaned

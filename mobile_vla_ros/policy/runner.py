@@ -1,0 +1,119 @@
+"""Incremental inference: the VLM runs only on frames it has not encoded yet.
+
+The runner keeps the action-token feature of every frame of the current window, keyed by a hash
+of the frame's pixels, so a window that slid by one frame costs one Kosmos-2 forward instead of
+eight (RoboVLMs' evaluation wrapper does the same). Features depend on the prompt, so an
+instruction switch empties the cache: the next window then uses only its newest frame (padded,
+exactly like an episode start) and grows back to full length as new frames arrive — no burst of
+eight forwards at the moment the operator changes the instruction.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobile_vla_ros.data.images import ImageError
+from mobile_vla_ros.errors import NonFiniteOutputError
+from mobile_vla_ros.policy.backbone import resolve_device, torch_dtype
+from mobile_vla_ros.policy.checkpoint import load_policy
+from mobile_vla_ros.policy.model import VLAPolicy
+
+log = logging.getLogger(__name__)
+
+
+def frame_key(frame: np.ndarray) -> bytes:
+    return hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+
+
+class PolicyRunner:
+    def __init__(self, policy: VLAPolicy, device: torch.device | str = "cpu", merge_lora: bool = True):
+        if merge_lora:
+            policy.encoder.kosmos = policy.encoder.kosmos.merge_and_unload()
+        self.policy = policy.to(resolve_device(str(device))).eval()
+        self.config = policy.config
+        self.device = next(policy.head.parameters()).device
+        self._features: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._instruction: str | None = None
+        self._prompt = None
+        self._instruction_vector = None
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, base_model_dir: str | Path, device: str = "auto", dtype: str = "fp32",
+        merge_lora: bool = True,
+    ) -> "PolicyRunner":
+        device = resolve_device(device)
+        return cls(load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype)), device, merge_lora)
+
+    @property
+    def instruction(self) -> str | None:
+        return self._instruction
+
+    def set_instruction(self, instruction: str) -> None:
+        """Takes effect from the next step; drops the features computed under the old prompt."""
+        prompt = self.policy.encode_prompts([instruction])  # validates; raises InstructionError
+        with torch.inference_mode():
+            self._instruction_vector = self.policy.instruction_vector(prompt)
+        self._prompt, self._instruction = prompt, " ".join(instruction.split())
+        self._features.clear()
+
+    def reset(self) -> None:
+        self._features.clear()
+
+    def _check_window(self, window: np.ndarray) -> np.ndarray:
+        size, limit = self.config.image_size, self.config.window_size
+        if not isinstance(window, np.ndarray) or window.dtype != np.uint8:
+            raise ImageError(f"a window must be a uint8 numpy array, got {getattr(window, 'dtype', type(window))}")
+        if window.ndim == 3:
+            window = window[None]
+        if window.ndim != 4 or window.shape[1:] != (size, size, 3) or not 1 <= window.shape[0]:
+            raise ImageError(f"a window must have shape (T, {size}, {size}, 3), got {window.shape}")
+        return window[-limit:]
+
+    def _finish(self, normalized: torch.Tensor) -> np.ndarray:
+        actions = self.policy.denormalize_actions(normalized[0]).cpu().numpy().astype(np.float32)
+        if not np.isfinite(actions).all():
+            raise NonFiniteOutputError(f"the policy produced non-finite actions for {self._instruction!r}")
+        return actions
+
+    def _require_instruction(self) -> None:
+        if self._prompt is None:
+            raise RuntimeError("set_instruction() must be called before step()")
+
+    @torch.inference_mode()
+    def step(self, window: np.ndarray) -> np.ndarray:
+        """(T, S, S, 3) uint8 RGB window, newest last -> (chunk, action_dim) float32 actions."""
+        self._require_instruction()
+        window = self._check_window(window)
+        keys = [frame_key(frame) for frame in window]
+        newest_cached = max((i for i, key in enumerate(keys) if key in self._features), default=None)
+        if newest_cached is None:
+            first_new, start = len(keys) - 1, len(keys) - 1  # cold: the newest frame only
+        else:
+            first_new = newest_cached + 1
+            start = newest_cached
+            while start > 0 and keys[start - 1] in self._features:
+                start -= 1
+        if first_new < len(keys):
+            frames = torch.from_numpy(np.ascontiguousarray(window[first_new:])).to(self.device)
+            prompts = self._prompt.repeat_frames(len(frames))
+            for key, feature in zip(keys[first_new:], self.policy.frame_features(frames, prompts)):
+                self._features[key] = feature
+        features = torch.stack([self._features[key] for key in keys[start:]])[None]
+        for stale in [key for key in self._features if key not in set(keys[start:])]:
+            del self._features[stale]
+        return self._finish(self.policy.predict(features, self._instruction_vector))
+
+    @torch.inference_mode()
+    def step_full_window(self, window: np.ndarray) -> np.ndarray:
+        """Reference path: encode every frame of the window again (what the lab's runtime did)."""
+        self._require_instruction()
+        window = self._check_window(window)
+        frames = torch.from_numpy(np.ascontiguousarray(window)).to(self.device)
+        features = self.policy.frame_features(frames, self._prompt.repeat_frames(len(frames)))
+        return self._finish(self.policy.predict(features[None], self._instruction_vector))

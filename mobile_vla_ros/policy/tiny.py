@@ -1,0 +1,67 @@
+"""A tiny Kosmos-2 for tests and the demo: the real architecture with small widths, random
+weights and a tokenizer trained locally on instruction text, saved with `save_pretrained` so
+every loader runs exactly as it would on microsoft/kosmos-2-patch14-224."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
+
+# Kosmos-2's special tokens in its id order: bos=0, pad=1, eos=2, unk=3.
+_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<image>", "</image>", "<grounding>", "<phrase>", "</phrase>"]
+_CORPUS = [
+    *LAB_INSTRUCTIONS.values(),
+    "An image of a robot",
+    "go around the obstacle on the left",
+    "go around the obstacle on the right",
+    "drive forward and stop in front of the bottle",
+    "turn left turn right move back stop",
+]
+
+
+def _train_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS, show_progress=False)
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        extra_special_tokens=["<image>", "</image>", "<grounding>", "<phrase>", "</phrase>"],
+    )
+
+
+def make_tiny_model(
+    out_dir: str | Path, seed: int = 0, image_size: int = 224, width: int = 64, layers: int = 2
+) -> Path:
+    from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(vocab_size=400)
+    config = Kosmos2Config(
+        text_config=dict(
+            vocab_size=len(tokenizer), embed_dim=width, layers=layers, ffn_dim=2 * width, attention_heads=4,
+            max_position_embeddings=512,
+        ),
+        vision_config=dict(
+            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
+            image_size=image_size, patch_size=14,
+        ),
+        latent_query_num=64,
+    )
+    torch.manual_seed(seed)
+    model = Kosmos2ForConditionalGeneration(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }, indent=2))
+    return out_dir
