@@ -26,6 +26,9 @@ import logging
 import os
 import re
 import time
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +54,7 @@ IDLE_SPEED = 1e-3  # |action| below this in every component counts as standing s
 _PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale")
 _NUMBER = re.compile(r"^episode_(\d+)_")
 _INSTRUCTION_BYTES = 256
+_MAX_PENDING_FRAMES = 8  # frames being compressed before append() waits (bounded memory)
 
 
 @dataclass
@@ -307,6 +311,11 @@ class EpisodeWriter:
         self._count = 0
         self._last_flush = 0.0
         self._closed = False
+        # Frames are deflated by worker threads (zlib releases the GIL, so the caller - a ROS
+        # executor - stays responsive and both cores work) and stored as ready gzip chunks.
+        self._compressor: ThreadPoolExecutor | None = None
+        self._pending: deque = deque()
+        self._images_written = 0
 
     @property
     def num_frames(self) -> int:
@@ -327,20 +336,30 @@ class EpisodeWriter:
             raise EpisodeError(f"frame shape {image.shape} differs from the episode's {self._h5['images'].shape[1:]}")
         index = self._count
         h5 = self._h5
-        for name in _PER_FRAME:
+        self._pending.append(self._compressor.submit(zlib.compress, image.tobytes(), self.compression_level))
+        for name in _PER_FRAME[1:]:
             h5[name].resize(index + 1, axis=0)
-        h5["images"][index] = image
         h5["actions"][index] = action
         h5["action_event_types"][index] = event_type
         h5["timestamps"][index] = float(stamp_s)
         h5["flags/camera_lag"][index] = bool(camera_lag)
         h5["flags/command_stale"][index] = bool(command_stale)
         self._count += 1
+        self._store_compressed(wait=len(self._pending) > _MAX_PENDING_FRAMES)
         now = time.monotonic()
         if now - self._last_flush >= self.flush_interval_s:
             h5.flush()
             self._last_flush = now
 
+    def _store_compressed(self, wait: bool) -> None:
+        """Write finished frames in order; with `wait`, block until the oldest one is done."""
+        images = self._h5["images"]
+        while self._pending and (wait or self._pending[0].done()):
+            chunk = self._pending.popleft().result()
+            images.resize(self._images_written + 1, axis=0)
+            images.id.write_direct_chunk((self._images_written, 0, 0, 0), chunk)
+            self._images_written += 1
+            wait = wait and len(self._pending) > _MAX_PENDING_FRAMES
     def _prepare_image(self, image_rgb) -> np.ndarray:
         image = np.asarray(image_rgb)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
@@ -386,6 +405,8 @@ class EpisodeWriter:
         })
         h5.swmr_mode = True  # from here on, a crash leaves a readable file up to the last flush
         self._last_flush = time.monotonic()
+        self._compressor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                              thread_name_prefix="episode-deflate")
 
     def save(self) -> Path:
         """Finalise and rename to `.h5`; EpisodeError (and no file) when there are no frames."""
@@ -394,18 +415,24 @@ class EpisodeWriter:
         if self._count == 0:
             self._closed = True
             raise EpisodeError("no frames were recorded; nothing saved")
-        self._h5.close()
-        self._h5, self._closed = None, True
+        while self._pending:
+            self._store_compressed(wait=True)
+        self._close()
         return finalise_partial(self.partial_path, truncated=False)
+
+    def _close(self) -> None:
+        if self._compressor is not None:
+            self._compressor.shutdown(wait=True, cancel_futures=True)
+        if self._h5 is not None:
+            self._h5.close()
+        self._h5, self._compressor, self._closed = None, None, True
+        self._pending.clear()
 
     def discard(self) -> None:
         """Drop the episode and its partial file."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        self._close()
         if self.partial_path is not None and self.partial_path.exists():
             self.partial_path.unlink()
-        self._closed = True
 
 
 def finalise_partial(partial_path: Path, truncated: bool) -> Path:

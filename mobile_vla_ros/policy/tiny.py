@@ -22,6 +22,13 @@ _CORPUS = [
 ]
 
 
+def save_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 400):
+    """A Kosmos-2-compatible tokenizer trained on instruction text (also used by full-random benches)."""
+    tokenizer = _train_tokenizer(vocab_size)
+    tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
+
+
 def _train_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -13,7 +13,7 @@ import numpy as np
 from mobile_vla_ros.errors import SimulationError
 from mobile_vla_ros.sim.world import SIDES, Layout, RoomConfig
 
-PASS_MARGIN_M = 0.25  # free space between the robot's edge and the box while passing it
+PASS_MARGIN_M = 0.2  # free space between the robot's edge and the box while passing it
 WAYPOINT_TOLERANCE_M = 0.08
 
 
@@ -32,7 +32,7 @@ class ScriptedExpert:
         tx, ty = layout.target
         self.waypoints = [
             (bx - hx - clearance, pass_y),
-            (bx + hx + clearance, pass_y),
+            (bx + hx + room.robot_radius + 0.05, pass_y),  # just past the rear face: the bottle stays in view
             (tx - 0.5 * room.reach_distance, ty),  # inside the reach radius: the episode ends on the way
         ]
         self._next = 0

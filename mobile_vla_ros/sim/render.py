@@ -39,7 +39,7 @@ GRID_STEP_M = 0.5
 class CameraConfig:
     width: int = 640
     height: int = 480
-    hfov_deg: float = 90.0
+    hfov_deg: float = 100.0
     mount_height: float = 0.35  # metres above the floor
     pitch_down_deg: float = 8.0
     near: float = 0.05

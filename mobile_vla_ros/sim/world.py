@@ -52,15 +52,15 @@ class RoomConfig:
     time_limit_s: float = 20.0
     start_x: float = 0.4
     start_y_range: tuple = (-0.1, 0.1)
-    box_x_range: tuple = (1.7, 2.2)  # centre
+    box_x_range: tuple = (1.6, 2.0)  # centre
     box_y_range: tuple = (-0.2, 0.2)
     box_half_depth_range: tuple = (0.2, 0.3)  # along x
     box_half_width_range: tuple = (0.25, 0.35)  # along y
-    box_height: float = 0.5
-    target_gap_range: tuple = (1.1, 1.5)  # bottle x minus box centre x
+    box_height: float = 0.4
+    target_gap_range: tuple = (1.3, 1.7)  # bottle x minus box centre x
     target_y_offset_range: tuple = (-0.2, 0.2)  # bottle y minus box centre y
     bottle_radius: float = 0.08
-    bottle_height: float = 0.4
+    bottle_height: float = 0.55
 
     def validate(self) -> None:
         widest_detour = max(map(abs, self.box_y_range)) + self.box_half_width_range[1] + 3 * self.robot_radius
@@ -131,7 +131,7 @@ class World:
         room, layout = self.room, self.layout
         (bx, _), (hx, _) = layout.box_center, layout.box_half_size
         tx, ty = layout.target
-        if tx - self.room.reach_distance <= bx + hx:
+        if tx - room.reach_distance <= bx + hx:
             raise SimulationError(f"the bottle at x={tx:.2f} is too close behind the box (rear at x={bx + hx:.2f})")
         if layout.start[0] + room.robot_radius >= bx - hx:
             raise SimulationError("the robot starts beside or behind the box")
@@ -161,9 +161,12 @@ class World:
         sub_dt = dt / substeps
         state = self.state
         for _ in range(substeps):
-            state.x += velocity[0] * sub_dt
-            state.y += velocity[1] * sub_dt
             state.time_s += sub_dt
+            x, y = state.x + velocity[0] * sub_dt, state.y + velocity[1] * sub_dt
+            if self._contact(x, y):  # the robot stops where it touched, never inside anything
+                state.outcome = Outcome.COLLIDED
+                break
+            state.x, state.y = x, y
             state.outcome = self._classify()
             if state.outcome.finished:
                 break
@@ -174,8 +177,6 @@ class World:
         state, (bx, by), (hx, _) = self.state, self.layout.box_center, self.layout.box_half_size
         if state.passed_side is None and state.x > bx + hx:
             state.passed_side = "left" if state.y > by else "right"
-        if self._contact(state.x, state.y):
-            return Outcome.COLLIDED
         tx, ty = self.layout.target
         if state.x < tx and math.hypot(tx - state.x, ty - state.y) <= self.room.reach_distance:
             # The bottle lies beyond the box's rear face, so passed_side is set by now (_check_layout).

@@ -1,0 +1,32 @@
+"""`mobile-vla bench`: policy step latency (bare forward / full-window / incremental) and memory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="measure the policy step latency and peak memory")
+    parser.add_argument("--base-model", required=True, help="Kosmos-2 directory, or 'full-random' (full size, random weights)")
+    parser.add_argument("--tokenizer", help="tokenizer directory for full-random (default: a locally trained one)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
+    parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", help="write the figures to this JSON file")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mobile_vla_ros.policy.benchmark import format_table, run_benchmark
+
+    result = run_benchmark(
+        args.base_model, device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
+        tokenizer_dir=args.tokenizer,
+    )
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written {args.json}")
+    return 0

@@ -1,0 +1,38 @@
+"""`mobile-vla eval`: replay episodes through the policy as the robot runs it and report MAE,
+linear_y sign accuracy, left/right instruction separation and feature cosine."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a trained policy on episodes (incremental path, as on the robot)",
+        description="Replays every episode through PolicyRunner with its own instruction and, for left/right "
+        "instructions, with both wordings on the same frames.",
+    )
+    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained policy directory")
+    parser.add_argument("--data", required=True, action="append", metavar="DIR", help="episode directory (repeatable)")
+    parser.add_argument("--base-model", metavar="DIR",
+                        help="Kosmos-2 directory (default: $MOBILE_VLA_BASE_MODEL, else the one recorded at training time)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
+    parser.add_argument("--png", metavar="OUT.png", help="plot predicted vs recorded actions")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from mobile_vla_ros.training.evaluate import evaluate, format_report, plot_replays
+
+    report, replays = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=args.dtype)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written {args.json}")
+    if args.png:
+        action_names = tuple(next(iter(report["mae"].values())))
+        print(f"written {plot_replays(replays, action_names, args.png)}")
+    return 0

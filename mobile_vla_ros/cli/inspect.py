@@ -1,0 +1,143 @@
+"""`mobile-vla inspect EPISODE.h5 [--png OUT.png]` and `mobile-vla inspect DIR`.
+
+One episode: frames, duration, rate, instruction, action ranges and flags, optionally a picture
+(contact sheet of frames + action traces). A directory: counts per instruction, episode lengths,
+and the files that fail to open.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from mobile_vla_ros.data.episode import ACTION_NAMES, Episode, list_episodes, read_episode
+from mobile_vla_ros.errors import EpisodeError, MobileVlaError
+
+SHEET_FRAMES = 12
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("inspect", help="summarise an episode file or a directory of episodes",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", type=Path, help="an episode .h5 file or a directory of them")
+    parser.add_argument("--png", type=Path, help="(episode only) write a contact sheet + action traces here")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.path.is_dir():
+        if args.png:
+            raise MobileVlaError("--png draws one episode; give an episode file, not a directory")
+        print(summarise_directory(args.path))
+        return 0
+    if not args.path.exists():
+        raise MobileVlaError(f"{args.path} does not exist")
+    count = read_episode(args.path, frame_indices=[]).num_frames
+    episode = read_episode(args.path, frame_indices=sheet_indices(count))
+    print(summarise_episode(episode))
+    if args.png:
+        draw_episode(episode, args.png)
+        print(f"picture: {args.png}")
+    return 0
+
+
+def sheet_indices(count: int, frames: int = SHEET_FRAMES) -> list[int]:
+    return sorted(set(np.linspace(0, count - 1, min(frames, count)).round().astype(int).tolist())) if count else []
+
+
+def summarise_episode(episode: Episode) -> str:
+    flags = episode.flags
+    duration = episode.duration_s
+    rate = f"{episode.sample_rate_hz:g} Hz" if episode.sample_rate_hz else "event-driven (legacy)"
+    height, width = episode.images.shape[1:3]
+    lines = [
+        f"episode     {episode.path}",
+        f"format      {'lab legacy (BGR on disk, returned as RGB)' if episode.legacy else 'mobile_vla_ros schema ' + str(episode.attrs.get('schema_version'))}",
+        f"instruction {episode.instruction}",
+        f"frames      {episode.num_frames} of {width}x{height}",
+        f"duration    {duration:.2f} s" if duration is not None else "duration    unknown",
+        f"rate        {rate}",
+    ]
+    for column, name in enumerate(ACTION_NAMES):
+        values = episode.actions[:, column]
+        lines.append(f"{name:<11} min {values.min():+.3f}  mean {values.mean():+.3f}  max {values.max():+.3f}"
+                     if len(values) else f"{name:<11} (no frames)")
+    events = Counter(episode.event_types)
+    lines.append("events      " + ", ".join(f"{name} x{count}" for name, count in sorted(events.items())))
+    lines.append(
+        f"flags       truncated={flags.get('truncated', False)}  "
+        f"camera_lag={int(np.sum(flags.get('camera_lag', 0)))}  command_stale={int(np.sum(flags.get('command_stale', 0)))}  "
+        f"idle at start={flags.get('idle_start_frames', 0)} end={flags.get('idle_end_frames', 0)}"
+    )
+    return "\n".join(lines)
+
+
+def summarise_directory(directory: Path) -> str:
+    paths = list_episodes(directory)
+    lengths: dict[str, list[int]] = {}
+    failures: list[str] = []
+    truncated = legacy = 0
+    for path in paths:
+        try:
+            episode = read_episode(path, frame_indices=[])
+        except EpisodeError as error:
+            failures.append(f"  {path.relative_to(directory)}: {error}")
+            continue
+        lengths.setdefault(episode.instruction, []).append(episode.num_frames)
+        truncated += bool(episode.flags.get("truncated"))
+        legacy += episode.legacy
+    partials = sorted(directory.rglob("*.h5.partial"))
+    readable = sum(len(values) for values in lengths.values())
+    lines = [f"{directory}: {len(paths)} episode files, {readable} readable ({legacy} legacy, {truncated} truncated)"]
+    for instruction, values in sorted(lengths.items()):
+        lines.append(f"  {len(values):4d} x  frames min {min(values)} median {int(np.median(values))} "
+                     f"max {max(values)}  total {sum(values)}  | {instruction}")
+    if failures:
+        lines.append(f"{len(failures)} files fail to open:")
+        lines.extend(failures)
+    if partials:
+        lines.append(f"{len(partials)} unfinished recordings (recovered when recorder_node starts):")
+        lines.extend(f"  {path.relative_to(directory)}" for path in partials)
+    return "\n".join(lines)
+
+
+def draw_episode(episode: Episode, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    indices = sheet_indices(episode.num_frames)
+    columns = 4
+    rows = max(1, -(-len(indices) // columns))
+    figure = plt.figure(figsize=(12, 2.2 * rows + 3.2))
+    grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1.0] * rows + [1.4])
+    images = episode.images if len(episode.images) == len(indices) else episode.images[indices]
+    for slot, (index, image) in enumerate(zip(indices, images)):
+        axis = figure.add_subplot(grid[slot // columns, slot % columns])
+        axis.imshow(image)
+        lag = " lag" if episode.flags["camera_lag"][index] else ""
+        axis.set_title(f"#{index}  {episode.actions[index, 0]:+.2f}, {episode.actions[index, 1]:+.2f}{lag}", fontsize=8)
+        axis.axis("off")
+    traces = figure.add_subplot(grid[rows, :])
+    if episode.timestamps is not None:
+        time, label = episode.timestamps - episode.timestamps[0], "time [s]"
+    else:
+        time, label = np.arange(episode.num_frames), "frame"
+    for column, name in enumerate(ACTION_NAMES):
+        traces.step(time, episode.actions[:, column], where="post", label=name)
+    for mask, colour, name in ((episode.flags["idle"], "grey", "idle"), (episode.flags["camera_lag"], "red", "camera lag")):
+        if np.any(mask):
+            traces.fill_between(time, 0, 1, where=mask, color=colour, alpha=0.15, step="post",
+                                transform=traces.get_xaxis_transform(), label=name)
+    traces.set_xlabel(label)
+    traces.set_ylabel("command")
+    traces.legend(loc="upper right", fontsize=8)
+    traces.grid(alpha=0.3)
+    figure.suptitle(f"{Path(episode.path).name}\n{episode.instruction}", fontsize=10)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=80)
+    plt.close(figure)

@@ -1,0 +1,65 @@
+"""`mobile-vla train`: fine-tune the policy (LoRA + action token + head) on recorded episodes."""
+from __future__ import annotations
+
+# flag -> (section.key, type): common settings get a flag, everything else `--set section.key=value`
+FLAGS = {
+    "max_steps": ("trainer.max_steps", int, "stop after this many optimizer steps"),
+    "max_minutes": ("trainer.max_minutes", float, "stop after this much wall-clock time (a checkpoint is saved)"),
+    "seed": ("trainer.seed", int, "seeds the split, the data order and the initialisation"),
+    "batch_size": ("trainer.batch_size", int, "clips per step (a clip is up to data.clip_length windows)"),
+    "accumulate": ("trainer.accumulate_grad_batches", int, "gradient accumulation steps"),
+    "precision": ("trainer.precision", str, "32, bf16-mixed or 16-mixed"),
+    "devices": ("trainer.devices", int, "number of devices; > 1 trains data-parallel (DDP)"),
+    "strategy": ("trainer.strategy", str, "Lightning strategy, e.g. ddp (default auto)"),
+    "accelerator": ("trainer.accelerator", str, "auto, cpu or gpu"),
+    "lr": ("optim.learning_rate", float, "AdamW learning rate"),
+    "val_fraction": ("data.val_fraction", float, "share of episodes held out per instruction"),
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="fine-tune the policy on H5 episodes (this package's or the lab's legacy files)",
+        description="Fine-tune Kosmos-2 LoRA + action head on episodes. Defaults: config/train.yaml. "
+        "The exported policy goes to --out; the resume checkpoint, metrics.csv and summary.json to OUT/training.",
+    )
+    parser.add_argument("--data", action="append", metavar="DIR", help="episode directory (repeatable)")
+    parser.add_argument("--base-model", metavar="DIR", help="local Kosmos-2 directory")
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="where the trained policy is written")
+    parser.add_argument("--config", metavar="YAML", help="overrides of config/train.yaml (same layout, any subset)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="one setting, e.g. --set policy.head.hidden_dim=64 (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint (its data, base model and settings; "
+                        "only --max-steps / --max-minutes may change)")
+    parser.add_argument("--no-mirror", action="store_true", help="no left/right mirror augmentation")
+    for flag, (_, kind, text) in FLAGS.items():
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=text)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from mobile_vla_ros.training.config import TrainConfig, TrainConfigError, load_train_config
+    from mobile_vla_ros.training.train import TrainRun, format_summary, saved_run, train
+
+    settings = list(args.set)
+    settings += [f"{key}={getattr(args, flag)}" for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None]
+    if args.no_mirror:
+        settings.append("data.mirror=false")
+    if args.resume:
+        before = saved_run(args.out)
+        config = load_train_config(args.config, settings, base=TrainConfig.from_dict(before["config"]))
+        data_dirs, base_model = args.data or before["data_dirs"], args.base_model or before["base_model_dir"]
+    else:
+        if not args.data or not args.base_model:
+            raise TrainConfigError("--data and --base-model are required (except with --resume)")
+        config = load_train_config(args.config, settings)
+        data_dirs, base_model = args.data, args.base_model
+    resolved = [str(Path(directory).resolve()) for directory in data_dirs]
+    run_ = TrainRun(resolved, str(Path(base_model).resolve()), str(args.out), config)
+    summary = train(run_, resume=args.resume)
+    if summary:
+        print(format_summary(summary, args.out))
+    return 0

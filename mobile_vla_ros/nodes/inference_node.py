@@ -1,0 +1,303 @@
+"""inference_node: windows -> policy (worker thread) -> cmd_vel from a fixed-rate control timer.
+
+Topics
+  in   window (sensor_msgs/Image)          stacked windows from camera_window_node
+  in   instruction (std_msgs/String)        'left' / 'right' / a YAML preset name / free text
+  in   enable (std_msgs/Bool)               gate for the policy's motion (initially start_enabled)
+  in   joy (sensor_msgs/Joy)                deadman button, used when require_deadman is true
+  in   cmd_vel_teleop (geometry_msgs/Twist) human override: wins for override_hold_s after each message
+  out  cmd_vel (geometry_msgs/Twist)        linear.x, linear.y; everything else zero; published at
+                                            control_rate_hz in every state (zero when not driving)
+  out  instruction/active (std_msgs/String) the instruction in force, transient local (latched)
+  out  /diagnostics (diagnostic_msgs/DiagnosticArray) state, reason, instruction, latencies, rates
+
+The decision per tick is control.drive.DriveController (see its docstring for the states and
+their priority). A policy that cannot be loaded is logged and the process exits with status 1
+before any publisher exists. An instruction switch empties the runner's per-frame feature cache
+(features depend on the prompt); the next window starts again from its newest frame.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import Image, Joy
+from std_msgs.msg import Bool, String
+
+from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
+from mobile_vla_ros.control.limits import VelocityLimits
+from mobile_vla_ros.control.stats import RateMeter, RollingStats
+from mobile_vla_ros.control.worker import InferenceWorker
+from mobile_vla_ros.data.images import ImageError, split_window
+from mobile_vla_ros.errors import InstructionError, MobileVlaError
+from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
+from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
+from mobile_vla_ros.policy.instructions import expand_instruction
+
+LOG_THROTTLE_S = 5.0
+_LEVELS = {
+    DriveState.DRIVING: DiagnosticStatus.OK,
+    DriveState.OVERRIDE: DiagnosticStatus.OK,
+    DriveState.FAULT: DiagnosticStatus.ERROR,
+}
+
+# name -> (default, description); declared read-only: they are fixed for a run.
+PARAMETERS = {
+    "model_dir": ("", "policy checkpoint directory (policy.json + safetensors)"),
+    "base_model_dir": ("", "local Kosmos-2 directory the policy was trained on"),
+    "device": ("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
+    "dtype": ("fp32", "fp32, fp16 or bf16"),
+    "control_rate_hz": (20.0, "cmd_vel publishing rate"),
+    "max_linear_x": (1.2, "speed limit for |linear.x| in m/s"),
+    "max_linear_y": (1.2, "speed limit for |linear.y| in m/s"),
+    "max_speed": (1.2, "limit for the norm of (linear.x, linear.y) in m/s"),
+    "max_accel": (2.0, "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate"),
+    "max_model_output": (3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
+    "camera_stale_timeout_s": (0.5, "stop when the newest window's capture stamp is older than this"),
+    "chunk_stale_timeout_s": (1.0, "stop when the chunk's observation is older than this"),
+    "override_hold_s": (0.5, "a cmd_vel_teleop message overrides the policy for this long"),
+    "start_enabled": (False, "value of the enable gate before the first message on enable"),
+    "require_deadman": (False, "also require the joy deadman button to be held for policy motion"),
+    "deadman_button": (5, "joy button index of the deadman"),
+    "joy_timeout_s": (0.5, "the deadman counts as released when joy is older than this"),
+    "instruction": ("left", "initial instruction (same rules as the instruction topic)"),
+    "instruction_presets": (Parameter.Type.STRING_ARRAY, "extra names for the instruction topic, 'name=full text'"),
+    "status_period_s": (1.0, "period of the /diagnostics status"),
+}
+
+
+def parse_presets(entries) -> dict[str, str]:
+    presets = {}
+    for entry in entries or ():
+        name, separator, text = entry.partition("=")
+        if not separator or not name.strip() or not text.strip():
+            raise MobileVlaError(f"instruction_presets entry {entry!r} is not of the form 'name=full instruction'")
+        presets[name.strip().lower()] = text.strip()
+    return presets
+
+
+class InferenceNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("inference_node", **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        p = {name: self._value(name) for name in PARAMETERS}
+        for name in ("model_dir", "base_model_dir"):
+            if not p[name]:
+                raise MobileVlaError(f"parameter {name} is not set")
+        self.presets = parse_presets(p["instruction_presets"])
+        limits = VelocityLimits(p["max_linear_x"], p["max_linear_y"], p["max_speed"], p["max_accel"])
+        if not p["control_rate_hz"] > 0:
+            raise MobileVlaError(f"control_rate_hz must be > 0, got {p['control_rate_hz']}")
+
+        from mobile_vla_ros.policy.runner import PolicyRunner  # torch import: only once parameters are sane
+
+        self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ...")
+        self.runner = PolicyRunner.load(p["model_dir"], p["base_model_dir"], device=p["device"], dtype=p["dtype"])
+        self.config = self.runner.config
+        first_instruction = self._expand(p["instruction"])
+        self.runner.set_instruction(first_instruction)
+
+        self.deadman_button = p["deadman_button"]
+        self._lock = threading.Lock()
+        self.controller = DriveController(
+            self.config.action_dt, 1.0 / p["control_rate_hz"], limits,
+            SafetySettings(
+                camera_stale_s=p["camera_stale_timeout_s"], chunk_stale_s=p["chunk_stale_timeout_s"],
+                override_hold_s=p["override_hold_s"], joy_timeout_s=p["joy_timeout_s"],
+                max_model_output=p["max_model_output"], start_enabled=p["start_enabled"],
+                require_deadman=p["require_deadman"],
+            ),
+        )
+        self.inference_latency = RollingStats()
+        self.obs_age = RollingStats()
+        self.control_rate = RateMeter()
+        self.state = None
+        self.reason = ""
+        self.active_instruction = first_instruction
+        self.counts = {"windows": 0, "bad_windows": 0, "chunks": 0, "faults": 0}
+
+        # Publishers exist only once the policy has loaded.
+        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.instruction_pub = self.create_publisher(String, "instruction/active", latched)
+        self.status_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.instruction_pub.publish(String(data=first_instruction))
+
+        self.worker = InferenceWorker(
+            self.runner, self._on_chunk, self._on_inference_error, self._on_instruction_applied,
+            self._on_instruction_refused,
+        )
+        self.worker.start()
+        self.create_subscription(Image, "window", self._on_window, 1)
+        self.create_subscription(String, "instruction", self._on_instruction, 10)
+        self.create_subscription(Bool, "enable", self._on_enable, 10)
+        self.create_subscription(Joy, "joy", self._on_joy, 10)
+        self.create_subscription(Twist, "cmd_vel_teleop", self._on_teleop, 10)
+        self.create_timer(1.0 / p["control_rate_hz"], self._on_control_tick)
+        self.create_timer(p["status_period_s"], self._publish_status)
+        self.get_logger().info(
+            f"ready: {self.config.window_size}-frame windows, chunks of {self.config.chunk_size} x "
+            f"{self.config.action_dt:.3f} s, control at {p['control_rate_hz']:g} Hz, "
+            f"{'enabled' if p['start_enabled'] else 'disabled until enable=true'}, instruction {first_instruction!r}"
+        )
+
+    def _value(self, name: str):
+        """A parameter's value; None for a typed parameter that was declared without one."""
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _expand(self, text: str) -> str:
+        return expand_instruction(text, self.config.instructions, self.presets, self.config.max_instruction_chars)
+
+    # ---- inputs (executor thread) -------------------------------------------------------------
+    def _on_window(self, msg: Image) -> None:
+        try:
+            frames = split_window(image_msg_to_rgb(msg), self.config.image_size)
+        except ImageError as error:
+            self.counts["bad_windows"] += 1
+            self.get_logger().error(f"dropping window: {error}", throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        stamp = stamp_seconds(msg.header.stamp)
+        self.counts["windows"] += 1
+        with self._lock:
+            self.controller.on_window(stamp)
+        self.worker.submit(frames[-self.config.window_size:], stamp)
+
+    def _on_instruction(self, msg: String) -> None:
+        try:
+            instruction = self._expand(msg.data)
+        except InstructionError as error:
+            self.get_logger().error(f"instruction {msg.data!r} rejected: {error}; keeping {self.active_instruction!r}")
+            return
+        self.get_logger().info(f"instruction {msg.data!r} -> {instruction!r} (from the next inference)")
+        self.worker.request_instruction(instruction)
+
+    def _on_enable(self, msg: Bool) -> None:
+        with self._lock:
+            self.controller.set_enabled(msg.data)
+
+    def _on_joy(self, msg: Joy) -> None:
+        pressed = 0 <= self.deadman_button < len(msg.buttons) and msg.buttons[self.deadman_button] == 1
+        with self._lock:
+            self.controller.on_joy(pressed, self.now())
+
+    def _on_teleop(self, msg: Twist) -> None:
+        with self._lock:
+            self.controller.on_override([msg.linear.x, msg.linear.y], self.now())
+
+    # ---- worker thread callbacks --------------------------------------------------------------
+    def _on_chunk(self, chunk: np.ndarray, stamp: float, latency: float) -> None:
+        self.inference_latency.add(latency)
+        with self._lock:
+            problem = self.controller.on_chunk(chunk, stamp)
+        if problem is None:
+            self.counts["chunks"] += 1
+        else:
+            self.counts["faults"] += 1
+            self.get_logger().error(f"model output rejected, stopping: {problem}", throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _on_inference_error(self, message: str) -> None:
+        self.counts["faults"] += 1
+        with self._lock:
+            self.controller.on_fault(message)
+        self.get_logger().error(f"{message}; stopping", throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _on_instruction_applied(self, instruction: str) -> None:
+        self.active_instruction = instruction
+        self.instruction_pub.publish(String(data=instruction))
+
+    def _on_instruction_refused(self, instruction: str, error: Exception) -> None:
+        self.get_logger().error(f"policy refused instruction {instruction!r}: {error}; keeping {self.active_instruction!r}")
+
+    # ---- outputs (executor thread) ------------------------------------------------------------
+    def _on_control_tick(self) -> None:
+        now = self.now()
+        with self._lock:
+            command = self.controller.tick(now)
+        twist = Twist()
+        twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
+        self.cmd_pub.publish(twist)
+        self.control_rate.tick(now)
+        if command.obs_age_s is not None:
+            self.obs_age.add(command.obs_age_s)
+        if command.state != self.state:
+            log = self.get_logger().error if command.state == DriveState.FAULT else self.get_logger().info
+            log(f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}")
+        self.state, self.reason = command.state, command.reason
+
+    def status_values(self) -> dict[str, str]:
+        def ms(stats: RollingStats, q: float) -> str:
+            value = stats.percentile(q)
+            return "" if value is None else f"{value * 1000:.1f}"
+
+        rate = self.control_rate.rate_hz
+        values = {
+            "state": self.state.value if self.state else "",
+            "reason": self.reason,
+            "instruction": self.active_instruction,
+            "inference_latency_ms_p50": ms(self.inference_latency, 50),
+            "inference_latency_ms_p95": ms(self.inference_latency, 95),
+            "obs_to_cmd_age_ms_p50": ms(self.obs_age, 50),
+            "obs_to_cmd_age_ms_p95": ms(self.obs_age, 95),
+            "control_rate_hz": "" if rate is None else f"{rate:.2f}",
+            "control_period_ms_p99": ms(self.control_rate.periods, 99),
+            "skipped_windows": str(self.worker.skipped_windows),
+        }
+        values.update({name: str(count) for name, count in self.counts.items()})
+        return values
+
+    def _publish_status(self) -> None:
+        values = self.status_values()
+        status = DiagnosticStatus(
+            level=_LEVELS.get(self.state, DiagnosticStatus.WARN), name=f"{self.get_name()}: drive",
+            message=f"{values['state']}: {values['reason']}", hardware_id="mobile_vla_ros",
+            values=[KeyValue(key=key, value=value) for key, value in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(array)
+
+    def stop(self) -> None:
+        """Stop inference and leave the robot with a zero command."""
+        self.worker.stop()
+        self.cmd_pub.publish(Twist())
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = InferenceNode()
+    except (MobileVlaError, ValueError) as error:  # bad parameters, checkpoint or base model
+        rclpy.logging.get_logger("inference_node").fatal(f"cannot start: {error}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if rclpy.ok():
+            node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""recorder_node: records camera frames + the commanded velocity + the instruction as H5 episodes.
+
+Inputs: the camera (`image_topic`, sensor_msgs/Image or CompressedImage when `compressed`),
+`cmd_vel` (whatever commanded the base), `joy` (episode buttons), `instruction` (std_msgs/String;
+"left"/"right" expand to the trained sentences). Services (std_srvs/Trigger): ~/start, ~/stop
+(stop and save), ~/discard, ~/select_left, ~/select_right. State: ~/state (std_msgs/String JSON,
+latched) and one log line per change. The episode logic is control/recording.py; the file
+format data/episode.py. On start-up, episodes left by a crash are recovered (flagged truncated).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import rclpy
+from geometry_msgs.msg import Twist
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CompressedImage, Image, Joy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from mobile_vla_ros.control.recording import (
+    EpisodeButtonReader,
+    EpisodeButtons,
+    EpisodeRecorder,
+    RecorderSettings,
+    status_line,
+)
+from mobile_vla_ros.data.episode import LAB_INSTRUCTIONS, EpisodeWriter, recover_partial_episodes
+from mobile_vla_ros.data.images import rotate_180
+from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb
+
+STATUS_PERIOD_S = 1.0
+
+
+class RecorderNode(Node):
+    def __init__(self, **node_options):
+        super().__init__("recorder_node", **node_options)
+        p = self._declare
+        self.output_dir = Path(p("output_dir", "~/mobile_vla_data", "directory for episode files")).expanduser()
+        self.image_topic = p("image_topic", "/camera/image_raw", "camera topic")
+        self.compressed = p("compressed", False, "the camera topic carries sensor_msgs/CompressedImage")
+        self.rotate = p("rotate_180", False, "rotate frames before storing (camera mounted upside down); match drive.yaml")
+        width = p("image_width", 0, "stored frame width in pixels; 0 keeps the camera's native size")
+        height = p("image_height", 0, "stored frame height in pixels; 0 keeps the camera's native size")
+        settings = RecorderSettings(
+            sample_rate_hz=p("sample_rate_hz", 10.0, "frames per second stored; becomes the model's action_dt"),
+            camera_timeout_s=p("camera_timeout_s", 0.5, "refuse to start when the newest frame is older"),
+            command_timeout_s=p("command_timeout_s", 0.5, "a motion command older than this no longer counts"),
+            camera_lag_s=p("camera_lag_s", 0.2, "flag sampled frames older than this"),
+        )
+        presets = {
+            side: p(f"instructions.{side}", LAB_INSTRUCTIONS[side], f"full instruction for '{side}'")
+            for side in ("left", "right")
+        }
+        buttons = EpisodeButtons(
+            start_button=p("start_button", 7, "gamepad button: start an episode"),
+            save_button=p("save_button", 0, "gamepad button: stop and save"),
+            discard_button=p("discard_button", 6, "gamepad button: stop and discard"),
+            instruction_axis=p("instruction_axis", 6, "gamepad axis choosing left/right (D-pad left/right)"),
+            instruction_axis_left_sign=p("instruction_axis_left_sign", 1.0, "sign of that axis for 'left'"),
+        )
+        robot_name = p("robot_name", "", "stored in each episode's attributes")
+        initial_instruction = p("instruction", "", "instruction before one is chosen ('left', 'right' or text)")
+        if (width > 0) != (height > 0):
+            raise ValueError("set both image_width and image_height, or neither")
+        image_size = (width, height) if width > 0 else None
+
+        for path in recover_partial_episodes(self.output_dir):
+            self.get_logger().warning(f"recovered an episode interrupted by a crash: {path} (flagged truncated)")
+
+        def open_writer(instruction: str) -> EpisodeWriter:
+            return EpisodeWriter(
+                self.output_dir, instruction, settings.sample_rate_hz, image_size=image_size,
+                robot_name=robot_name, camera_topic=self.image_topic, camera_compressed=self.compressed,
+                rotated_180=self.rotate, recorder="mobile_vla_ros recorder_node",
+            )
+
+        self.state_pub = self.create_publisher(
+            String, "~/state", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        )
+        self.recorder = EpisodeRecorder(settings, open_writer, self._decode, initial_instruction, presets,
+                                        on_change=self._on_change)
+        self.buttons = EpisodeButtonReader(buttons)
+        image_type = CompressedImage if self.compressed else Image
+        # Reliable, depth 2: large frames over best-effort DDS arrive torn or not at all. A camera
+        # driver publishing best-effort does not match; start is then refused ("no camera frame").
+        self.create_subscription(image_type, self.image_topic, self._on_image, 2)
+        self.cmd_sub = self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.create_subscription(Joy, "joy", self._on_joy, 10)
+        self.create_subscription(String, "instruction", self._on_instruction, 10)
+        for name, action in (("start", self._start), ("stop", self.recorder.stop_and_save),
+                             ("discard", self.recorder.discard), ("select_left", lambda: self._select("left")),
+                             ("select_right", lambda: self._select("right"))):
+            self.create_service(Trigger, f"~/{name}", self._trigger(action))
+        self.create_timer(1.0 / settings.sample_rate_hz, self._on_sample)
+        self.create_timer(STATUS_PERIOD_S, self._publish_state)
+        self._on_change(self.recorder.status(), f"ready; episodes go to {self.output_dir}")
+
+    def _declare(self, name, default, description):
+        return self.declare_parameter(name, default, ParameterDescriptor(description=description)).value
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------------------ callbacks
+    def _decode(self, msg):
+        rgb = compressed_msg_to_rgb(msg) if self.compressed else image_msg_to_rgb(msg)
+        return rotate_180(rgb) if self.rotate else rgb
+
+    def _on_image(self, msg) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.recorder.on_frame(msg, stamp if stamp > 0 else self.now_s())  # kept undecoded until sampled
+
+    def _on_cmd_vel(self, msg: Twist) -> None:
+        self.recorder.on_command((msg.linear.x, msg.linear.y, msg.angular.z), self.now_s())
+
+    def _on_sample(self) -> None:
+        outcome = self.recorder.tick(self.now_s())
+        if outcome is not None and not outcome.ok:
+            self.get_logger().warning(outcome.message, throttle_duration_sec=1.0)
+
+    def _on_joy(self, msg: Joy) -> None:
+        actions = {"start": self._start, "save": self.recorder.stop_and_save, "discard": self.recorder.discard,
+                   "left": lambda: self._select("left"), "right": lambda: self._select("right")}
+        for pressed in self.buttons.on_joy(msg.axes, msg.buttons):
+            self._log_outcome(actions[pressed]())
+
+    def _on_instruction(self, msg: String) -> None:
+        self._log_outcome(self.recorder.set_instruction(msg.data))
+
+    def _start(self):
+        return self.recorder.start(self.now_s(), self.count_publishers(self.cmd_sub.topic_name))
+
+    def _select(self, side: str):
+        return self.recorder.set_instruction(side)
+
+    def _trigger(self, action):
+        def handle(request, response):
+            outcome = action()
+            self._log_outcome(outcome)
+            response.success, response.message = outcome.ok, outcome.message
+            return response
+
+        return handle
+
+    def _log_outcome(self, outcome) -> None:
+        if not outcome.ok:
+            self.get_logger().warning(outcome.message)
+
+    def _on_change(self, status: dict, message: str) -> None:
+        self.get_logger().info(status_line(status, message))
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        self.state_pub.publish(String(data=json.dumps(self.recorder.status(self.now_s()))))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = RecorderNode()
+    except (ValueError, OSError) as error:
+        print(f"recorder_node: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node.recorder.state.value == "recording":  # a clean shutdown keeps the episode
+            node.get_logger().info(node.recorder.stop_and_save().message)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""teleop_node: sensor_msgs/Joy on `joy` -> geometry_msgs/Twist on `cmd_vel` (holonomic base).
+
+The mapping and its safety rules live in control/teleop.py; parameter names follow
+teleop_twist_joy. Gamepad layouts: config/gamepads/*.yaml.
+"""
+from __future__ import annotations
+
+import sys
+
+import rclpy
+from geometry_msgs.msg import Twist
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Joy
+
+from mobile_vla_ros.control.teleop import TeleopConfig, TeleopMapper, VelocityCommand
+
+# ROS parameter name -> (TeleopConfig field, description)
+PARAMETERS = {
+    "require_enable_button": ("require_enable_button", "publish motion only while the enable (deadman) button is held"),
+    "enable_button": ("enable_button", "deadman button index for normal speed (-1: none)"),
+    "enable_turbo_button": ("enable_turbo_button", "deadman button index for turbo speed (-1: none)"),
+    "axis_linear.x": ("axis_linear_x", "axis for forward/backward (left stick up/down)"),
+    "axis_linear.y": ("axis_linear_y", "axis for sideways motion (left stick left/right)"),
+    "axis_angular.yaw": ("axis_angular_yaw", "axis for turning (right stick left/right; -1: none)"),
+    "scale_linear.x": ("scale_linear_x", "m/s at full stick, normal speed"),
+    "scale_linear.y": ("scale_linear_y", "m/s at full stick, normal speed"),
+    "scale_angular.yaw": ("scale_angular_yaw", "rad/s at full stick, normal speed"),
+    "scale_linear_turbo.x": ("scale_linear_turbo_x", "m/s at full stick, turbo"),
+    "scale_linear_turbo.y": ("scale_linear_turbo_y", "m/s at full stick, turbo"),
+    "scale_angular_turbo.yaw": ("scale_angular_turbo_yaw", "rad/s at full stick, turbo"),
+    "joy_timeout_s": ("joy_timeout_s", "send one stop when no Joy message arrived for this long"),
+}
+WATCHDOG_PERIOD_S = 0.05
+
+
+class TeleopNode(Node):
+    def __init__(self, **node_options):
+        super().__init__("teleop_node", **node_options)
+        defaults = TeleopConfig()
+        values = {}
+        for name, (field, description) in PARAMETERS.items():
+            default = getattr(defaults, field)
+            values[field] = self.declare_parameter(name, default, ParameterDescriptor(description=description)).value
+        self.config = TeleopConfig(**values)
+        self.mapper = TeleopMapper(self.config)
+        self._layout_checked = False
+        self.publisher = self.create_publisher(Twist, "cmd_vel", 10)
+        self.create_subscription(Joy, "joy", self.on_joy, 10)
+        self.create_timer(WATCHDOG_PERIOD_S, self.on_watchdog)
+        self.get_logger().info(
+            f"teleop ready: hold button {self.config.enable_button} to drive "
+            f"(turbo {self.config.enable_turbo_button}), stop after {self.config.joy_timeout_s} s without joy"
+        )
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def on_joy(self, msg: Joy) -> None:
+        if not self._layout_checked:
+            self._layout_checked = True
+            missing = self.config.missing_inputs(len(msg.axes), len(msg.buttons))
+            if missing:
+                self.get_logger().warning(f"this gamepad lacks configured inputs (they read as released): {', '.join(missing)}")
+        self.publish(self.mapper.on_joy(msg.axes, msg.buttons, self.now_s()))
+
+    def on_watchdog(self) -> None:
+        command = self.mapper.on_tick(self.now_s())
+        if command is not None:
+            self.get_logger().warning("joy stream went silent: stopping")
+        self.publish(command)
+
+    def publish(self, command: VelocityCommand | None) -> None:
+        if command is None:
+            return
+        twist = Twist()
+        twist.linear.x, twist.linear.y, twist.angular.z = (float(value) for value in command)
+        self.publisher.publish(twist)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = TeleopNode()
+    except ValueError as error:  # a configuration TeleopConfig refuses
+        print(f"teleop_node: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

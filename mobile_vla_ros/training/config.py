@@ -1,0 +1,155 @@
+"""Training configuration: built-in defaults (equal to config/train.yaml, a test keeps them so),
+overridden by a YAML file and then by `section.key=value` settings from the command line."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.policy.config import DEFAULT_PROMPT_TEMPLATE, HeadSettings, LoraSettings
+
+
+class TrainConfigError(MobileVlaError, ValueError):
+    """A training configuration file or setting that cannot be used."""
+
+
+@dataclass
+class PolicySection:
+    window_size: int = 8
+    chunk_size: int = 10
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    head: HeadSettings = field(default_factory=HeadSettings)
+
+
+@dataclass
+class OptimSection:
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    huber_delta: float = 1.0
+
+
+@dataclass
+class DataSection:
+    val_fraction: float = 0.1
+    mirror: bool = True
+    clip_length: int = 16
+    min_frames: int | None = None
+    legacy_action_dt: float = 0.4
+
+
+@dataclass
+class TrainerSection:
+    batch_size: int = 2
+    accumulate_grad_batches: int = 1
+    max_steps: int = 2000
+    max_minutes: float | None = None
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    num_workers: int = 0
+    threads: int | None = None
+    seed: int = 0
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class TrainConfig:
+    policy: PolicySection = field(default_factory=PolicySection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    data: DataSection = field(default_factory=DataSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        config = cls()
+        config.update(values)
+        return config
+
+    def update(self, values: dict, where: str = "") -> None:
+        _merge(self, values, where)
+        self.validate()
+
+    def set(self, assignment: str) -> None:
+        """Apply one `section.key=value` (value parsed as YAML, e.g. `policy.head.hidden_dim=64`)."""
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise TrainConfigError(f"expected section.key=value, got {assignment!r}")
+        value = yaml.safe_load(text)
+        for part in reversed(key.strip().split(".")):
+            value = {part: value}
+        self.update(value)
+
+    def validate(self) -> None:
+        checks = [
+            (self.policy.window_size >= 1, "policy.window_size must be >= 1"),
+            (self.policy.chunk_size >= 1, "policy.chunk_size must be >= 1"),
+            (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+            (self.data.clip_length >= 1, "data.clip_length must be >= 1"),
+            (self.data.legacy_action_dt > 0, "data.legacy_action_dt must be > 0"),
+            (self.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
+            (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
+            (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
+            (self.trainer.max_steps >= 1 or self.trainer.max_minutes, "give trainer.max_steps >= 1 or a max_minutes budget"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise TrainConfigError("invalid training configuration: " + "; ".join(problems))
+
+
+def _merge(target, values: dict, where: str) -> None:
+    if not isinstance(values, dict):
+        raise TrainConfigError(f"{where or 'the configuration'} must be a mapping, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in known:
+            raise TrainConfigError(f"unknown training setting {name!r}; known here: {', '.join(known)}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, name)
+        else:
+            setattr(target, key, _coerce(value, current, known[key].type, name))
+
+
+def _coerce(value, current, annotation, name: str):
+    """YAML gives 1e-4 as a string and 32 as an int where a string is meant; accept both."""
+    if value is None:
+        if "None" not in str(annotation):
+            raise TrainConfigError(f"{name} cannot be null")
+        return None
+    kind = type(current) if current is not None else {"int": int, "float": float}.get(str(annotation).split(" ")[0])
+    if kind is bool and not isinstance(value, bool):
+        raise TrainConfigError(f"{name} must be true or false, got {value!r}")
+    if kind in (int, float, str):
+        try:
+            converted = kind(value)
+        except (TypeError, ValueError):
+            raise TrainConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
+        if kind is int and isinstance(value, float) and value != converted:
+            raise TrainConfigError(f"{name} must be a whole number, got {value!r}")
+        return converted
+    return value
+
+
+def load_train_config(
+    path: str | Path | None = None, settings: list[str] = (), base: TrainConfig | None = None
+) -> TrainConfig:
+    """`base` (default: the built-in defaults), then the YAML file, then each `section.key=value`."""
+    config = base or TrainConfig()
+    if path is not None:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise TrainConfigError(f"cannot read training config {path}: {error}") from error
+        config.update(values)
+    for assignment in settings:
+        config.set(assignment)
+    return config

@@ -1,0 +1,154 @@
+"""Lightning wrappers: the policy as a LightningModule, the window clips as a LightningDataModule."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+
+import lightning as L
+import numpy as np
+import torch
+
+from mobile_vla_ros.data.windows import EpochShuffleSampler, TrainingEpisode, WindowDataset, collate_clips
+from mobile_vla_ros.errors import BaseModelMismatchError, CheckpointError
+from mobile_vla_ros.policy.backbone import PromptBatch
+from mobile_vla_ros.policy.model import VLAPolicy
+from mobile_vla_ros.training.config import TrainConfig
+
+
+def select_rows(prompts: PromptBatch, rows: torch.Tensor) -> PromptBatch:
+    """The prompt of each row's clip: (clips, ...) -> (rows, ...)."""
+    return PromptBatch(**{f.name: getattr(prompts, f.name)[rows] for f in dataclasses.fields(prompts)})
+
+
+class PolicyModule(L.LightningModule):
+    """Huber loss on normalised action chunks; only LoRA, the action token and the head train.
+
+    Checkpoints hold the trainable weights only (the frozen Kosmos-2 is the base model directory,
+    identified by its fingerprint), so a resume checkpoint of the full-size model stays small.
+    """
+
+    def __init__(self, policy: VLAPolicy, learning_rate: float, weight_decay: float, huber_delta: float):
+        super().__init__()
+        self.policy = policy
+        self.learning_rate, self.weight_decay, self.huber_delta = learning_rate, weight_decay, huber_delta
+        self.strict_loading = False  # the frozen base model is not in the checkpoint
+
+    def trainable_names(self) -> list[str]:
+        return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
+
+    def predict_batch(self, batch: dict) -> torch.Tensor:
+        """Normalised chunks (windows, chunk, A): each frame encoded once, windows gathered."""
+        policy = self.policy
+        prompts = policy.encode_prompts(batch["instructions"])
+        features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
+        instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
+        return policy.predict(features[batch["windows"]], instruction)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        predicted = self.predict_batch(batch).float()
+        target = self.policy.normalize_actions(batch["targets"])
+        return torch.nn.functional.huber_loss(predicted, target, delta=self.huber_delta)
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["windows"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        self.log("val_loss", self.loss(batch), prog_bar=True, batch_size=len(batch["windows"]), sync_dist=True)
+
+    def configure_optimizers(self):
+        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = set(self.trainable_names())
+        checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in keep}
+        checkpoint["base_model"] = dict(self.policy.config.base_model)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("base_model", {})
+        current = self.policy.config.base_model
+        if saved.get("fingerprint") != current.get("fingerprint"):
+            raise BaseModelMismatchError(
+                f"the training run was started on base model {saved.get('name')!r} ({saved.get('fingerprint')}), "
+                f"but the base model given is {current.get('name')!r} ({current.get('fingerprint')})"
+            )
+        expected, found = set(self.trainable_names()), set(checkpoint["state_dict"])
+        if expected != found:
+            raise CheckpointError(
+                "the training checkpoint does not fit this policy configuration "
+                f"(missing {sorted(expected - found)[:3]}, unexpected {sorted(found - expected)[:3]})"
+            )
+
+
+class ClipDataModule(L.LightningDataModule):
+    def __init__(self, train: list[TrainingEpisode], val: list[TrainingEpisode], config: TrainConfig):
+        super().__init__()
+        policy, data = config.policy, config.data
+        self.train_set = WindowDataset(train, policy.window_size, policy.chunk_size, data.clip_length)
+        self.val_set = WindowDataset(val, policy.window_size, policy.chunk_size, data.clip_length) if val else None
+        self.batch_size, self.num_workers, self.seed = config.trainer.batch_size, config.trainer.num_workers, config.trainer.seed
+
+    def _loader(self, dataset: WindowDataset, sampler=None) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_clips,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        sampler = EpochShuffleSampler(len(self.train_set), self.seed)
+        if self.trainer is not None:  # resuming in the middle of an epoch: skip the batches it already trained on
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            sampler.skip_once(done * self.batch_size)
+        return self._loader(self.train_set, sampler)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set) if self.val_set is not None else []
+
+
+class RunState(L.Callback):
+    """Saves the random number generators with every checkpoint (dropout draws from them), so a
+    resumed run continues exactly as an uninterrupted one; also measures training throughput."""
+
+    def __init__(self):
+        self._pending_rng: dict | None = None
+        self.windows = 0
+        self.train_seconds = 0.0
+        self._batch_started = 0.0
+
+    def state_dict(self) -> dict:
+        numpy_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [numpy_state[0], numpy_state[1], *numpy_state[2:]],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending_rng = state  # applied when training starts, after everything else is built
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        state, self._pending_rng = self._pending_rng, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
+        self.train_seconds += time.perf_counter() - self._batch_started
+        self.windows += len(batch["windows"])
+
+    @property
+    def windows_per_second(self) -> float | None:
+        return self.windows / self.train_seconds if self.train_seconds else None

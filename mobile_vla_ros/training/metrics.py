@@ -1,0 +1,175 @@
+"""Does the policy follow its instruction? Metrics shared by `mobile-vla eval` and training.
+
+Both paths replay episodes frame by frame and keep, for every frame, the first action of the
+predicted chunk (the one the robot executes now): with the episode's own instruction, and - for
+instructions that name a side - with the "left" and the "right" wording on the same frames.
+`summarize` turns those replays into:
+
+- `mae[instruction][action]`: mean absolute error against the recorded action;
+- `sign_accuracy[instruction]`: share of frames whose predicted linear_y has the recorded sign
+  (frames where the recorded linear_y is zero are left out);
+- `instruction_separation`: (mean predicted linear_y with the left prompt - with the right prompt,
+  over all replayed frames) / (mean recorded linear_y of left episodes - of right episodes).
+  1.0 = the prompts move the robot as far apart as the demonstrations do; 0.0 = the instruction
+  is ignored (the lab's policy: 0.0012 / ~0.8). On a dataset whose left and right episodes share
+  their frames the denominator is exactly "the same difference in the ground truth";
+- `feature_cosine`: cosine similarity of the action-token features of the two prompts on the
+  same frames (the lab's diagnostic: 0.74 for their policy).
+
+`eval` replays through PolicyRunner (the robot's incremental path), training through the batched
+feature path on its validation episodes; everything after the replay is this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mobile_vla_ros.data.windows import LINEAR_Y, TrainingEpisode, window_indices
+from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
+
+MOVING = 1e-3  # |linear_y| above this counts as a sideways command with a sign
+SIDES = ("left", "right")
+
+
+@dataclass
+class Replay:
+    """Predictions along one episode (physical units, first action of each chunk)."""
+
+    instruction: str
+    source: str
+    true: np.ndarray  # (T, A) recorded actions
+    predicted: np.ndarray  # (T, A) with the episode's own instruction
+    by_side: dict[str, np.ndarray] = field(default_factory=dict)  # "left"/"right" -> (T, A), same frames
+
+    @property
+    def side(self) -> str | None:
+        return instruction_side(self.instruction)
+
+
+def side_prompts(instruction: str) -> dict[str, str]:
+    """{"left": ..., "right": ...} wordings of an instruction that names a side, else {}."""
+    side = instruction_side(instruction)
+    if side is None:
+        return {}
+    other = "right" if side == "left" else "left"
+    return {side: instruction, other: mirror_instruction(instruction)}
+
+
+def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosine: float | None) -> dict:
+    """The evaluation report (JSON-ready) of a list of replays."""
+    by_instruction: dict[str, list[Replay]] = {}
+    for replay in replays:
+        by_instruction.setdefault(replay.instruction, []).append(replay)
+    mae, sign_accuracy, frames, episodes = {}, {}, {}, {}
+    for instruction, group in sorted(by_instruction.items()):
+        true = np.concatenate([replay.true for replay in group])
+        predicted = np.concatenate([replay.predicted for replay in group])
+        mae[instruction] = {name: float(np.abs(predicted[:, i] - true[:, i]).mean()) for i, name in enumerate(action_names)}
+        moving = np.abs(true[:, LINEAR_Y]) > MOVING
+        sign_accuracy[instruction] = (
+            float((np.sign(predicted[moving, LINEAR_Y]) == np.sign(true[moving, LINEAR_Y])).mean()) if moving.any() else None
+        )
+        frames[instruction], episodes[instruction] = int(len(true)), len(group)
+    return {
+        "mae": mae,
+        "sign_accuracy": sign_accuracy,
+        **_separation(replays),
+        "feature_cosine": feature_cosine,
+        "frames": frames,
+        "episodes": episodes,
+    }
+
+
+def _separation(replays: list[Replay]) -> dict:
+    sided = [replay for replay in replays if replay.by_side]
+    if not sided:
+        return {"instruction_separation": None, "mean_linear_y": None}
+    predicted = {side: float(np.concatenate([r.by_side[side][:, LINEAR_Y] for r in sided]).mean()) for side in SIDES}
+    true = {}
+    for side in SIDES:
+        values = [r.true[:, LINEAR_Y] for r in sided if r.side == side]
+        true[side] = float(np.concatenate(values).mean()) if values else None
+    reference = None if None in true.values() else true["left"] - true["right"]
+    separation = None
+    if reference is not None and abs(reference) > MOVING:
+        separation = (predicted["left"] - predicted["right"]) / reference
+    return {
+        "instruction_separation": separation,
+        "mean_linear_y": {
+            "left_prompt": predicted["left"], "right_prompt": predicted["right"],
+            "true_left": true["left"], "true_right": true["right"],
+        },
+    }
+
+
+def mean_cosine(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(features_a.float(), features_b.float(), dim=-1).mean())
+
+
+# ------------------------------------------------------------------------------- replay paths
+
+
+def replay_with_runner(runner, episode: TrainingEpisode) -> Replay:
+    """Feed the episode frame by frame through a PolicyRunner, as the robot would see it."""
+    window = runner.config.window_size
+
+    def run(instruction: str) -> np.ndarray:
+        runner.set_instruction(instruction)  # also empties the feature cache
+        first = [runner.step(episode.frames[max(0, t - window + 1) : t + 1])[0] for t in range(episode.num_frames)]
+        return np.stack(first)
+
+    prompts = side_prompts(episode.instruction)
+    by_side = {side: run(text) for side, text in prompts.items()}
+    own = by_side[instruction_side(episode.instruction)] if prompts else run(episode.instruction)
+    dims = own.shape[1]
+    return Replay(episode.instruction, episode.source, episode.actions[:, :dims], own, by_side)
+
+
+@torch.no_grad()
+def encode_episode(policy, frames: np.ndarray, instruction: str, batch_size: int = 32) -> torch.Tensor:
+    """Action-token features (T, hidden) of every frame under one instruction."""
+    prompts = policy.encode_prompts([instruction])
+    device = policy.image_mean.device
+    chunks = []
+    for start in range(0, len(frames), batch_size):
+        part = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
+        chunks.append(policy.frame_features(part, prompts.repeat_frames(len(part))))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def predict_from_features(policy, features: torch.Tensor, instruction: str) -> np.ndarray:
+    """First action of the chunk for every frame's window, from per-frame features (T, hidden)."""
+    window = policy.config.window_size
+    windows = torch.from_numpy(np.stack([window_indices(t, window) for t in range(len(features))])).to(features.device)
+    vector = policy.instruction_vector(policy.encode_prompts([instruction]))
+    normalized = policy.predict(features[windows], vector.expand(len(windows), -1))
+    return policy.denormalize_actions(normalized[:, 0]).float().cpu().numpy()
+
+
+def replay_with_policy(policy, episode: TrainingEpisode) -> tuple[Replay, float | None]:
+    """Batched replay on a (training) policy in eval mode; also the left/right feature cosine."""
+    prompts = side_prompts(episode.instruction) or {None: episode.instruction}
+    features = {side: encode_episode(policy, episode.frames, text) for side, text in prompts.items()}
+    predictions = {side: predict_from_features(policy, features[side], prompts[side]) for side in prompts}
+    own = predictions[instruction_side(episode.instruction)]
+    dims = own.shape[1]
+    by_side = {side: value for side, value in predictions.items() if side is not None}
+    cosine = mean_cosine(features["left"], features["right"]) if by_side else None
+    return Replay(episode.instruction, episode.source, episode.actions[:, :dims], own, by_side), cosine
+
+
+def evaluate_policy(policy, episodes: list[TrainingEpisode]) -> dict:
+    """Training's end-of-run report on validation episodes (same summary as `mobile-vla eval`)."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        results = [replay_with_policy(policy, episode) for episode in episodes]
+    finally:
+        policy.train(was_training)
+    cosines = [cosine for _, cosine in results if cosine is not None]
+    return summarize(
+        [replay for replay, _ in results], policy.config.action_names, float(np.mean(cosines)) if cosines else None
+    )

@@ -1,0 +1,227 @@
+"""Fine-tune the policy on recorded episodes (PyTorch Lightning) and export a checkpoint.
+
+Layout of `--out MODEL_DIR`:
+
+    policy.json, adapter.safetensors, head.safetensors   the exported policy (what the robot loads)
+    training/run.json              data directories, base model, resolved configuration
+    training/checkpoints/last.ckpt resume state: a safetensors file (see checkpoint_io.py), not a pickle
+    training/logs/version_N/metrics.csv  per-step / per-epoch metrics (Lightning CSVLogger), one per (re)start
+    training/summary.json          the final summary printed at the end
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mobile_vla_ros.data.windows import (
+    SkipReport,
+    action_range,
+    common_action_dt,
+    load_training_episodes,
+    split_by_episode,
+    with_mirrors,
+)
+from mobile_vla_ros.errors import CheckpointError
+from mobile_vla_ros.policy.backbone import load_base_model
+from mobile_vla_ros.policy.checkpoint import save_policy
+from mobile_vla_ros.policy.config import PolicyConfig
+from mobile_vla_ros.policy.model import VLAPolicy
+from mobile_vla_ros.training.config import TrainConfig, TrainConfigError
+
+LOG = logging.getLogger(__name__)
+RUN_FILE = "run.json"
+BUDGET_KEYS = ("max_steps", "max_minutes")  # may change when a run is resumed
+
+
+@dataclass
+class TrainRun:
+    data_dirs: list[str]
+    base_model_dir: str
+    out_dir: str
+    config: TrainConfig
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.out_dir) / "training"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.work_dir / "checkpoints" / "last.ckpt"
+
+    def to_dict(self) -> dict:
+        return {"data_dirs": self.data_dirs, "base_model_dir": self.base_model_dir, "config": self.config.to_dict()}
+
+
+def saved_run(out_dir: str | Path) -> dict:
+    """run.json of an earlier run in `out_dir` (for --resume)."""
+    path = Path(out_dir) / "training" / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)")
+    return json.loads(path.read_text())
+
+
+def _fixed_part(run: dict) -> dict:
+    config = json.loads(json.dumps(run["config"]))
+    for key in BUDGET_KEYS:
+        config["trainer"].pop(key, None)
+    return {"data_dirs": run["data_dirs"], "base_model_dir": run["base_model_dir"], "config": config}
+
+
+def _check_resumable(run: TrainRun) -> None:
+    if not run.last_checkpoint.is_file():
+        raise CheckpointError(f"nothing to resume: {run.last_checkpoint} does not exist")
+    before, now = _fixed_part(saved_run(run.out_dir)), _fixed_part(run.to_dict())
+    if before != now:
+        changed = [key for key in before if before[key] != now[key]]
+        raise TrainConfigError(
+            f"--resume continues the run in {run.out_dir} with its own {', '.join(changed)}; only "
+            f"{' and '.join(BUDGET_KEYS)} may change. Start a new run in another --out to change the rest."
+        )
+
+
+def _trainer(run: TrainRun, has_val: bool, callbacks: list):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from mobile_vla_ros.training.checkpoint_io import SafetensorsCheckpointIO
+
+    settings = run.config.trainer
+    checkpoints = ModelCheckpoint(dirpath=run.last_checkpoint.parent, save_last=True, save_top_k=0)
+    return L.Trainer(
+        max_steps=settings.max_steps if settings.max_steps >= 1 else -1,
+        max_epochs=-1,
+        max_time={"minutes": settings.max_minutes} if settings.max_minutes else None,
+        precision=settings.precision,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        strategy=settings.strategy,
+        accumulate_grad_batches=settings.accumulate_grad_batches,
+        log_every_n_steps=settings.log_every_n_steps,
+        logger=CSVLogger(run.work_dir, name="logs"),  # version_N: one per start, a resume never overwrites
+        callbacks=[checkpoints, *callbacks],
+        plugins=[SafetensorsCheckpointIO()],
+        num_sanity_val_steps=0,
+        limit_val_batches=None if has_val else 0,
+        enable_model_summary=False,
+        default_root_dir=run.work_dir,
+    )
+
+
+def train(run: TrainRun, resume: bool = False) -> dict:
+    """Train, export the policy to `run.out_dir` and return the summary."""
+    import lightning as L
+
+    from mobile_vla_ros.training.lightning_module import ClipDataModule, PolicyModule, RunState
+    from mobile_vla_ros.training.metrics import evaluate_policy
+
+    config = run.config
+    config.validate()
+    if resume:
+        _check_resumable(run)
+    elif run.last_checkpoint.exists():
+        raise CheckpointError(
+            f"{run.out_dir} already holds a training run; pass --resume to continue it or choose another --out"
+        )
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    started = time.monotonic()
+
+    base = load_base_model(run.base_model_dir)
+    episodes, skipped = load_training_episodes(
+        run.data_dirs, base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt
+    )
+    action_dt = common_action_dt(episodes)
+    train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
+    train_set, val_set = with_mirrors(train_episodes, config.data.mirror), with_mirrors(val_episodes, config.data.mirror)
+    low, high = action_range(train_set)
+    policy = VLAPolicy(
+        PolicyConfig(
+            window_size=config.policy.window_size, chunk_size=config.policy.chunk_size, action_dt=action_dt,
+            prompt_template=config.policy.prompt_template, lora=config.policy.lora, head=config.policy.head,
+            instructions=tuple(sorted({episode.instruction for episode in train_set})),
+        ),
+        base,
+    )
+    policy.set_action_range(low, high)
+    LOG.info(
+        "%d training episodes (%d with mirrors), %d validation episodes (%d with mirrors); action_dt %.3g s; %s",
+        len(train_episodes), len(train_set), len(val_episodes), len(val_set), action_dt, skipped.summary(),
+    )
+
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (run.work_dir / RUN_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    module = PolicyModule(policy, config.optim.learning_rate, config.optim.weight_decay, config.optim.huber_delta)
+    data = ClipDataModule(train_set, val_set, config)
+    state = RunState()
+    trainer = _trainer(run, bool(val_set), [state])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # The frozen Kosmos-2 stays in eval mode on purpose: its features must not change with dropout.
+        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
+        trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
+    trainer.save_checkpoint(run.last_checkpoint, weights_only=False)  # the state at the very end, wherever the budget stopped it
+    if not trainer.is_global_zero:
+        return {}
+
+    policy.eval()
+    report = evaluate_policy(policy, val_set) if val_set else None
+    summary = _summary(run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started)
+    policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve())}
+    save_policy(policy, run.out_dir)
+    (run.work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _metric(trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, data, report, seconds) -> dict:
+    return {
+        "data_dirs": [str(Path(d).resolve()) for d in run.data_dirs],
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "seconds": round(seconds, 1),
+        "windows_per_second": round(state.windows_per_second, 2) if state.windows_per_second else None,
+        "episodes": {"train": train_count, "validation": val_count, "skipped": len(skipped.skipped), "found": skipped.total},
+        "windows": {"train": data.train_set.num_windows, "validation": data.val_set.num_windows if data.val_set else 0},
+        "train_loss": _metric(trainer, "train_loss"),
+        "val_loss": _metric(trainer, "val_loss"),
+        "validation": report,
+        "instruction_separation": report["instruction_separation"] if report else None,
+        "config": run.config.to_dict(),
+    }
+
+
+def format_summary(summary: dict, out_dir) -> str:
+    """The human-readable end-of-training table."""
+    def number(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+    report = summary.get("validation") or {}
+    lines = [
+        "training summary",
+        f"  steps / epochs          {summary['steps']} / {summary['epochs']}  ({summary['seconds']} s, "
+        f"{number(summary['windows_per_second'])} windows/s)",
+        f"  episodes                {summary['episodes']['train']} train, {summary['episodes']['validation']} validation "
+        f"(mirrors included), {summary['episodes']['skipped']} of {summary['episodes']['found']} skipped",
+        f"  loss                    train {number(summary['train_loss'])}, validation {number(summary['val_loss'])}",
+        f"  instruction separation  {number(summary['instruction_separation'], 3)}  (1 = follows left/right, 0 = ignores it)",
+        f"  feature cosine l/r      {number(report.get('feature_cosine'), 3)}",
+    ]
+    for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
+        mae = ", ".join(f"{name} {value:.3f}" for name, value in report["mae"][instruction].items())
+        lines.append(f"  {instruction[:60]:<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}")
+    lines.append(f"  policy written to       {out_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,346 @@
+"""The drive runtime over real DDS: camera_window_node + inference_node (tiny checkpoint) in this
+process, driven by a harness node that plays the camera, the operator and the robot base."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import Twist  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode  # noqa: E402
+from mobile_vla_ros.nodes.inference_node import InferenceNode  # noqa: E402
+from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg  # noqa: E402
+from mobile_vla_ros.policy.config import PolicyConfig  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+CAMERA_HZ = 30.0
+CONTROL_HZ = 20.0
+CONTROL_PERIOD = 1.0 / CONTROL_HZ
+# DDS delivery and thread scheduling on a busy 2-core machine, on top of the bounds the issue sets.
+DELIVERY_SLACK = 0.1
+
+
+class Harness(Node):
+    """Camera (bgr8 frames at 30 Hz), operator (instruction, teleop) and base (records cmd_vel)."""
+
+    def __init__(self, context):
+        super().__init__("drive_test_harness", context=context)
+        self.rng = np.random.default_rng(0)
+        self.lock = threading.Lock()
+        self.streaming = False
+        self.last_frame_stamp = None
+        self.twists: list[tuple[float, float, float]] = []  # (receipt time, linear.x, linear.y)
+        self.full_twists: list[Twist] = []
+        self.windows: list[tuple[float, int]] = []  # (receipt time, height)
+        self.active: list[str] = []
+        self.status: dict[str, str] = {}
+        self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.instruction_pub = self.create_publisher(String, "instruction", 10)
+        self.teleop_pub = self.create_publisher(Twist, "cmd_vel_teleop", 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(Twist, "cmd_vel", self._on_twist, 50)
+        self.create_subscription(Image, "window", self._on_window, 10)
+        self.create_subscription(String, "instruction/active", lambda msg: self.active.append(msg.data), latched)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_status, 10)
+        self.create_timer(1.0 / CAMERA_HZ, self._on_camera_tick)
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def frame_msg(self, height=120, width=160) -> Image:
+        msg = rgb_to_image_msg(self.rng.integers(0, 256, (height, width, 3), dtype=np.uint8), self.get_clock().now().to_msg(), "camera")
+        msg.encoding = "bgr8"  # any 3-channel content will do; exercises the BGR -> RGB path
+        return msg
+
+    def _on_camera_tick(self):
+        if self.streaming:
+            msg = self.frame_msg()
+            self.image_pub.publish(msg)
+            self.last_frame_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+    def _on_twist(self, msg: Twist):
+        with self.lock:
+            self.twists.append((self.now(), msg.linear.x, msg.linear.y))
+            self.full_twists.append(msg)
+
+    def _on_window(self, msg: Image):
+        with self.lock:
+            self.windows.append((self.now(), msg.height))
+
+    def _on_status(self, msg: DiagnosticArray):
+        for status in msg.status:
+            if status.name.startswith("inference_node"):
+                self.status = {kv.key: kv.value for kv in status.values}
+
+    def twists_since(self, t0: float) -> np.ndarray:
+        with self.lock:
+            return np.array([row for row in self.twists if row[0] >= t0]).reshape(-1, 3)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Spinning:
+    """A node spun by its own executor thread, as if it were its own process."""
+
+    def __init__(self, node: Node, context):
+        self.node = node
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.executor.shutdown()
+        self.thread.join(5)
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def ros(tiny_checkpoint):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    camera = CameraWindowNode(context=context, parameter_overrides=[Parameter("model_dir", value=str(tiny_checkpoint))])
+    harness = Harness(context)
+    spinning = [Spinning(camera, context), Spinning(harness, context)]
+    yield context, camera, harness
+    for item in spinning:
+        item.stop()
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def start_inference(ros, tiny_checkpoint, tiny_base_model):
+    """Start an inference node with parameter overrides; stops it after the test."""
+    context = ros[0]
+    started = []
+
+    def start(**params):
+        defaults = dict(model_dir=str(tiny_checkpoint), base_model_dir=str(tiny_base_model), device="cpu",
+                        control_rate_hz=CONTROL_HZ, start_enabled=True, status_period_s=0.2)
+        defaults.update(params)
+        node = InferenceNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in defaults.items()])
+        started.append(Spinning(node, context))
+        return node
+
+    yield start
+    for item in started:
+        item.node.stop()
+        item.stop()
+
+
+@pytest.fixture
+def camera_on(ros):
+    harness = ros[2]
+    harness.streaming = True
+    yield harness
+    harness.streaming = False
+
+
+def wait_for_motion(harness: Harness, sign: float, timeout=20.0) -> float:
+    """Until cmd_vel has linear.y with the given sign; returns the receipt time."""
+    t0 = harness.now()
+    return wait_until(
+        lambda: next((t for t, _, y in harness.twists_since(t0) if np.sign(y) == sign), None), timeout,
+        f"cmd_vel with linear.y sign {sign:+.0f}")
+
+
+def test_frames_become_windows_and_the_policy_drives_by_its_instruction(start_inference, camera_on, tiny_checkpoint):
+    config = PolicyConfig.load(tiny_checkpoint)
+    node = start_inference(instruction="left", max_accel=50.0)
+    harness = camera_on
+    wait_for_motion(harness, +1)  # left: positive linear.y (REP 103: y points left)
+    t0 = harness.now()
+    time.sleep(1.5)
+    twists = harness.twists_since(t0)
+    with harness.lock:
+        windows = [row for row in harness.windows if row[0] >= t0]
+        full = list(harness.full_twists[-len(twists):])
+    # cmd_vel at the control rate, every one moving left; windows at the model's rate, full size.
+    assert len(twists) == pytest.approx(1.5 * CONTROL_HZ, rel=0.2)
+    assert np.all(twists[:, 2] > 0.05)
+    assert len(windows) == pytest.approx(1.5 / config.action_dt, rel=0.25)
+    assert {height for _, height in windows} == {config.window_size * config.image_size}
+    assert all(t.linear.z == t.angular.x == t.angular.y == t.angular.z == 0.0 for t in full)
+    # The status reports what the issue asks for.
+    status = wait_until(lambda: harness.status if harness.status.get("state") == "DRIVING" else None, 3, "status")
+    for key in ("inference_latency_ms_p50", "obs_to_cmd_age_ms_p95", "control_rate_hz"):
+        assert float(status[key]) > 0, key
+    assert float(status["control_rate_hz"]) == pytest.approx(CONTROL_HZ, rel=0.2)
+    assert status["instruction"] == node.active_instruction == config.instructions[0]
+    # Observation-to-command age stays inside the chunk, i.e. the executor indexes by elapsed time.
+    assert float(status["obs_to_cmd_age_ms_p95"]) < config.chunk_size * config.action_dt * 1000
+
+
+def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_control_period(
+    start_inference, camera_on, tiny_checkpoint
+):
+    config = PolicyConfig.load(tiny_checkpoint)
+    node = start_inference(instruction="left", max_accel=50.0)
+    harness = camera_on
+    wait_for_motion(harness, +1)
+    time.sleep(0.5)
+    switched_at = harness.now()
+    harness.instruction_pub.publish(String(data="right"))
+    flipped_at = wait_for_motion(harness, -1, timeout=5)
+    latency_p95 = node.inference_latency.percentile(95)
+    inference_period = config.action_dt + latency_p95  # next window + its inference
+    assert flipped_at - switched_at <= inference_period + CONTROL_PERIOD + DELIVERY_SLACK
+    right = wait_until(lambda: [a for a in harness.active if "right" in a], 2, "instruction/active")
+    assert right[-1] == next(text for text in config.instructions if text.endswith("right"))
+    # A late subscriber still gets the active instruction (transient local).
+    late = []
+    late_sub = harness.create_subscription(
+        String, "instruction/active", lambda msg: late.append(msg.data),
+        QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    wait_until(lambda: late, 3, "latched instruction")
+    assert late == [right[-1]]
+    harness.destroy_subscription(late_sub)
+    # Empty text is refused; the robot keeps going right.
+    harness.instruction_pub.publish(String(data="   "))
+    time.sleep(0.5)
+    assert node.active_instruction == right[-1]
+    assert harness.twists_since(harness.now() - 0.3)[:, 2].max() < 0
+
+
+def test_stopping_the_camera_zeroes_cmd_vel_within_the_stale_timeout(start_inference, camera_on):
+    stale_timeout = 0.3
+    start_inference(camera_stale_timeout_s=stale_timeout, max_accel=50.0)
+    harness = camera_on
+    wait_for_motion(harness, +1)
+    harness.streaming = False
+    time.sleep(0.05)
+    last_frame = harness.last_frame_stamp
+    stopped_at = wait_until(
+        lambda: next((t for t, x, y in harness.twists_since(last_frame) if x == 0.0 and y == 0.0), None), 3, "zero cmd_vel")
+    assert stopped_at - last_frame <= stale_timeout + CONTROL_PERIOD + DELIVERY_SLACK
+    time.sleep(0.5)
+    after = harness.twists_since(stopped_at)
+    assert len(after) >= 8 and np.all(after[:, 1:] == 0.0)  # zero keeps being published
+    # Fresh frames: no motion before a fresh window has been built and inferred.
+    with harness.lock:
+        windows_before = len(harness.windows)
+    restart = harness.now()
+    harness.streaming = True
+    first_motion = wait_for_motion(harness, +1)
+    with harness.lock:
+        fresh_windows = [t for t, _ in harness.windows[windows_before:]]
+    assert fresh_windows and first_motion > fresh_windows[0] > restart
+
+
+def test_malformed_frames_are_logged_and_dropped(ros, camera_on, capfd):
+    camera, harness = ros[1], camera_on
+    wait_until(lambda: harness.windows, 5, "a window")
+    harness.streaming = False
+    time.sleep(0.3)
+    dropped_before, windows_before = camera.dropped_frames, camera.windows_published
+    bad = []
+    wrong_encoding = harness.frame_msg()
+    wrong_encoding.encoding = "rgb161"
+    short = harness.frame_msg()
+    short.data = bytes(short.data)[: short.step * short.height // 2]
+    empty = harness.frame_msg()
+    empty.height = empty.width = empty.step = 0
+    empty.data = b""
+    bad = [wrong_encoding, short, empty]
+    for msg in bad:
+        msg.header.stamp = harness.get_clock().now().to_msg()
+        harness.image_pub.publish(msg)
+        time.sleep(0.15)  # each one is due at the model's rate
+    wait_until(lambda: camera.dropped_frames - dropped_before == len(bad), 3, "three dropped frames")
+    assert camera.windows_published == windows_before
+    harness.streaming = True
+    wait_until(lambda: camera.windows_published > windows_before, 5, "windows after the malformed frames")
+    assert "dropping malformed camera frame" in capfd.readouterr().err
+
+
+def test_limits_hold_for_policy_output(start_inference, camera_on):
+    max_y, max_speed, max_accel = 0.2, 0.25, 1.0
+    start_inference(max_linear_y=max_y, max_speed=max_speed, max_accel=max_accel)
+    harness = camera_on
+    t0 = harness.now()
+    wait_for_motion(harness, +1)
+    harness.instruction_pub.publish(String(data="right"))
+    wait_for_motion(harness, -1)
+    time.sleep(0.5)
+    twists = harness.twists_since(t0)[:, 1:]
+    speeds = np.linalg.norm(twists, axis=1)
+    steps = np.linalg.norm(np.diff(twists, axis=0), axis=1)
+    assert np.abs(twists[:, 1]).max() <= max_y + 1e-9
+    assert speeds.max() <= max_speed + 1e-9
+    assert steps.max() <= max_accel * CONTROL_PERIOD + 1e-9
+    # The limits were really in play: the policy asks for more than they allow.
+    assert speeds.max() == pytest.approx(max_speed, abs=0.01)
+    assert steps.max() == pytest.approx(max_accel * CONTROL_PERIOD, abs=1e-3)
+
+
+def test_disabled_node_publishes_zero_until_enabled_and_teleop_overrides(start_inference, camera_on):
+    from std_msgs.msg import Bool
+
+    node = start_inference(start_enabled=False, max_accel=50.0, override_hold_s=0.3)
+    harness = camera_on
+    enable_pub = harness.create_publisher(Bool, "enable", 10)
+    time.sleep(1.5)  # windows and chunks flow, but the gate is closed
+    assert node.counts["chunks"] > 0
+    assert np.all(harness.twists_since(harness.now() - 1.0)[:, 1:] == 0.0)
+    teleop = Twist()
+    teleop.linear.x = 0.15
+    t0 = harness.now()
+    for _ in range(5):
+        harness.teleop_pub.publish(teleop)
+        time.sleep(0.05)
+    assert np.any(np.isclose(harness.twists_since(t0)[:, 1], 0.15))
+    wait_until(lambda: enable_pub.get_subscription_count() > 0, 3, "enable subscriber")
+    enable_pub.publish(Bool(data=True))
+    wait_for_motion(harness, +1)
+    harness.destroy_publisher(enable_pub)
+
+
+@pytest.mark.parametrize("broken", ["policy_json", "base_model"])
+def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(broken, ros, tiny_checkpoint, tiny_base_model, tmp_path):
+    model_dir, base_dir = tiny_checkpoint, tiny_base_model
+    if broken == "policy_json":
+        model_dir = tmp_path / "model"
+        model_dir.mkdir()
+        (model_dir / "policy.json").write_text(json.dumps({"window_size": 8, "bogus": 1}))
+    else:
+        base_dir = tmp_path / "not_a_model"
+        base_dir.mkdir()
+    harness = ros[2]
+    topic = f"cmd_vel_broken_{broken}"
+    heard = []
+    sub = harness.create_subscription(Twist, topic, heard.append, 10)
+    result = subprocess.run(
+        [sys.executable, "-m", "mobile_vla_ros.nodes.inference_node", "--ros-args",
+         "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_dir}", "-r", f"cmd_vel:={topic}"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )
+    time.sleep(0.2)
+    harness.destroy_subscription(sub)
+    assert result.returncode == 1, result.stderr
+    assert "cannot start" in result.stderr and ("bogus" in result.stderr or "not_a_model" in result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    assert heard == []

@@ -1,0 +1,187 @@
+"""sim_node over real DDS: the node runs as its own process (as `ros2 run` would start it) with
+config/sim.yaml; a probe node in this process drives it through cmd_vel and watches its topics."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from geometry_msgs.msg import PoseStamped, Twist  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from mobile_vla_ros.sim.expert import ScriptedExpert  # noqa: E402
+from mobile_vla_ros.sim.world import Layout  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = 11
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Probe:
+    """Subscribes to everything sim_node publishes and drives it."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("sim_probe", context=self.context)
+        self.lock = threading.Lock()
+        self.images, self.poses, self.results = [], [], []
+        self.node.create_subscription(Image, "camera/image_raw", self._on_image, 5)
+        self.node.create_subscription(PoseStamped, "sim/pose", lambda m: self._keep(self.poses, m), 50)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(String, "sim/result", lambda m: self._keep(self.results, json.loads(m.data)), latched)
+        self.cmd_vel = self.node.create_publisher(Twist, "cmd_vel", 10)
+        self.reset_client = self.node.create_client(Trigger, "sim/reset")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_image(self, msg: Image) -> None:
+        # Keep only what the tests check; the pixel payload is not needed.
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self._keep(self.images, (time.monotonic(), stamp, msg.width, msg.height, msg.encoding, len(msg.data)))
+
+    def _keep(self, store: list, item) -> None:
+        with self.lock:
+            store.append(item)
+
+    def pose(self) -> tuple[float, float]:
+        with self.lock:
+            message = self.poses[-1]
+        return message.pose.position.x, message.pose.position.y
+
+    def latest_result(self) -> dict | None:
+        with self.lock:
+            return self.results[-1] if self.results else None
+
+    def drive(self, linear_x: float, linear_y: float) -> None:
+        twist = Twist()
+        twist.linear.x, twist.linear.y = float(linear_x), float(linear_y)
+        self.cmd_vel.publish(twist)
+
+    def reset(self) -> dict:
+        assert self.reset_client.wait_for_service(timeout_sec=10.0)
+        future = self.reset_client.call_async(Trigger.Request())
+        assert wait_for(future.done, 10.0)
+        response = future.result()
+        assert response.success
+        info = json.loads(response.message)
+        assert wait_for(lambda: (self.latest_result() or {}).get("episode") == info["episode"], 5.0)
+        with self.lock:
+            self.poses.clear()
+        assert wait_for(lambda: self.poses, 5.0)
+        return info
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.thread.join(timeout=5.0)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    command = [sys.executable, "-m", "mobile_vla_ros.nodes.sim_node", "--ros-args",
+               "--params-file", str(REPO / "config" / "sim.yaml"), "-p", f"seed:={SEED}", "-p", "time_limit_s:=12.0"]
+    process = subprocess.Popen(command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    probe = Probe()
+    try:
+        assert wait_for(lambda: probe.images and probe.poses and probe.results, 20.0), "sim_node published nothing"
+        yield probe
+    finally:
+        probe.close()
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        print(output)
+
+
+def test_camera_images_arrive_at_about_30_hz_with_capture_stamps(sim):
+    with sim.lock:
+        sim.images.clear()
+    time.sleep(2.0)
+    with sim.lock:
+        images = list(sim.images)
+    arrivals = [image[0] for image in images]
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert 24.0 <= rate <= 33.0, f"{rate:.1f} Hz"
+    _, stamp, width, height, encoding, size = images[-1]
+    assert (width, height, encoding, size) == (640, 480, "rgb8", 640 * 480 * 3)
+    stamps = [image[1] for image in images]
+    assert all(later > earlier for earlier, later in zip(stamps, stamps[1:]))
+    assert abs(time.time() - stamp) < 1.0  # stamped with the clock at capture, not a counter from zero
+
+
+def test_cmd_vel_moves_the_robot_and_a_silent_or_bad_command_stops_it(sim):
+    sim.reset()
+    x0, y0 = sim.pose()
+    started = time.monotonic()
+    while time.monotonic() - started < 1.0:
+        sim.drive(0.5, 0.3)
+        time.sleep(0.05)
+    x1, y1 = sim.pose()
+    assert x1 - x0 == pytest.approx(0.5, abs=0.15) and y1 - y0 == pytest.approx(0.3, abs=0.1)
+    time.sleep(0.8)  # longer than cmd_timeout_s: the robot has stopped by now
+    x2, y2 = sim.pose()
+    time.sleep(0.5)
+    assert sim.pose() == pytest.approx((x2, y2), abs=1e-9)
+    for _ in range(10):
+        sim.drive(float("nan"), 0.5)  # dropped with an error log; the robot stays put
+        time.sleep(0.05)
+    assert sim.pose() == pytest.approx((x2, y2), abs=1e-9)
+    assert sim.latest_result()["outcome"] == "running"
+
+
+def test_reset_starts_the_next_layout_of_the_seed(sim):
+    before = sim.reset()
+    after = sim.reset()
+    assert after["episode"] == before["episode"] + 1 and after["seed"] == SEED
+    assert after["layout"] != before["layout"]
+    result = sim.latest_result()
+    assert result["outcome"] == "running" and result["layout"] == after["layout"]
+    assert sim.pose() == pytest.approx(tuple(after["layout"]["start"]), abs=0.02)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_closed_loop_expert_over_topics_reaches_the_bottle_on_its_side(sim, side):
+    layout = Layout.from_dict(sim.reset()["layout"])
+    expert = ScriptedExpert(layout, side, speed=1.0)
+    deadline = time.monotonic() + 10.0
+    while (sim.latest_result() or {}).get("outcome") == "running" and time.monotonic() < deadline:
+        sim.drive(*expert.act(*sim.pose()))
+        time.sleep(0.05)
+    result = sim.latest_result()
+    assert result["outcome"] == f"reached_{side}", result
+    tx, ty = layout.target
+    assert math.hypot(tx - result["x"], ty - result["y"]) <= 0.45 + 1e-6
+
+
+def test_bad_parameters_exit_non_zero_with_a_reason():
+    command = [sys.executable, "-m", "mobile_vla_ros.nodes.sim_node", "--ros-args", "-p", "camera_rate_hz:=0.0"]
+    finished = subprocess.run(command, env=os.environ.copy(), cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1
+    assert "camera_rate_hz must be positive" in finished.stdout + finished.stderr
