@@ -1,0 +1,55 @@
+"""`colcon build` of the package into a scratch workspace, as on a robot."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXECUTABLES = {"camera_window_node", "inference_node", "teleop_node", "recorder_node", "sim_node", "mobile-vla"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    colcon = Path(sys.executable).with_name("colcon")
+    if not colcon.exists():
+        colcon = shutil.which("colcon")
+    assert colcon, "colcon is part of the set-up (requirements-ros.txt or the ROS distribution)"
+    root = tmp_path_factory.mktemp("ws")
+    (root / "src").mkdir()
+    (root / "src" / "mobile_vla_ros").symlink_to(REPO)
+    result = subprocess.run(
+        [str(colcon), "--log-base", "log", "build", "--base-paths", "src", "--build-base", "build",
+         "--install-base", "install"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root / "install" / "mobile_vla_ros"
+
+
+def test_executables_are_installed_where_ros2_run_looks(workspace):
+    lib = workspace / "lib" / "mobile_vla_ros"
+    installed = {path.name for path in lib.iterdir() if os.access(path, os.X_OK)}
+    assert EXECUTABLES <= installed
+
+
+def test_launch_config_and_index_files_are_installed(workspace):
+    share = workspace / "share" / "mobile_vla_ros"
+    for name in ("package.xml", "launch/drive.launch.py", "launch/record.launch.py", "config/drive.yaml",
+                 "config/record.yaml", "config/gamepads/xbox.yaml", "config/gamepads/dragonrise.yaml",
+                 "models/README.md"):
+        assert (share / name).is_file(), name
+    assert (workspace / "share" / "ament_index" / "resource_index" / "packages" / "mobile_vla_ros").is_file()
+
+
+def test_installed_cli_runs_from_the_install_space(workspace):
+    site = next((workspace / "lib").glob("python3*/site-packages"))
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([str(workspace / "lib" / "mobile_vla_ros" / "mobile-vla"), "--help"],
+                            capture_output=True, text=True, env=env, cwd=workspace, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "make-tiny-model" in result.stdout and "bench" in result.stdout

@@ -1,0 +1,168 @@
+"""Training windows, mirror augmentation, the episode split, bad-data skipping (no model needed)."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mobile_vla_ros.data.episode import EpisodeWriter, write_legacy_episode
+from mobile_vla_ros.data.windows import (
+    EpochShuffleSampler,
+    TrainingEpisode,
+    WindowDataset,
+    action_range,
+    action_targets,
+    collate_clips,
+    common_action_dt,
+    episode_clips,
+    load_training_episodes,
+    split_by_episode,
+    window_indices,
+    with_mirrors,
+)
+from mobile_vla_ros.errors import DatasetError
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
+
+LEFT, RIGHT = LAB_INSTRUCTIONS["left"], LAB_INSTRUCTIONS["right"]
+
+
+def numbered_frames(count: int, size: int = 8) -> np.ndarray:
+    """Frame t has value t everywhere, and a marker in its left column (to see flips)."""
+    frames = np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None], size, 1).repeat(size, 2).repeat(3, 3)
+    frames[:, :, 0, 0] = 255
+    return np.ascontiguousarray(frames)
+
+
+def episode(count=12, instruction=LEFT, dt=0.1, y=0.5) -> TrainingEpisode:
+    actions = np.zeros((count, 3), np.float32)
+    actions[:, 0] = np.arange(count) / 10
+    actions[:, 1] = y
+    actions[:, 2] = 0.2
+    return TrainingEpisode(numbered_frames(count), actions, instruction, "test.h5", dt)
+
+
+def test_window_clamps_at_the_start_and_targets_stop_after_the_end():
+    assert window_indices(0, 8).tolist() == [0] * 8
+    assert window_indices(3, 8).tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
+    assert window_indices(10, 8).tolist() == list(range(3, 11))
+    actions = episode(12).actions
+    targets = action_targets(actions, 9, chunk_size=5)
+    assert targets.shape == (5, 2)
+    np.testing.assert_allclose(targets[:3], actions[9:12, :2])
+    assert not targets[3:].any()  # past the end the robot stops
+
+
+def test_clips_hold_exactly_the_per_window_samples():
+    ep = episode(19)
+    per_window = WindowDataset([ep], window_size=8, chunk_size=4, clip_length=1)
+    clipped = WindowDataset([ep], window_size=8, chunk_size=4, clip_length=7)
+    assert len(per_window) == 19 and len(clipped) == 3 and per_window.num_windows == clipped.num_windows == 19
+    assert episode_clips(19, 7) == [(0, 6), (6, 13), (13, 19)]
+    batch = collate_clips([clipped[i] for i in range(len(clipped))])
+    assert len(batch["windows"]) == 19 and batch["instructions"] == [LEFT] * 3
+    for t in range(19):
+        item = per_window[t]
+        windows_frames = batch["frames"][batch["windows"][t]]
+        assert torch.equal(windows_frames, item["frames"][item["windows"][0]])
+        assert windows_frames[:, 0, 1, 0].tolist() == window_indices(t, 8).tolist()
+        assert torch.equal(batch["targets"][t], item["targets"][0])
+    assert batch["frame_clip"].tolist() == [0] * 6 + [1] * 13 + [2] * 13
+
+
+def test_mirror_flips_frames_negates_sideways_motion_and_swaps_the_instruction():
+    ep = episode(4)
+    mirrored = ep.mirror()
+    assert mirrored.instruction == RIGHT and mirrored.mirrored
+    assert mirrored.frames[0, 0, -1, 0] == 255 and mirrored.frames[0, 0, 0, 0] == 0
+    np.testing.assert_allclose(mirrored.actions[:, 0], ep.actions[:, 0])
+    np.testing.assert_allclose(mirrored.actions[:, 1:], -ep.actions[:, 1:])
+    item = WindowDataset([mirrored], 8, 2)[0]
+    assert item["frames"].is_contiguous() and item["frames"][0, 0, -1, 0] == 255
+    custom = episode(4, instruction="drive to the bottle")
+    assert len(with_mirrors([ep, custom])) == 3  # no side named -> not mirrored
+    assert len(with_mirrors([ep, custom], enabled=False)) == 2
+
+
+def test_split_is_by_episode_seeded_and_keeps_both_instructions():
+    episodes = [episode(8, LEFT if i % 2 else RIGHT) for i in range(20)]
+    for i, ep in enumerate(episodes):
+        ep.source = f"ep{i}.h5"
+    train, val = split_by_episode(episodes, 0.2, seed=3)
+    again, _ = split_by_episode(episodes, 0.2, seed=3)
+    other, _ = split_by_episode(episodes, 0.2, seed=4)
+    assert [e.source for e in train] == [e.source for e in again] != [e.source for e in other]
+    assert len(val) == 4 and {e.instruction for e in val} == {LEFT, RIGHT}
+    assert not {e.source for e in train} & {e.source for e in val}
+    single = split_by_episode(episodes[:1], 0.5, seed=0)
+    assert len(single[0]) == 1 and not single[1]  # never leaves an instruction without training data
+
+
+def test_action_range_covers_zero_and_never_collapses():
+    low, high = action_range([episode(5, y=0.5), episode(5, y=0.7)])
+    assert low[0] == 0.0 and high[0] == pytest.approx(0.4) and low[1] == 0.0 and high[1] == pytest.approx(0.7)
+    still = episode(5)
+    still.actions[:] = 0.0
+    low, high = action_range([still])
+    assert low == [-1.0, -1.0] and high == [1.0, 1.0]
+
+
+def test_sampler_order_depends_only_on_seed_and_epoch_and_can_skip():
+    sampler = EpochShuffleSampler(10, seed=1)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(first) == list(range(10)) and first != second
+    sampler.skip_once(4)
+    assert list(sampler) == second[4:] and list(sampler) == second
+
+
+def write_episode(directory, instruction, actions, rate=10.0, size=(20, 30)):
+    writer = EpisodeWriter(directory, instruction, rate)
+    for t, action in enumerate(actions):
+        writer.append(np.full((*size, 3), t, np.uint8), action, t / rate)
+    return writer.save()
+
+
+def test_loading_resizes_skips_bad_episodes_with_a_count_and_reads_legacy(tmp_path, caplog):
+    good = write_episode(tmp_path, LEFT, [(0.1, 0.2, 0.0)] * 10)
+    write_episode(tmp_path, RIGHT, [(0.1, -0.2, 0.0)] * 3)  # too short
+    nan_path = write_episode(tmp_path, RIGHT, [(0.1, -0.2, 0.0)] * 10)
+    with h5py.File(nan_path, "r+") as h5:
+        h5["actions"][4, 1] = np.nan
+    (tmp_path / "episode_9999_corrupt_left.h5").write_bytes(b"not an hdf5 file")
+    nameless = tmp_path / "episode_20250101_000000_unnamed.h5"
+    write_legacy_episode(nameless, np.zeros((10, 16, 16, 3), np.uint8), np.zeros((10, 3), np.float32))
+    legacy_dir = tmp_path / "lab"
+    legacy_dir.mkdir()
+    bgr = np.zeros((9, 12, 16, 3), np.uint8)
+    bgr[..., 0] = 200  # blue in BGR
+    write_legacy_episode(legacy_dir / "episode_20250101_000001_1box_hori_right_core_medium.h5", bgr,
+                         np.tile([[0.0, -1.15, 0.0]], (9, 1)))
+
+    with caplog.at_level("WARNING"):
+        episodes, report = load_training_episodes([tmp_path], image_size=24, min_frames=8)
+    assert [e.source for e in episodes] == [str(good)]
+    assert episodes[0].frames.shape == (10, 24, 24, 3) and episodes[0].frames.dtype == np.uint8
+    assert report.total == 5 and len(report.skipped) == 4
+    reasons = " ".join(reason for _, reason in report.skipped)
+    for expected in ("too short", "non-finite actions", "unreadable"):
+        assert expected in reasons
+    assert "skipped 4 of 5 episodes" in report.summary()
+    assert sum("skipping episode" in record.message for record in caplog.records) == 4
+
+    legacy, _ = load_training_episodes([legacy_dir], image_size=24, min_frames=8, legacy_action_dt=0.4)
+    assert legacy[0].instruction == RIGHT and legacy[0].action_dt == 0.4
+    assert legacy[0].frames[0, 0, 0].tolist() == [0, 0, 200]  # converted to RGB
+    with pytest.raises(DatasetError, match="different rates"):
+        common_action_dt(episodes + legacy)
+
+
+def test_no_usable_episode_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="no \\*.h5 episode files"):
+        load_training_episodes([tmp_path], 24, 8)
+    write_episode(tmp_path, LEFT, [(0.1, 0.2, 0.0)] * 3)
+    with pytest.raises(DatasetError, match="skipped 1 of 1 episodes \\(1 too short\\)"):
+        load_training_episodes([tmp_path], 24, 8)
+    with pytest.raises(DatasetError, match="not a directory"):
+        load_training_episodes([tmp_path / "missing"], 24, 8)
