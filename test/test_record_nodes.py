@@ -23,7 +23,8 @@ from sensor_msgs.msg import Image, Joy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from mobile_vla_ros.data.episode import LAB_INSTRUCTIONS, list_episodes, read_episode  # noqa: E402
+from mobile_vla_ros.data.episode import list_episodes, read_episode  # noqa: E402
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS  # noqa: E402
 from mobile_vla_ros.nodes.recorder_node import RecorderNode  # noqa: E402
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg  # noqa: E402
 from mobile_vla_ros.nodes.teleop_node import TeleopNode  # noqa: E402

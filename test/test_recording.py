@@ -10,10 +10,10 @@ from mobile_vla_ros.control.recording import (
     EpisodeButtons,
     EpisodeRecorder,
     RecorderSettings,
-    expand_instruction,
 )
-from mobile_vla_ros.data.episode import LAB_INSTRUCTIONS, EpisodeWriter, read_episode
+from mobile_vla_ros.data.episode import EpisodeWriter, read_episode
 from mobile_vla_ros.data.images import ImageError
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 
 SETTINGS = RecorderSettings(sample_rate_hz=10.0, camera_timeout_s=0.5, command_timeout_s=0.5, camera_lag_s=0.2)
 

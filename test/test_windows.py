@@ -125,13 +125,17 @@ def write_episode(directory, instruction, actions, rate=10.0, size=(20, 30)):
 
 
 def test_loading_resizes_skips_bad_episodes_with_a_count_and_reads_legacy(tmp_path, caplog):
-    good = write_episode(tmp_path, LEFT, [(0.1, 0.2, 0.0)] * 10)
-    write_episode(tmp_path, RIGHT, [(0.1, -0.2, 0.0)] * 3)  # too short
-    nan_path = write_episode(tmp_path, RIGHT, [(0.1, -0.2, 0.0)] * 10)
+    mixed = tmp_path / "mixed"
+    good = write_episode(mixed, LEFT, [(0.1, 0.2, 0.0)] * 10)
+    write_episode(mixed, RIGHT, [(0.1, -0.2, 0.0)] * 3)  # too short
+    nan_path = write_episode(mixed, RIGHT, [(0.1, -0.2, 0.0)] * 10)
     with h5py.File(nan_path, "r+") as h5:
         h5["actions"][4, 1] = np.nan
-    (tmp_path / "episode_9999_corrupt_left.h5").write_bytes(b"not an hdf5 file")
-    nameless = tmp_path / "episode_20250101_000000_unnamed.h5"
+    blank = write_episode(mixed, RIGHT, [(0.1, -0.2, 0.0)] * 10)
+    with h5py.File(blank, "r+") as h5:
+        h5["language_instruction"][0] = b" "
+    (mixed / "episode_9999_corrupt_left.h5").write_bytes(b"not an hdf5 file")
+    nameless = mixed / "episode_20250101_000000_unnamed.h5"  # legacy, no instruction anywhere
     write_legacy_episode(nameless, np.zeros((10, 16, 16, 3), np.uint8), np.zeros((10, 3), np.float32))
     legacy_dir = tmp_path / "lab"
     legacy_dir.mkdir()
@@ -141,15 +145,15 @@ def test_loading_resizes_skips_bad_episodes_with_a_count_and_reads_legacy(tmp_pa
                          np.tile([[0.0, -1.15, 0.0]], (9, 1)))
 
     with caplog.at_level("WARNING"):
-        episodes, report = load_training_episodes([tmp_path], image_size=24, min_frames=8)
+        episodes, report = load_training_episodes([mixed], image_size=24, min_frames=8)
     assert [e.source for e in episodes] == [str(good)]
     assert episodes[0].frames.shape == (10, 24, 24, 3) and episodes[0].frames.dtype == np.uint8
-    assert report.total == 5 and len(report.skipped) == 4
+    assert report.total == 6 and len(report.skipped) == 5
     reasons = " ".join(reason for _, reason in report.skipped)
-    for expected in ("too short", "non-finite actions", "unreadable"):
+    for expected in ("too short", "non-finite actions", "no instruction", "unreadable", "names neither"):
         assert expected in reasons
-    assert "skipped 4 of 5 episodes" in report.summary()
-    assert sum("skipping episode" in record.message for record in caplog.records) == 4
+    assert "skipped 5 of 6 episodes" in report.summary()
+    assert sum("skipping episode" in record.message for record in caplog.records) == 5
 
     legacy, _ = load_training_episodes([legacy_dir], image_size=24, min_frames=8, legacy_action_dt=0.4)
     assert legacy[0].instruction == RIGHT and legacy[0].action_dt == 0.4

@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mobile_vla_ros.data.episode import IDLE_SPEED, LAB_INSTRUCTIONS, EpisodeWriter
+from mobile_vla_ros.data.episode import IDLE_SPEED, EpisodeWriter
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 from mobile_vla_ros.errors import MobileVlaError
 
 MAX_INSTRUCTION_CHARS = 200
@@ -50,16 +51,6 @@ class Outcome:
     ok: bool
     message: str
     path: Path | None = None
-
-
-def expand_instruction(text: str, presets: dict[str, str] = LAB_INSTRUCTIONS) -> str:
-    """'left'/'right' (or another preset key) -> the full trained sentence; other text as is."""
-    text = " ".join((text or "").split())
-    if not text:
-        raise ValueError("the instruction is empty")
-    if len(text) > MAX_INSTRUCTION_CHARS:
-        raise ValueError(f"the instruction has {len(text)} characters; at most {MAX_INSTRUCTION_CHARS}")
-    return presets.get(text.lower(), text)
 
 
 class CommandHistory:
@@ -125,7 +116,7 @@ class EpisodeRecorder:
         self.settings = settings
         self.presets = dict(presets)
         self.state = RecorderState.IDLE
-        self.instruction = expand_instruction(instruction, self.presets) if instruction else ""
+        self.instruction = expand_instruction(instruction, (), self.presets, MAX_INSTRUCTION_CHARS) if instruction else ""
         self.episodes_saved = 0
         self.dropped_samples = 0
         self.last_path: Path | None = None
@@ -153,7 +144,7 @@ class EpisodeRecorder:
         if self.state is not RecorderState.IDLE:
             return Outcome(False, "the instruction cannot change during an episode; save or discard first")
         try:
-            instruction = expand_instruction(text, self.presets)
+            instruction = expand_instruction(text, (), self.presets, MAX_INSTRUCTION_CHARS)
         except ValueError as error:
             return Outcome(False, str(error))
         if instruction != self.instruction:

@@ -38,18 +38,13 @@ import h5py
 import numpy as np
 
 from mobile_vla_ros.errors import EpisodeError
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, instruction_side
 
 LOG = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 ACTION_NAMES = ("linear_x", "linear_y", "angular_z")
-# The two instructions the lab recorded (DESIGN.md section 2); legacy files without a
-# language_instruction dataset get one of these from the word in their file name.
-LAB_INSTRUCTIONS = {
-    "left": "Navigate around obstacles and reach the front of the beverage bottle on the left",
-    "right": "Navigate around obstacles and reach the front of the beverage bottle on the right",
-}
 IDLE_SPEED = 1e-3  # |action| below this in every component counts as standing still
 _PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale")
 _NUMBER = re.compile(r"^episode_(\d+)_")
@@ -187,9 +182,8 @@ def _instruction_dataset(h5) -> str | None:
 
 def instruction_from_file_name(path) -> str | None:
     """The lab's convention for files recorded before `language_instruction` existed."""
-    words = set(re.split(r"[^a-z]+", Path(path).stem.lower()))
-    sides = [side for side in LAB_INSTRUCTIONS if side in words]
-    return LAB_INSTRUCTIONS[sides[0]] if len(sides) == 1 else None
+    side = instruction_side(" ".join(re.split(r"[^a-z]+", Path(path).stem.lower())))
+    return LAB_INSTRUCTIONS[side] if side else None
 
 
 def _read_legacy(h5, path: Path, frame_indices) -> Episode:
@@ -251,9 +245,7 @@ def _local_stamp() -> str:
 
 
 def _slug(instruction: str) -> str:
-    words = set(re.split(r"[^a-z]+", instruction.lower()))
-    sides = [side for side in ("left", "right") if side in words]
-    return sides[0] if len(sides) == 1 else "custom"
+    return instruction_side(instruction) or "custom"
 
 
 def next_episode_number(directory) -> int:

@@ -30,7 +30,8 @@ from mobile_vla_ros.control.recording import (
     RecorderSettings,
     status_line,
 )
-from mobile_vla_ros.data.episode import LAB_INSTRUCTIONS, EpisodeWriter, recover_partial_episodes
+from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.data.images import rotate_180
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb
 
