@@ -273,7 +273,9 @@ def test_every_node_is_installed_and_every_parameter_declared(launch_file, argum
                     assert launched.package in depends, f"{launched.package} is not an exec_depend in package.xml"
                     continue
                 assert launched.executable in scripts, f"{launched.executable} is not a console script in setup.py"
-                key = (launched.executable, launched.name, repr(sorted(launched.parameters.items())))
+                # Start each node once per set of parameter names and types (values only vary).
+                key = (launched.executable, launched.name,
+                       tuple(sorted((name, type(value).__name__) for name, value in launched.parameters.items())))
                 if key in checked:
                     continue
                 overrides = [Parameter(name, value=value) for name, value in launched.parameters.items()]

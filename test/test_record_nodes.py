@@ -229,8 +229,11 @@ def test_sigkilled_recorder_is_recovered_on_restart(ros, tmp_path):
         process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         timer = operator.create_timer(0.05, lambda: operator.cmd_vel.publish(Twist()))
         assert wait_for(lambda: operator.state.get("state") == "idle", 20.0)
-        response = operator.call("start")
-        assert response.success, response.message
+        # The fresh process may not have matched the camera yet: it refuses until it has a frame.
+        responses = []
+        assert wait_for(lambda: responses.append(operator.call("start")) or responses[-1].success, 10.0, 0.2), (
+            responses[-1].message
+        )
         assert wait_for(lambda: operator.state.get("frames", 0) >= 20, 10.0)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
