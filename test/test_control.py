@@ -1,7 +1,6 @@
 """Pure drive-runtime logic: chunk execution, limits, the safety state machine, frame sampling."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -257,7 +257,6 @@ def test_malformed_frames_are_logged_and_dropped(ros, camera_on, capfd):
     harness.streaming = False
     time.sleep(0.3)
     dropped_before, windows_before = camera.dropped_frames, camera.windows_published
-    bad = []
     wrong_encoding = harness.frame_msg()
     wrong_encoding.encoding = "rgb161"
     short = harness.frame_msg()
@@ -344,3 +343,40 @@ def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(broken, ros,
     assert "cannot start" in result.stderr and ("bogus" in result.stderr or "not_a_model" in result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert heard == []
+
+
+def test_compressed_camera_with_rotation(ros, tiny_checkpoint):
+    """compressed: true reads <image>/compressed JPEGs; rotate_180 turns the frame upside down."""
+    from sensor_msgs.msg import CompressedImage
+
+    from mobile_vla_ros.data.images import encode_jpeg, split_window
+
+    context, _, harness = ros
+    config = PolicyConfig.load(tiny_checkpoint)
+    camera = CameraWindowNode(
+        context=context, cli_args=["--ros-args", "-r", "image/compressed:=jpeg_camera/compressed", "-r", "window:=jpeg_window"],
+        parameter_overrides=[Parameter("model_dir", value=str(tiny_checkpoint)), Parameter("compressed", value=True),
+                             Parameter("rotate_180", value=True)])
+    spinning = Spinning(camera, context)
+    windows = []
+    sub = harness.create_subscription(Image, "jpeg_window", windows.append, 10)
+    pub = harness.create_publisher(CompressedImage, "jpeg_camera/compressed", 10)
+    top_white = np.zeros((120, 160, 3), np.uint8)
+    top_white[:60] = 255
+    try:
+        wait_until(lambda: pub.get_subscription_count() > 0, 5, "compressed subscriber")
+        for _ in range(config.window_size + 2):
+            msg = CompressedImage(format="jpeg", data=encode_jpeg(top_white))
+            msg.header.stamp = harness.get_clock().now().to_msg()
+            pub.publish(msg)
+            time.sleep(config.action_dt + 0.01)
+        wait_until(lambda: windows, 5, "a window from compressed frames")
+    finally:
+        harness.destroy_subscription(sub)
+        harness.destroy_publisher(pub)
+        spinning.stop()
+    tall = np.frombuffer(bytes(windows[-1].data), np.uint8).reshape(windows[-1].height, windows[-1].width, 3)
+    frames = split_window(tall, config.image_size)
+    assert frames.shape[0] == config.window_size
+    half = config.image_size // 2
+    assert frames[-1, : half - 4].mean() < 10 and frames[-1, half + 4 :].mean() > 245  # white now at the bottom

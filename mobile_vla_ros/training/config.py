@@ -132,7 +132,7 @@ def _coerce(value, current, annotation, name: str):
         try:
             converted = kind(value)
         except (TypeError, ValueError):
-            raise TrainConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
+            raise TrainConfigError(f"{name} must be of type {kind.__name__}, got {value!r}") from None
         if kind is int and isinstance(value, float) and value != converted:
             raise TrainConfigError(f"{name} must be a whole number, got {value!r}")
         return converted

@@ -1,0 +1,207 @@
+"""Closed-loop trials in the simulated room through the real drive nodes, in one process.
+
+    sim_node --camera/image_raw--> camera_window_node --window--> inference_node --cmd_vel--> sim_node
+                                        TrialConductor --instruction, enable, sim/reset-->
+
+All four nodes share one rclpy context and a multi-threaded executor (each node's callbacks stay
+serialised; different nodes run side by side), and talk over DDS exactly as separate processes
+would. One process keeps the start-up to a single torch import and costs far less memory than
+four interpreters on a small machine.
+
+A trial: disable the policy (the inference node publishes zero), publish the instruction, reset
+the simulator to its next layout, wait until the camera window holds only frames of the new
+layout (the robot stands still, so the window equals the padded start of a training episode),
+enable, and collect `sim/pose` until `sim/result` reports the end of the episode.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+
+from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.policy.config import PolicyConfig
+from mobile_vla_ros.policy.instructions import instruction_side
+from mobile_vla_ros.sim.demo import Trial
+from mobile_vla_ros.sim.world import Layout
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RESULT_MARGIN_S = 5.0  # beyond the simulator's own time limit before a trial counts as lost
+
+
+class ClosedLoopError(MobileVlaError):
+    """The closed loop did not come up or stopped answering."""
+
+
+def config_file(name: str) -> Path:
+    """A file of this package's config/: the source tree when running from it, else the installed share."""
+    source = Path(__file__).resolve().parents[2] / "config" / name
+    if source.is_file():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("mobile_vla_ros")) / "config" / name
+
+
+def _wait(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise ClosedLoopError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class TrialConductor(Node):
+    """Plays the operator: instruction and enable out, simulator poses and results in."""
+
+    def __init__(self, **kwargs):
+        super().__init__("demo_conductor", **kwargs)
+        self._lock = threading.Lock()
+        self._path: list[tuple[float, float, float]] | None = None
+        self._path_start = 0.0
+        self.result: dict = {}
+        self.active_instruction = ""
+        self.instruction_pub = self.create_publisher(String, "instruction", 10)
+        self.enable_pub = self.create_publisher(Bool, "enable", 10)
+        self.create_subscription(PoseStamped, "sim/pose", self._on_pose, 50)
+        self.create_subscription(String, "sim/result", self._on_result, LATCHED)
+        self.create_subscription(String, "instruction/active", self._on_active, QoSProfile(
+            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.reset_client = self.create_client(Trigger, "sim/reset")
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self._lock:
+            if self._path is not None:
+                self._path.append((time.monotonic() - self._path_start, msg.pose.position.x, msg.pose.position.y))
+
+    def _on_result(self, msg: String) -> None:
+        with self._lock:
+            self.result = json.loads(msg.data)
+
+    def _on_active(self, msg: String) -> None:
+        with self._lock:
+            self.active_instruction = msg.data
+
+    def latest_result(self) -> dict:
+        with self._lock:
+            return dict(self.result)
+
+    def start_path(self) -> None:
+        with self._lock:
+            self._path, self._path_start = [], time.monotonic()
+
+    def take_path(self) -> list:
+        with self._lock:
+            path, self._path = self._path or [], None
+        return path
+
+    def enable(self, on: bool) -> None:
+        self.enable_pub.publish(Bool(data=on))
+
+    def reset_sim(self, timeout_s: float) -> dict:
+        future = self.reset_client.call_async(Trigger.Request())
+        _wait(future.done, timeout_s, "sim/reset")
+        info = json.loads(future.result().message)
+        _wait(lambda: self.latest_result().get("episode") == info["episode"], timeout_s, "the new episode's result")
+        return info
+
+
+class ClosedLoopSim:
+    """sim_node + camera_window_node + inference_node + conductor, spun in a background thread.
+
+    Use as a context manager; `run_trial(side)` drives one episode and returns a Trial.
+    """
+
+    def __init__(self, model_dir, base_model_dir, seed: int, time_limit_s: float = 20.0, device: str = "auto",
+                 dtype: str = "fp32"):
+        from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode
+        from mobile_vla_ros.nodes.inference_node import InferenceNode
+        from mobile_vla_ros.nodes.sim_node import SimNode
+
+        config = PolicyConfig.load(model_dir)
+        self.time_limit_s = float(time_limit_s)
+        # The window must hold frames of the new layout only, plus one sample and some delivery slack.
+        self.settle_s = (config.window_size + 1) * config.action_dt + 0.2
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.nodes: list[Node] = []
+        self._thread = None
+        try:
+            params = lambda name: ["--ros-args", "--params-file", str(config_file(name))]  # noqa: E731
+            self.nodes.append(SimNode(context=self.context, cli_args=params("sim.yaml") + [
+                "-p", f"seed:={int(seed)}", "-p", f"time_limit_s:={self.time_limit_s}"]))
+            self.nodes.append(CameraWindowNode(context=self.context, cli_args=params("drive.yaml") + [
+                "-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"]))
+            self.inference = InferenceNode(context=self.context, cli_args=params("drive.yaml") + [
+                "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_model_dir}",
+                "-p", f"device:={device}", "-p", f"dtype:={dtype}", "-p", "start_enabled:=false"])
+            self.nodes.append(self.inference)
+            self.conductor = TrialConductor(context=self.context)
+            self.nodes.append(self.conductor)
+            self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+            for node in self.nodes:
+                self.executor.add_node(node)
+            self._thread = threading.Thread(target=self.executor.spin, name="closed-loop", daemon=True)
+            self._thread.start()
+            conductor = self.conductor
+            _wait(lambda: conductor.reset_client.service_is_ready(), 20.0, "the sim/reset service")
+            _wait(lambda: conductor.enable_pub.get_subscription_count() > 0
+                  and conductor.instruction_pub.get_subscription_count() > 0, 20.0, "the inference node's inputs")
+            _wait(lambda: conductor.latest_result(), 20.0, "the first sim/result")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "ClosedLoopSim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run_trial(self, index: int, side: str) -> Trial:
+        conductor = self.conductor
+        conductor.enable(False)
+        conductor.instruction_pub.publish(String(data=side))
+        _wait(lambda: instruction_side(conductor.active_instruction) == side, 10.0, f"instruction {side!r} to apply")
+        info = conductor.reset_sim(10.0)
+        time.sleep(self.settle_s)
+        conductor.start_path()
+        conductor.enable(True)
+        started = time.monotonic()
+        try:
+            _wait(lambda: self._finished(info["episode"]), self.time_limit_s + RESULT_MARGIN_S,
+                  f"the end of episode {info['episode']}")
+        finally:
+            conductor.enable(False)
+        duration = time.monotonic() - started
+        result = conductor.latest_result()
+        path = conductor.take_path()
+        path.append((duration, result["x"], result["y"]))
+        return Trial(index, side, info["episode"], Layout.from_dict(info["layout"]), np.array(path), result["outcome"],
+                     duration)
+
+    def _finished(self, episode: int) -> bool:
+        result = self.conductor.latest_result()
+        return result.get("episode") == episode and result.get("outcome") != "running"
+
+    def close(self) -> None:
+        if getattr(self, "inference", None) is not None:
+            self.inference.stop()
+        if getattr(self, "executor", None) is not None:
+            self.executor.shutdown()
+        for node in self.nodes:
+            node.destroy_node()
+        self.nodes = []
+        rclpy.try_shutdown(context=self.context)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)

@@ -1,0 +1,137 @@
+"""Training and evaluation end to end through the `mobile-vla` command, on a tiny Kosmos-2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from mobile_vla_ros.cli.main import main
+from mobile_vla_ros.policy.config import PolicyConfig
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
+from mobile_vla_ros.training.config import TrainConfig, TrainConfigError, load_train_config
+from mobile_vla_ros.training.synthetic import write_mirrored_dataset
+
+# A small head and a high learning rate: the tiny model must learn within seconds on 2 cores.
+SMALL = ["--set", "policy.head.hidden_dim=64", "--set", "policy.head.lstm_layers=1", "--set", "policy.head.dropout=0",
+         "--lr", "3e-3", "--val-fraction", "0.25"]
+
+
+def train(data, base, out, *extra) -> int:
+    return main(["train", "--data", str(data), "--base-model", str(base), "--out", str(out), *SMALL, *extra])
+
+
+@pytest.fixture(scope="module")
+def mirrored_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirrored")
+    write_mirrored_dataset(root / "train", pairs=4, frames=12, size=64, seed=0)
+    write_mirrored_dataset(root / "heldout", pairs=2, frames=12, size=64, seed=1)
+    return root
+
+
+def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_data, tiny_base_model, tmp_path, capsys):
+    """Left and right episodes share their frames, so only the instruction tells the way. A policy
+    that ignores it predicts the same linear_y for both: separation 0 and, on one of the two
+    instructions, a sign accuracy of at most 0.5. Both bars below are out of its reach."""
+    model = tmp_path / "model"
+    assert train(mirrored_data / "train", tiny_base_model, model, "--max-steps", "40") == 0
+    summary = json.loads((model / "training" / "summary.json").read_text())
+    assert summary["steps"] == 40 and summary["windows_per_second"] > 0
+    assert summary["instruction_separation"] > 0.5  # on the validation episodes, computed at the end of training
+    config = PolicyConfig.load(model)
+    assert config.action_dt == pytest.approx(0.1) and set(config.instructions) == set(LAB_INSTRUCTIONS.values())
+    assert config.training["steps"] == 40 and config.training["instruction_separation"] is not None
+    low, high = config.action_low, config.action_high
+    assert low[0] == 0.0 and low[1] == pytest.approx(-0.6, abs=0.01) and high[1] == pytest.approx(0.6, abs=0.01)
+
+    report_path, png = tmp_path / "eval.json", tmp_path / "eval.png"
+    code = main(["eval", "--model", str(model), "--base-model", str(tiny_base_model),
+                 "--data", str(mirrored_data / "heldout"), "--json", str(report_path), "--png", str(png)])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert {"mae", "sign_accuracy", "instruction_separation", "feature_cosine"} <= set(report)
+    print(json.dumps({k: report[k] for k in ("sign_accuracy", "instruction_separation", "feature_cosine")}))
+    assert report["instruction_separation"] >= 0.5
+    assert set(report["sign_accuracy"]) == set(LAB_INSTRUCTIONS.values())
+    assert all(accuracy >= 0.9 for accuracy in report["sign_accuracy"].values())
+    assert all(mae["linear_y"] < 0.3 for mae in report["mae"].values())
+    assert -1.0 <= report["feature_cosine"] <= 1.0
+    assert png.stat().st_size > 10_000
+    assert "instruction separation" in capsys.readouterr().out
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(mirrored_data, tiny_base_model, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(mirrored_data / "train", tiny_base_model, straight, "--max-steps", "9") == 0
+    # Stop in the middle of the second epoch (6 steps per epoch), then continue to the same step.
+    assert train(mirrored_data / "train", tiny_base_model, resumed, "--max-steps", "4") == 0
+    assert (resumed / "training" / "checkpoints" / "last.ckpt").read_bytes()[8:9] == b"{"  # safetensors, not a pickle
+    assert main(["train", "--out", str(resumed), "--resume", "--max-steps", "9"]) == 0
+    for name in ("adapter.safetensors", "head.safetensors"):
+        a, b = load_file(straight / name), load_file(resumed / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-5, err_msg=f"{name}:{key}")
+    first = json.loads((straight / "training" / "summary.json").read_text())
+    second = json.loads((resumed / "training" / "summary.json").read_text())
+    assert second["steps"] == first["steps"] == 9
+    assert second["train_loss"] == pytest.approx(first["train_loss"], abs=1e-5)
+    assert len(list((resumed / "training" / "logs").iterdir())) == 2  # the first part's metrics are kept
+
+    # Without --resume an existing run is never overwritten; a resume may not change the data.
+    assert train(mirrored_data / "train", tiny_base_model, resumed, "--max-steps", "2") == 2
+    assert main(["train", "--out", str(resumed), "--resume", "--lr", "1e-2"]) == 2
+
+
+def test_legacy_layout_trains_end_to_end_and_bad_episodes_are_counted(tiny_base_model, tmp_path, capsys):
+    data = tmp_path / "lab"
+    write_mirrored_dataset(data, pairs=2, frames=9, size=48, legacy=True)
+    (data / "episode_20250101_999999_broken_left.h5").write_bytes(b"\x89HDF\r\n garbage")
+    write_mirrored_dataset(tmp_path / "short", pairs=1, frames=4, size=48, legacy=True)
+    for path in (tmp_path / "short").iterdir():
+        path.rename(data / ("short_" + path.name))
+    model = tmp_path / "model"
+    assert train(data, tiny_base_model, model, "--max-steps", "2") == 0
+    summary = json.loads((model / "training" / "summary.json").read_text())
+    assert summary["episodes"]["found"] == 7 and summary["episodes"]["skipped"] == 3
+    assert PolicyConfig.load(model).action_dt == pytest.approx(0.4)  # one key press of the lab's robot
+    assert "3 of 7 skipped" in capsys.readouterr().out
+
+    from mobile_vla_ros.policy.runner import PolicyRunner
+
+    runner = PolicyRunner.load(model, tiny_base_model, device="cpu")
+    runner.set_instruction("left")
+    assert runner.step(np.zeros((8, 224, 224, 3), np.uint8)).shape == (10, 2)
+
+
+def test_empty_dataset_is_a_clear_error(tiny_base_model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert train(tmp_path / "empty", tiny_base_model, tmp_path / "model") == 2
+    assert "no usable episodes" in capsys.readouterr().err
+    assert not (tmp_path / "model" / "policy.json").exists()
+
+
+def test_config_file_matches_built_in_defaults_and_rejects_unknown_keys(tmp_path):
+    from pathlib import Path
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "config" / "train.yaml").read_text())
+    defaults = TrainConfig().to_dict()
+
+    def check(section: dict, reference: dict, where=""):
+        for key, value in section.items():
+            if isinstance(value, dict):
+                check(value, reference[key], f"{where}{key}.")
+            else:
+                assert value == reference[key], f"config/train.yaml {where}{key} differs from the built-in default"
+
+    check(shipped, defaults)
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("optim: {learning_rate: 3.0e-4}\npolicy: {lora: {r: 8}}\n")
+    config = load_train_config(custom, ["trainer.max_steps=5", "data.mirror=false"])
+    assert (config.optim.learning_rate, config.policy.lora.r, config.trainer.max_steps, config.data.mirror) == (3e-4, 8, 5, False)
+    with pytest.raises(TrainConfigError, match="unknown training setting 'optim.lr'"):
+        load_train_config(None, ["optim.lr=1"])
+    with pytest.raises(TrainConfigError, match="must be of type int"):
+        load_train_config(None, ["trainer.max_steps=lots"])
