@@ -11,6 +11,7 @@ import sys
 COMMANDS = (
     "make_tiny_model",
     "bench",
+    "bench_drive",
     "train",
     "eval",
     "inspect",

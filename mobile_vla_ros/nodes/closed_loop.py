@@ -36,6 +36,7 @@ from mobile_vla_ros.sim.demo import Trial
 from mobile_vla_ros.sim.world import Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+NODE_NAMES = ("sim_node", "camera_window_node", "inference_node")
 RESULT_MARGIN_S = 5.0  # beyond the simulator's own time limit before a trial counts as lost
 
 
@@ -123,7 +124,7 @@ class ClosedLoopSim:
     """
 
     def __init__(self, model_dir, base_model_dir, seed: int, time_limit_s: float = 20.0, device: str = "auto",
-                 dtype: str = "fp32"):
+                 dtype: str = "fp32", quiet: bool = False):
         from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode
         from mobile_vla_ros.nodes.inference_node import InferenceNode
         from mobile_vla_ros.nodes.sim_node import SimNode
@@ -132,6 +133,9 @@ class ClosedLoopSim:
         self.time_limit_s = float(time_limit_s)
         # The window must hold frames of the new layout only, plus one sample and some delivery slack.
         self.settle_s = (config.window_size + 1) * config.action_dt + 0.2
+        if quiet:  # the caller reports each trial; the nodes then only speak up about problems
+            for name in NODE_NAMES:
+                rclpy.logging.set_logger_level(name, rclpy.logging.LoggingSeverity.WARN)
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.nodes: list[Node] = []

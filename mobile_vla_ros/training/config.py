@@ -55,6 +55,7 @@ class TrainerSection:
     threads: int | None = None
     seed: int = 0
     log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 200
 
 
 @dataclass

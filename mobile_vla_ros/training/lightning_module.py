@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 
@@ -100,12 +101,27 @@ class ClipDataModule(L.LightningDataModule):
     def train_dataloader(self):
         sampler = EpochShuffleSampler(len(self.train_set), self.seed)
         if self.trainer is not None:  # resuming in the middle of an epoch: skip the batches it already trained on
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            batches = math.ceil(len(self.train_set) / self.batch_size)
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed % batches
             sampler.skip_once(done * self.batch_size)
         return self._loader(self.train_set, sampler)
 
     def val_dataloader(self):
         return self._loader(self.val_set) if self.val_set is not None else []
+
+
+class FinalCheckpoint(L.Callback):
+    """Saves the resume checkpoint after the last optimizer step, wherever a step or time budget
+    stops the run (inside the batch, the state Lightning resumes exactly from)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
+        timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
+        out_of_time = timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0
+        if trainer.global_step >= trainer.max_steps > 0 or out_of_time or trainer.should_stop:
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class RunState(L.Callback):

@@ -92,9 +92,13 @@ def _trainer(run: TrainRun, has_val: bool, callbacks: list):
     from lightning.pytorch.loggers import CSVLogger
 
     from mobile_vla_ros.training.checkpoint_io import SafetensorsCheckpointIO
+    from mobile_vla_ros.training.lightning_module import FinalCheckpoint
 
     settings = run.config.trainer
-    checkpoints = ModelCheckpoint(dirpath=run.last_checkpoint.parent, save_last=True, save_top_k=0)
+    periodic = ModelCheckpoint(
+        dirpath=run.last_checkpoint.parent, filename="last", every_n_train_steps=settings.checkpoint_every_n_steps,
+        save_top_k=1, enable_version_counter=False,
+    )
     return L.Trainer(
         max_steps=settings.max_steps if settings.max_steps >= 1 else -1,
         max_epochs=-1,
@@ -106,7 +110,7 @@ def _trainer(run: TrainRun, has_val: bool, callbacks: list):
         accumulate_grad_batches=settings.accumulate_grad_batches,
         log_every_n_steps=settings.log_every_n_steps,
         logger=CSVLogger(run.work_dir, name="logs"),  # version_N: one per start, a resume never overwrites
-        callbacks=[checkpoints, *callbacks],
+        callbacks=[periodic, FinalCheckpoint(run.last_checkpoint), *callbacks],
         plugins=[SafetensorsCheckpointIO()],
         num_sanity_val_steps=0,
         limit_val_batches=None if has_val else 0,
@@ -169,7 +173,6 @@ def train(run: TrainRun, resume: bool = False) -> dict:
         # The frozen Kosmos-2 stays in eval mode on purpose: its features must not change with dropout.
         warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
         trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
-    trainer.save_checkpoint(run.last_checkpoint, weights_only=False)  # the state at the very end, wherever the budget stopped it
     if not trainer.is_global_zero:
         return {}
 

@@ -1,0 +1,143 @@
+"""`mobile-vla bench-drive`: the real camera window and inference nodes in one process with a
+(full-size, random-weight by default) policy on the CPU, measuring whether the control loop keeps
+its rate while Kosmos-2 runs — Python threads share one interpreter lock, and a control loop that
+stalls while the model runs is a robot that jerks."""
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench-drive", help="control-loop period and command age with the model running")
+    parser.add_argument("--base-model", default="full-random",
+                        help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)")
+    parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after the first chunk")
+    parser.add_argument("--control-rate", type=float, default=20.0)
+    parser.add_argument("--json", help="write the figures to this JSON file")
+    parser.set_defaults(func=run)
+
+
+def _prepare_checkpoint(base_model: str, dtype: str, scratch: Path) -> tuple[Path, Path]:
+    """Save the base (for full-random) and a freshly initialised policy like a trained one."""
+    import torch
+
+    from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, torch_dtype
+    from mobile_vla_ros.policy.checkpoint import save_policy
+    from mobile_vla_ros.policy.config import PolicyConfig
+    from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
+    from mobile_vla_ros.policy.model import VLAPolicy
+    from mobile_vla_ros.policy.tiny import save_tiny_tokenizer
+
+    base_dir = Path(base_model)
+    if base_model == FULL_RANDOM:
+        base_dir = scratch / "kosmos2-full-random"
+        save_tiny_tokenizer(base_dir)
+        base = load_base_model(FULL_RANDOM, dtype=torch_dtype(dtype), tokenizer_dir=base_dir)
+        base.model.save_pretrained(base_dir)
+        del base
+    torch.manual_seed(0)
+    policy = VLAPolicy(PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())),
+                       load_base_model(base_dir, dtype=torch_dtype(dtype)))
+    model_dir = save_policy(policy, scratch / "policy")
+    del policy
+    return model_dir, base_dir
+
+
+def _percentiles(values_s) -> dict:
+    ms = np.asarray(values_s) * 1000.0
+    return {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p95", "p99")} if ms.size else {}
+
+
+def run(args) -> int:
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode
+    from mobile_vla_ros.nodes.inference_node import InferenceNode
+    from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
+
+    scratch = Path(tempfile.mkdtemp(prefix="mobile_vla_bench_drive_"))
+    print(f"preparing a {args.dtype} policy on {args.base_model} in {scratch} ...", flush=True)
+    model_dir, base_dir = _prepare_checkpoint(args.base_model, args.dtype, scratch)
+
+    rclpy.init()
+    probe = Node("bench_drive_probe")
+    frames = np.random.default_rng(0).integers(0, 256, (30, 480, 640, 3), dtype=np.uint8)
+    arrivals: list[float] = []
+    counter = {"frame": 0}
+    camera_pub = probe.create_publisher(Image, "image", qos_profile_sensor_data)
+
+    def publish_frame():
+        counter["frame"] += 1
+        camera_pub.publish(rgb_to_image_msg(frames[counter["frame"] % len(frames)], probe.get_clock().now().to_msg()))
+
+    probe.create_timer(1 / 30.0, publish_frame)
+    probe.create_subscription(Twist, "cmd_vel", lambda _: arrivals.append(time.perf_counter()), 100)
+    camera = CameraWindowNode(parameter_overrides=[Parameter("model_dir", value=str(model_dir))])
+    print("loading the inference node ...", flush=True)
+    inference = InferenceNode(parameter_overrides=[
+        Parameter("model_dir", value=str(model_dir)), Parameter("base_model_dir", value=str(base_dir)),
+        Parameter("device", value=args.device), Parameter("dtype", value=args.dtype),
+        Parameter("control_rate_hz", value=args.control_rate), Parameter("start_enabled", value=True),
+        # A random head's chunk goes stale before the next one on a slow CPU: measure the loop, not the policy.
+        Parameter("chunk_stale_timeout_s", value=600.0), Parameter("camera_stale_timeout_s", value=600.0),
+    ])
+    # Each node on its own executor thread, as separate processes would be (the GIL stays shared).
+    executors = []
+    for node in (probe, camera, inference):
+        executor = MultiThreadedExecutor(num_threads=1) if node is not inference else rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        executors.append(executor)
+    try:
+        print("waiting for the first chunk ...", flush=True)
+        while inference.status_values()["inference_latency_ms_p50"] == "":
+            time.sleep(0.2)
+        start = time.perf_counter()
+        arrivals.clear()
+        print(f"measuring for {args.seconds:.0f} s ...", flush=True)
+        time.sleep(args.seconds)
+        stamps = [t for t in arrivals if t >= start]
+        status = inference.status_values()
+    finally:
+        inference.stop()
+        for executor in executors:
+            executor.shutdown()
+        rclpy.try_shutdown()
+    periods = np.diff(stamps)
+    nominal_ms = 1000.0 / args.control_rate
+    result = {
+        "base_model": args.base_model, "dtype": args.dtype, "device": args.device, "seconds": args.seconds,
+        "control_rate_hz_nominal": args.control_rate,
+        "control_rate_hz_measured": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
+        "control_period_ms": _percentiles(periods),
+        "control_period_p99_over_nominal": _percentiles(periods).get("p99", float("nan")) / nominal_ms,
+        "inference_latency_ms_p50": float(status["inference_latency_ms_p50"] or "nan"),
+        "inference_latency_ms_p95": float(status["inference_latency_ms_p95"] or "nan"),
+        "obs_to_cmd_age_ms_p50": float(status["obs_to_cmd_age_ms_p50"] or "nan"),
+        "obs_to_cmd_age_ms_p95": float(status["obs_to_cmd_age_ms_p95"] or "nan"),
+        "commands": len(stamps),
+    }
+    period = result["control_period_ms"]
+    print(f"control loop: {result['control_rate_hz_measured']:.2f} Hz (nominal {args.control_rate:.0f}), period "
+          f"p50 {period.get('p50', float('nan')):.1f} ms, p99 {period.get('p99', float('nan')):.1f} ms "
+          f"({result['control_period_p99_over_nominal']:.2f}x nominal)")
+    print(f"inference latency p50 {result['inference_latency_ms_p50']:.0f} ms, p95 {result['inference_latency_ms_p95']:.0f} ms; "
+          f"observation-to-command age p50 {result['obs_to_cmd_age_ms_p50']:.0f} ms, p95 {result['obs_to_cmd_age_ms_p95']:.0f} ms")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,128 @@
+"""`mobile-vla demo`: the closed loop through the real nodes over DDS (short budget, a policy whose
+head gives +linear_y for 'left' and -linear_y for 'right'), and the demo's stage caching."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mobile_vla_ros.cli.main import build_parser
+from mobile_vla_ros.sim.demo import (
+    STAMP_FILE,
+    DemoError,
+    Trial,
+    claim_stage,
+    clear_stage,
+    format_table,
+    mark_stage_done,
+    stage_is_current,
+    summarize,
+    trial_sides,
+)
+from mobile_vla_ros.sim.world import Layout, sample_layout
+
+# ------------------------------------------------------------------------------ closed loop (ROS)
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(120)
+def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_side(tiny_checkpoint, tiny_base_model):
+    pytest.importorskip("rclpy")
+    from mobile_vla_ros.nodes.closed_loop import ClosedLoopSim
+
+    # 3 s of simulated time per episode: about 1 s filling the window, then ~2 s of driving.
+    with ClosedLoopSim(tiny_checkpoint, tiny_base_model, seed=5, time_limit_s=3.0, device="cpu") as loop:
+        trials = [loop.run_trial(index, side) for index, side in enumerate(("left", "right"))]
+
+    for trial, sign in zip(trials, (+1, -1)):
+        assert trial.outcome == "timed_out", trial.outcome  # the fixture's head never reaches the bottle
+        assert trial.layout == sample_layout(5, trial.episode)
+        start, end = trial.path[0, 1:], trial.path[-1, 1:]
+        assert trial.path[0, 0] < 0.5, "the path starts when the policy is enabled"
+        # The fixture commands linear_x = 0.3, linear_y = ±0.5 m/s; at least ~1 s of it must show.
+        assert sign * (end[1] - start[1]) > 0.3, (trial.side, start, end)
+        assert end[0] - start[0] > 0.15, (trial.side, start, end)
+        assert abs(start[1] - trial.layout.start[1]) < 0.05, "the robot stood still until enabled"
+    assert [trial.episode for trial in trials] == [trials[0].episode, trials[0].episode + 1]
+
+
+# ------------------------------------------------------------------------------ caching (pure)
+
+
+def test_a_stage_is_reused_only_with_the_same_key_and_once_completed(tmp_path):
+    stage = tmp_path / "stage"
+    key = {"stage": "episodes", "per_instruction": 3, "image_size": 112}
+    assert not stage_is_current(stage, key)
+    claim_stage(stage)
+    (stage / "episode.h5").write_bytes(b"partial")
+    assert not stage_is_current(stage, key), "an interrupted stage has no stamp and is redone"
+    mark_stage_done(stage, key)
+    assert stage_is_current(stage, key)
+    assert not stage_is_current(stage, {**key, "per_instruction": 4})
+    assert json.loads((stage / STAMP_FILE).read_text()) == key
+    clear_stage(stage)
+    assert not stage.exists()
+
+
+def test_clearing_refuses_a_directory_the_demo_did_not_write(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "precious.h5").write_bytes(b"data")
+    with pytest.raises(DemoError, match="did not write"):
+        clear_stage(foreign)
+    assert (foreign / "precious.h5").read_bytes() == b"data"
+    clear_stage(tmp_path / "absent")  # nothing to do
+
+
+def test_recorded_episodes_are_reused_and_a_policy_on_another_base_is_not(tmp_path, tiny_checkpoint):
+    from mobile_vla_ros.cli import demo
+    from mobile_vla_ros.data.episode import list_episodes, read_episode
+
+    episodes = tmp_path / "episodes"
+    key = {"stage": "episodes", "per_instruction": 1, "image_size": 56}
+    demo._record(episodes, key, 1, 56)
+    paths = list_episodes(episodes)
+    assert len(paths) == 2 and {read_episode(path).images.shape[1:] for path in paths} == {(56, 56, 3)}
+    assert demo._current(episodes, key, fresh=False)
+    assert not demo._current(episodes, key, fresh=True)
+
+    fingerprint = json.loads((tiny_checkpoint / "policy.json").read_text())["base_model"]["fingerprint"]
+    assert demo._policy_matches_base(tiny_checkpoint, {"base_fingerprint": fingerprint})
+    assert not demo._policy_matches_base(tiny_checkpoint, {"base_fingerprint": "sha256:another"})
+    assert not demo._policy_matches_base(tmp_path / "no-policy", {"base_fingerprint": fingerprint})
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--seed", "0"], "training layouts"),
+    (["--trials", "0"], "--trials"),
+    (["--image-size", "100"], "multiple of 14"),
+])
+def test_bad_demo_options_are_refused_before_any_work(tmp_path, arguments, message):
+    args = build_parser().parse_args(["demo", "--workdir", str(tmp_path / "work"), *arguments])
+    with pytest.raises(DemoError, match=message):
+        args.func(args)
+    assert not (tmp_path / "work").exists()
+
+
+# ------------------------------------------------------------------------------ report (pure)
+
+
+def _trial(index: int, side: str, outcome: str) -> Trial:
+    return Trial(index, side, index, sample_layout(1, index), np.zeros((2, 3)), outcome, 5.0)
+
+
+def test_trials_alternate_and_the_table_counts_only_the_instructed_side():
+    assert trial_sides(2) == ["left", "right", "left", "right"]
+    with pytest.raises(DemoError):
+        trial_sides(0)
+    trials = [_trial(0, "left", "reached_left"), _trial(1, "right", "reached_left"),
+              _trial(2, "left", "collided"), _trial(3, "right", "reached_right")]
+    summary = summarize(trials)
+    assert summary["left"] == {"trials": 2, "succeeded": 1, "success_rate": 0.5,
+                               "outcomes": {"collided": 1, "reached_left": 1}}
+    assert summary["right"]["succeeded"] == 1 and summary["right"]["outcomes"]["reached_left"] == 1
+    table = format_table(summary)
+    assert "left" in table and "50%" in table
+    record = trials[1].to_dict()
+    assert record["succeeded"] is False and Layout.from_dict(record["layout"]) == trials[1].layout
