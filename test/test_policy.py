@@ -236,3 +236,15 @@ def test_instruction_expansion_and_mirroring():
     assert expand_instruction("park", trained, presets={"park": "stop at the wall"}) == "stop at the wall"
     assert expand_instruction("go  to   the door", trained) == "go to the door"
     assert mirror_instruction("Left then left, not right") == "Right then right, not left"
+
+
+def test_int8_runner_stays_close_to_fp32_and_refuses_half_precision(tiny_checkpoint, tiny_base_model, runner):
+    quantized = PolicyRunner.load(tiny_checkpoint, tiny_base_model, dtype="fp32", quantize="int8")
+    assert isinstance(quantized.policy.encoder.kosmos.text_model.model.layers[0].self_attn.q_proj,
+                      torch.ao.nn.quantized.dynamic.Linear)
+    quantized.set_instruction(LEFT)
+    runner.set_instruction(LEFT)
+    window = random_frames(8, seed=9)
+    np.testing.assert_allclose(quantized.step(window), runner.step_full_window(window), atol=0.05)
+    with pytest.raises(ValueError, match="fp32"):
+        PolicyRunner.load(tiny_checkpoint, tiny_base_model, dtype="bf16", quantize="int8")

@@ -11,6 +11,8 @@ def register(subparsers) -> None:
     parser.add_argument("--tokenizer", help="tokenizer directory for full-random (default: a locally trained one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
     parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
+                        help="int8: dynamic int8 Linear weights (CPU, from fp32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", help="write the figures to this JSON file")
@@ -22,7 +24,7 @@ def run(args) -> int:
 
     result = run_benchmark(
         args.base_model, device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
-        tokenizer_dir=args.tokenizer,
+        tokenizer_dir=args.tokenizer, quantize=args.quantize,
     )
     print(format_table(result))
     if args.json:

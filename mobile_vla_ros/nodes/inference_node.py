@@ -57,6 +57,7 @@ PARAMETERS = {
     "base_model_dir": ("", "local Kosmos-2 directory the policy was trained on"),
     "device": ("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
     "dtype": ("fp32", "fp32, fp16 or bf16"),
+    "quantize": ("none", "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32)"),
     "control_rate_hz": (20.0, "cmd_vel publishing rate"),
     "max_linear_x": (1.2, "speed limit for |linear.x| in m/s"),
     "max_linear_y": (1.2, "speed limit for |linear.y| in m/s"),
@@ -103,7 +104,9 @@ class InferenceNode(Node):
         from mobile_vla_ros.policy.runner import PolicyRunner  # torch import: only once parameters are sane
 
         self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ...")
-        self.runner = PolicyRunner.load(p["model_dir"], p["base_model_dir"], device=p["device"], dtype=p["dtype"])
+        self.runner = PolicyRunner.load(
+            p["model_dir"], p["base_model_dir"], device=p["device"], dtype=p["dtype"], quantize=p["quantize"]
+        )
         self.config = self.runner.config
         first_instruction = self._expand(p["instruction"])
         self.runner.set_instruction(first_instruction)

@@ -47,7 +47,9 @@ def _timed(fn, repeats: int, warmup: int, device: torch.device) -> list[float]:
     return samples
 
 
-def build_runner(base_model: str, device: str, dtype: str, tokenizer_dir: str | None = None) -> PolicyRunner:
+def build_runner(
+    base_model: str, device: str, dtype: str, tokenizer_dir: str | None = None, quantize: str = "none"
+) -> PolicyRunner:
     """A runner on `base_model` (a directory, or full-random) with freshly initialised LoRA and head."""
     torch.manual_seed(0)
     if base_model == FULL_RANDOM and tokenizer_dir is None:
@@ -57,18 +59,16 @@ def build_runner(base_model: str, device: str, dtype: str, tokenizer_dir: str | 
         save_tiny_tokenizer(tokenizer_dir)
     base = load_base_model(base_model, dtype=torch_dtype(dtype), tokenizer_dir=tokenizer_dir)
     policy = VLAPolicy(PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())), base)
-    return PolicyRunner(policy, resolve_device(device), merge_lora=True)
+    return PolicyRunner(policy, resolve_device(device), merge_lora=True, quantize=quantize)
 
 
 def run_benchmark(
     base_model: str, device: str = "cpu", dtype: str = "bf16", repeats: int = 5, warmup: int = 1,
-    tokenizer_dir: str | None = None, progress=print,
+    tokenizer_dir: str | None = None, quantize: str = "none", progress=print,
 ) -> dict:
-    if device == "cpu":
-        torch.set_num_threads(torch.get_num_threads())
-    progress(f"building the policy on {base_model} ({dtype}, {device}) ...")
+    progress(f"building the policy on {base_model} ({dtype}, {device}, quantize={quantize}) ...")
     started = time.perf_counter()
-    runner = build_runner(base_model, device, dtype, tokenizer_dir)
+    runner = build_runner(base_model, device, dtype, tokenizer_dir, quantize)
     load_s = time.perf_counter() - started
     config, policy = runner.config, runner.policy
     runner.set_instruction(LAB_INSTRUCTIONS["left"])
@@ -100,6 +100,7 @@ def run_benchmark(
         "base_model": str(base_model),
         "device": str(runner.device),
         "dtype": dtype,
+        "quantize": quantize,
         "window_size": window,
         "threads": torch.get_num_threads(),
         "load_s": load_s,
@@ -127,5 +128,6 @@ def format_table(result: dict) -> str:
     lines = [f"{'':34s} {'p50 ms':>10s} {'p95 ms':>10s}"]
     lines += [f"{label:34s} {result[key + '_ms_p50']:10.1f} {result[key + '_ms_p95']:10.1f}" for label, key in rows]
     lines.append(f"naive / cached: {result['speedup_naive_over_cached']:.2f}x   cached / bare: {result['cached_over_bare']:.3f}")
-    lines.append(f"peak RSS: {result['peak_rss_mb']:.0f} MB   device: {result['device']}   dtype: {result['dtype']}")
+    lines.append(f"peak RSS: {result['peak_rss_mb']:.0f} MB   device: {result['device']}   dtype: {result['dtype']}"
+                 f"   quantize: {result['quantize']}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ eight forwards at the moment the operator changes the instruction.
 from __future__ import annotations
 
 import hashlib
-import logging
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,18 +23,35 @@ from mobile_vla_ros.policy.backbone import resolve_device, torch_dtype
 from mobile_vla_ros.policy.checkpoint import load_policy
 from mobile_vla_ros.policy.model import VLAPolicy
 
-log = logging.getLogger(__name__)
-
 
 def frame_key(frame: np.ndarray) -> bytes:
     return hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
 
 
+QUANTIZATIONS = ("none", "int8")
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 weights for every Linear layer (CPU: fbgemm on x86, qnnpack on ARM)."""
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class PolicyRunner:
-    def __init__(self, policy: VLAPolicy, device: torch.device | str = "cpu", merge_lora: bool = True):
-        if merge_lora:
+    def __init__(
+        self, policy: VLAPolicy, device: torch.device | str = "cpu", merge_lora: bool = True, quantize: str = "none"
+    ):
+        device = resolve_device(str(device))
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        if merge_lora or quantize != "none":
             policy.encoder.kosmos = policy.encoder.kosmos.merge_and_unload()
-        self.policy = policy.to(resolve_device(str(device))).eval()
+        if quantize == "int8":
+            if device.type != "cpu" or policy.compute_dtype != torch.float32:
+                raise ValueError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
+            policy.encoder.kosmos = quantize_int8(policy.encoder.kosmos)
+        self.policy = policy.to(device).eval()
         self.config = policy.config
         self.device = next(policy.head.parameters()).device
         self._features: OrderedDict[bytes, torch.Tensor] = OrderedDict()
@@ -45,10 +62,10 @@ class PolicyRunner:
     @classmethod
     def load(
         cls, model_dir: str | Path, base_model_dir: str | Path, device: str = "auto", dtype: str = "fp32",
-        merge_lora: bool = True,
+        merge_lora: bool = True, quantize: str = "none",
     ) -> "PolicyRunner":
         device = resolve_device(device)
-        return cls(load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype)), device, merge_lora)
+        return cls(load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype)), device, merge_lora, quantize)
 
     @property
     def instruction(self) -> str | None:
