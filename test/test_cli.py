@@ -1,0 +1,40 @@
+"""The `mobile-vla` command line: sub-commands a user runs first."""
+from __future__ import annotations
+
+import json
+
+from transformers import Kosmos2ForConditionalGeneration
+
+from mobile_vla_ros.cli.main import build_parser, main
+
+
+def test_help_lists_the_sub_commands(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"make-tiny-model", "bench", "bench-drive", "train", "eval", "inspect", "demo"} <= set(commands)
+
+
+def test_make_tiny_model_writes_a_loadable_kosmos2(tmp_path, capsys):
+    assert main(["make-tiny-model", str(tmp_path / "tiny"), "--width", "32", "--layers", "1"]) == 0
+    assert "fingerprint sha256:" in capsys.readouterr().out
+    model = Kosmos2ForConditionalGeneration.from_pretrained(tmp_path / "tiny", local_files_only=True)
+    assert model.config.text_config.embed_dim == 32 and model.config.text_config.layers == 1
+
+
+def test_bench_on_a_local_model_writes_the_figures(tiny_base_model, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--base-model", str(tiny_base_model), "--dtype", "fp32", "--repeats", "2",
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    for key in ("bare_forward_ms_p50", "naive_step_ms_p50", "cached_step_ms_p50", "peak_rss_mb",
+                "naive_step_ms_p95", "cached_step_ms_p95", "bare_forward_ms_p95"):
+        assert figures[key] > 0, key
+    assert figures["versions"]["torch"] and figures["device"] == "cpu"
+    assert "cached step" in capsys.readouterr().out
+
+
+def test_errors_of_the_package_print_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["bench", "--base-model", str(tmp_path / "missing"), "--repeats", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
