@@ -26,17 +26,18 @@ from mobile_vla_ros.sim.world import Layout, sample_layout
 
 
 @pytest.mark.ros
-@pytest.mark.timeout(120)
 def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_side(tiny_checkpoint, tiny_base_model):
     pytest.importorskip("rclpy")
     from mobile_vla_ros.nodes.closed_loop import ClosedLoopSim
 
-    # 3 s of simulated time per episode: about 1 s filling the window, then ~2 s of driving.
-    with ClosedLoopSim(tiny_checkpoint, tiny_base_model, seed=5, time_limit_s=3.0, device="cpu") as loop:
+    # 5 s of simulated time per episode: about 1 s filling the window, then up to 4 s of driving
+    # (slack for a busy machine: a late first chunk only shortens the drive).
+    with ClosedLoopSim(tiny_checkpoint, tiny_base_model, seed=5, time_limit_s=5.0, device="cpu") as loop:
         trials = [loop.run_trial(index, side) for index, side in enumerate(("left", "right"))]
 
     for trial, sign in zip(trials, (+1, -1)):
-        assert trial.outcome == "timed_out", trial.outcome  # the fixture's head never reaches the bottle
+        # The fixture's head drives diagonally whatever it sees: it ends at the time limit or a side wall.
+        assert trial.outcome in ("timed_out", "collided"), trial.outcome
         assert trial.layout == sample_layout(5, trial.episode)
         start, end = trial.path[0, 1:], trial.path[-1, 1:]
         assert trial.path[0, 0] < 0.5, "the path starts when the policy is enabled"

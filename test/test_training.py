@@ -16,7 +16,7 @@ from mobile_vla_ros.training.synthetic import write_mirrored_dataset
 
 # A small head and a high learning rate: the tiny model must learn within seconds on 2 cores.
 SMALL = ["--set", "policy.head.hidden_dim=64", "--set", "policy.head.lstm_layers=1", "--set", "policy.head.dropout=0",
-         "--lr", "3e-3", "--val-fraction", "0.25"]
+         "--lr", "3e-3", "--val-fraction", "0.25", "--set", "trainer.threads=1"]
 
 
 def train(data, base, out, *extra) -> int:
@@ -47,7 +47,7 @@ def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_da
     assert low[0] == 0.0 and low[1] == pytest.approx(-0.6, abs=0.01) and high[1] == pytest.approx(0.6, abs=0.01)
 
     report_path, png = tmp_path / "eval.json", tmp_path / "eval.png"
-    code = main(["eval", "--model", str(model), "--base-model", str(tiny_base_model),
+    code = main(["eval", "--threads", "1", "--model", str(model), "--base-model", str(tiny_base_model),
                  "--data", str(mirrored_data / "heldout"), "--json", str(report_path), "--png", str(png)])
     assert code == 0
     report = json.loads(report_path.read_text())

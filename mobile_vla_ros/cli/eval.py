@@ -15,6 +15,7 @@ def register(subparsers) -> None:
                         help="Kosmos-2 directory (default: $MOBILE_VLA_BASE_MODEL, else the one recorded at training time)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits the tiny model)")
     parser.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
     parser.add_argument("--png", metavar="OUT.png", help="plot predicted vs recorded actions")
     parser.set_defaults(func=run)
@@ -25,8 +26,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from mobile_vla_ros.training.evaluate import evaluate, format_report, plot_replays
+    from mobile_vla_ros.training.metrics import cpu_threads
 
-    report, replays = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=args.dtype)
+    with cpu_threads(args.threads):
+        report, replays = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=args.dtype)
     print(format_report(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -45,8 +45,12 @@ def _train_tokenizer(vocab_size: int):
 
 
 def make_tiny_model(
-    out_dir: str | Path, seed: int = 0, image_size: int = 224, width: int = 64, layers: int = 2
+    out_dir: str | Path, seed: int = 0, image_size: int = 224, width: int = 64, layers: int = 2,
+    text_init_std: float = 0.02, vision_init_factor: float = 1.0,
 ) -> Path:
+    """`text_init_std` / `vision_init_factor` are Kosmos2Config's init scales. At the defaults (the
+    real model's) a random tiny model's action-token feature barely depends on the image; the demo
+    raises them so that a policy trained on it for minutes can see where things are."""
     from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
 
     out_dir = Path(out_dir)
@@ -55,11 +59,11 @@ def make_tiny_model(
     config = Kosmos2Config(
         text_config=dict(
             vocab_size=len(tokenizer), embed_dim=width, layers=layers, ffn_dim=2 * width, attention_heads=4,
-            max_position_embeddings=512,
+            max_position_embeddings=512, init_std=text_init_std,
         ),
         vision_config=dict(
             hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
-            image_size=image_size, patch_size=14,
+            image_size=image_size, patch_size=14, initializer_factor=vision_init_factor,
         ),
         latent_query_num=64,
     )

@@ -12,7 +12,9 @@ import torch
 from mobile_vla_ros.data.windows import load_training_episodes
 from mobile_vla_ros.errors import BaseModelError
 from mobile_vla_ros.policy.config import PolicyConfig
-from mobile_vla_ros.training.metrics import Replay, encode_episode, mean_cosine, replay_with_runner, side_prompts, summarize
+from mobile_vla_ros.training.metrics import (
+    Replay, encode_episode, mean_cosine, replay_with_runner, short_instruction, side_prompts, summarize,
+)
 
 LOG = logging.getLogger(__name__)
 BASE_MODEL_ENV = "MOBILE_VLA_BASE_MODEL"
@@ -77,7 +79,7 @@ def format_report(report: dict) -> str:
     lines = [f"{'instruction':<64} {'frames':>6} {'sign y':>7} " + " ".join(f"{'MAE ' + n:>14}" for n in next(iter(report['mae'].values())))]
     for instruction, mae in report["mae"].items():
         lines.append(
-            f"{instruction[:64]:<64} {report['frames'][instruction]:>6} {number(report['sign_accuracy'][instruction]):>7} "
+            f"{short_instruction(instruction, 64):<64} {report['frames'][instruction]:>6} {number(report['sign_accuracy'][instruction]):>7} "
             + " ".join(f"{value:>14.4f}" for value in mae.values())
         )
     lines.append(f"instruction separation: {number(report['instruction_separation'])}  (1 = follows left/right, 0 = ignores it)")

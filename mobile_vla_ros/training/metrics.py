@@ -21,6 +21,7 @@ feature path on its validation episodes; everything after the replay is this mod
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,23 @@ def side_prompts(instruction: str) -> dict[str, str]:
         return {}
     other = "right" if side == "left" else "left"
     return {side: instruction, other: mirror_instruction(instruction)}
+
+
+@contextmanager
+def cpu_threads(count: int | None):
+    """torch CPU threads for a block (None: leave as is); restored afterwards."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def short_instruction(text: str, width: int) -> str:
+    """Keep the end of long instructions in tables: that is where "left"/"right" usually is."""
+    return text if len(text) <= width else "..." + text[-(width - 3):]
 
 
 def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosine: float | None) -> dict:

@@ -18,8 +18,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mobile_vla_ros.data.windows import (
     SkipReport,
     action_range,
@@ -121,11 +119,6 @@ def _trainer(run: TrainRun, has_val: bool, callbacks: list):
 
 def train(run: TrainRun, resume: bool = False) -> dict:
     """Train, export the policy to `run.out_dir` and return the summary."""
-    import lightning as L
-
-    from mobile_vla_ros.training.lightning_module import ClipDataModule, PolicyModule, RunState
-    from mobile_vla_ros.training.metrics import evaluate_policy
-
     config = run.config
     config.validate()
     if resume:
@@ -134,8 +127,19 @@ def train(run: TrainRun, resume: bool = False) -> dict:
         raise CheckpointError(
             f"{run.out_dir} already holds a training run; pass --resume to continue it or choose another --out"
         )
-    if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
+    from mobile_vla_ros.training.metrics import cpu_threads
+
+    with cpu_threads(config.trainer.threads):
+        return _train(run, resume)
+
+
+def _train(run: TrainRun, resume: bool) -> dict:
+    import lightning as L
+
+    from mobile_vla_ros.training.lightning_module import ClipDataModule, PolicyModule, RunState
+    from mobile_vla_ros.training.metrics import evaluate_policy
+
+    config = run.config
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     started = time.monotonic()
 
@@ -209,6 +213,8 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
 
 def format_summary(summary: dict, out_dir) -> str:
     """The human-readable end-of-training table."""
+    from mobile_vla_ros.training.metrics import short_instruction
+
     def number(value, digits=4):
         return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
@@ -225,6 +231,6 @@ def format_summary(summary: dict, out_dir) -> str:
     ]
     for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
         mae = ", ".join(f"{name} {value:.3f}" for name, value in report["mae"][instruction].items())
-        lines.append(f"  {instruction[:60]:<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}")
+        lines.append(f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}")
     lines.append(f"  policy written to       {out_dir}")
     return "\n".join(lines)
