@@ -8,6 +8,9 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # Humble's spelling of the same
 os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "1")
+# The tiny test models' tensors are too small for intra-op threads to pay off, and node tests run
+# executor threads beside the policy: one torch thread per process avoids oversubscribing 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
