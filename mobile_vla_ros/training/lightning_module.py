@@ -29,10 +29,14 @@ class PolicyModule(L.LightningModule):
     identified by its fingerprint), so a resume checkpoint of the full-size model stays small.
     """
 
-    def __init__(self, policy: VLAPolicy, learning_rate: float, weight_decay: float, huber_delta: float):
+    def __init__(
+        self, policy: VLAPolicy, learning_rate: float, weight_decay: float, huber_delta: float,
+        backbone_learning_rate: float | None = None,
+    ):
         super().__init__()
         self.policy = policy
         self.learning_rate, self.weight_decay, self.huber_delta = learning_rate, weight_decay, huber_delta
+        self.backbone_learning_rate = learning_rate if backbone_learning_rate is None else backbone_learning_rate
         self.strict_loading = False  # the frozen base model is not in the checkpoint
 
     def trainable_names(self) -> list[str]:
@@ -60,8 +64,10 @@ class PolicyModule(L.LightningModule):
         self.log("val_loss", self.loss(batch), prog_bar=True, batch_size=len(batch["windows"]), sync_dist=True)
 
     def configure_optimizers(self):
-        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        return torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        head = [parameter for parameter in self.policy.head.parameters() if parameter.requires_grad]
+        backbone = [parameter for parameter in self.policy.encoder.parameters() if parameter.requires_grad]
+        groups = [{"params": head, "lr": self.learning_rate}, {"params": backbone, "lr": self.backbone_learning_rate}]
+        return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = set(self.trainable_names())

@@ -168,7 +168,8 @@ def _train(run: TrainRun, resume: bool) -> dict:
     run.work_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (run.work_dir / RUN_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
-    module = PolicyModule(policy, config.optim.learning_rate, config.optim.weight_decay, config.optim.huber_delta)
+    module = PolicyModule(policy, config.optim.learning_rate, config.optim.weight_decay, config.optim.huber_delta,
+                          config.optim.backbone_learning_rate)
     data = ClipDataModule(train_set, val_set, config)
     state = RunState()
     trainer = _trainer(run, bool(val_set), [state])
