@@ -3,10 +3,9 @@
     sim_node --camera/image_raw--> camera_window_node --window--> inference_node --cmd_vel--> sim_node
                                         TrialConductor --instruction, enable, sim/reset-->
 
-All four nodes share one rclpy context and a multi-threaded executor (each node's callbacks stay
-serialised; different nodes run side by side), and talk over DDS exactly as separate processes
-would. One process keeps the start-up to a single torch import and costs far less memory than
-four interpreters on a small machine.
+The three nodes run as separate processes, exactly as `ros2 launch` would start them (an earlier
+single-process version starved the control timer and the camera path of the interpreter lock on
+a 2-core machine); the conductor runs in the calling process.
 
 A trial: disable the policy (the inference node publishes zero), publish the instruction, reset
 the simulator to its next layout, wait until the camera window holds only frames of the new
@@ -16,6 +15,10 @@ enable, and collect `sim/pose` until `sim/result` reports the end of the episode
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,7 +39,6 @@ from mobile_vla_ros.sim.demo import Trial
 from mobile_vla_ros.sim.world import Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-NODE_NAMES = ("sim_node", "camera_window_node", "inference_node")
 RESULT_MARGIN_S = 5.0  # beyond the simulator's own time limit before a trial counts as lost
 
 
@@ -118,53 +120,66 @@ class TrialConductor(Node):
 
 
 class ClosedLoopSim:
-    """sim_node + camera_window_node + inference_node + conductor, spun in a background thread.
+    """sim_node, camera_window_node and inference_node as separate processes (as `ros2 launch`
+    starts them; each has its own interpreter lock), the conductor in this process.
 
     Use as a context manager; `run_trial(side)` drives one episode and returns a Trial.
     """
 
     def __init__(self, model_dir, base_model_dir, seed: int, time_limit_s: float = 20.0, device: str = "auto",
-                 dtype: str = "fp32", quiet: bool = False):
-        from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode
-        from mobile_vla_ros.nodes.inference_node import InferenceNode
-        from mobile_vla_ros.nodes.sim_node import SimNode
-
+                 dtype: str = "fp32", quiet: bool = False, torch_threads: int = 1):
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
         # The window must hold frames of the new layout only, plus one sample and some delivery slack.
         self.settle_s = (config.window_size + 1) * config.action_dt + 0.2
-        if quiet:  # the caller reports each trial; the nodes then only speak up about problems
-            for name in NODE_NAMES:
-                rclpy.logging.set_logger_level(name, rclpy.logging.LoggingSeverity.WARN)
+        self.processes: list[subprocess.Popen] = []
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.nodes: list[Node] = []
+        self.conductor = None
         self._thread = None
+        # The tiny demo model gains nothing from intra-op threads, and idle-spinning OpenMP threads
+        # next to the simulator's renderer slow a 2-core machine down badly.
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}
+        output = subprocess.DEVNULL if quiet else None
         try:
-            params = lambda name: ["--ros-args", "--params-file", str(config_file(name))]  # noqa: E731
-            self.nodes.append(SimNode(context=self.context, cli_args=params("sim.yaml") + [
-                "-p", f"seed:={int(seed)}", "-p", f"time_limit_s:={self.time_limit_s}"]))
-            self.nodes.append(CameraWindowNode(context=self.context, cli_args=params("drive.yaml") + [
-                "-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"]))
-            self.inference = InferenceNode(context=self.context, cli_args=params("drive.yaml") + [
-                "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_model_dir}",
-                "-p", f"device:={device}", "-p", f"dtype:={dtype}", "-p", "start_enabled:=false"])
-            self.nodes.append(self.inference)
+            node_args = {
+                "sim_node": ("sim.yaml", ["-p", f"seed:={int(seed)}", "-p", f"time_limit_s:={self.time_limit_s}"]),
+                "camera_window_node": ("drive.yaml", ["-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"]),
+                "inference_node": ("drive.yaml", [
+                    "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_model_dir}",
+                    "-p", f"device:={device}", "-p", f"dtype:={dtype}", "-p", "start_enabled:=false"]),
+            }
+            for name, (params, extra) in node_args.items():
+                command = [sys.executable, "-m", f"mobile_vla_ros.nodes.{name}", "--ros-args",
+                           "--params-file", str(config_file(params)), *extra]
+                if quiet:
+                    command += ["--log-level", "warn"]
+                self.processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=output))
             self.conductor = TrialConductor(context=self.context)
-            self.nodes.append(self.conductor)
-            self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-            for node in self.nodes:
-                self.executor.add_node(node)
+            self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+            self.executor.add_node(self.conductor)
             self._thread = threading.Thread(target=self.executor.spin, name="closed-loop", daemon=True)
             self._thread.start()
             conductor = self.conductor
-            _wait(lambda: conductor.reset_client.service_is_ready(), 20.0, "the sim/reset service")
-            _wait(lambda: conductor.enable_pub.get_subscription_count() > 0
-                  and conductor.instruction_pub.get_subscription_count() > 0, 20.0, "the inference node's inputs")
-            _wait(lambda: conductor.latest_result(), 20.0, "the first sim/result")
+            self._wait_alive(lambda: conductor.reset_client.service_is_ready(), 60.0, "the sim/reset service")
+            self._wait_alive(lambda: conductor.enable_pub.get_subscription_count() > 0
+                             and conductor.instruction_pub.get_subscription_count() > 0, 60.0,
+                             "the inference node's inputs")
+            self._wait_alive(lambda: conductor.latest_result(), 60.0, "the first sim/result")
         except BaseException:
             self.close()
             raise
+
+    def _wait_alive(self, predicate, timeout_s: float, what: str) -> None:
+        """Wait, but fail at once (with the exit status) when a node process died."""
+
+        def ready() -> bool:
+            dead = [(p.args[2], p.returncode) for p in self.processes if p.poll() is not None]
+            if dead:
+                raise ClosedLoopError(f"node process {dead[0][0]} exited with status {dead[0][1]}")
+            return predicate()
+
+        _wait(ready, timeout_s, what)
 
     def __enter__(self) -> "ClosedLoopSim":
         return self
@@ -199,13 +214,21 @@ class ClosedLoopSim:
         return result.get("episode") == episode and result.get("outcome") != "running"
 
     def close(self) -> None:
-        if getattr(self, "inference", None) is not None:
-            self.inference.stop()
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
         if getattr(self, "executor", None) is not None:
             self.executor.shutdown()
-        for node in self.nodes:
-            node.destroy_node()
-        self.nodes = []
+        if self.conductor is not None:
+            self.conductor.destroy_node()
+            self.conductor = None
         rclpy.try_shutdown(context=self.context)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
