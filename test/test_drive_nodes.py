@@ -15,7 +15,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
@@ -108,7 +108,9 @@ class Spinning:
 
     def __init__(self, node: Node, context):
         self.node = node
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        # One thread per node, as one process per node would have: rclpy's multi-threaded executor
+        # burns interpreter time in its wait loop that the control timer then lacks on 2 cores.
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()

@@ -59,7 +59,7 @@ def _percentiles(values_s) -> dict:
 def run(args) -> int:
     import rclpy
     from geometry_msgs.msg import Twist
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
@@ -98,7 +98,7 @@ def run(args) -> int:
     # Each node on its own executor thread, as separate processes would be (the GIL stays shared).
     executors = []
     for node in (probe, camera, inference):
-        executor = MultiThreadedExecutor(num_threads=1) if node is not inference else rclpy.executors.SingleThreadedExecutor()
+        executor = SingleThreadedExecutor()  # the multi-threaded executor's wait loop costs interpreter time
         executor.add_node(node)
         threading.Thread(target=executor.spin, daemon=True).start()
         executors.append(executor)
