@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -23,6 +22,7 @@ from mobile_vla_ros.data.images import ImageError, resize_for_model, rotate_180,
 from mobile_vla_ros.errors import MobileVlaError
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from mobile_vla_ros.policy.config import PolicyConfig
+from mobile_vla_ros.nodes.process import run_node
 
 LOG_THROTTLE_S = 5.0
 
@@ -94,21 +94,7 @@ class CameraWindowNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = CameraWindowNode()
-    except MobileVlaError as error:
-        rclpy.logging.get_logger("camera_window_node").fatal(str(error))
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("camera_window_node", CameraWindowNode, args=args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from mobile_vla_ros.errors import InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
 from mobile_vla_ros.policy.instructions import expand_instruction
+from mobile_vla_ros.nodes.process import run_node
 
 LOG_THROTTLE_S = 5.0
 _LEVELS = {
@@ -282,24 +283,13 @@ class InferenceNode(Node):
         self.cmd_pub.publish(Twist())
 
 
+def _stop(node: InferenceNode) -> None:
+    if rclpy.ok():
+        node.stop()  # leaves the robot with a zero command
+
+
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = InferenceNode()
-    except (MobileVlaError, ValueError) as error:  # bad parameters, checkpoint or base model
-        rclpy.logging.get_logger("inference_node").fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if rclpy.ok():
-            node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("inference_node", InferenceNode, _stop, args)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-import rclpy
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, Joy
@@ -34,6 +32,7 @@ from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.data.images import rotate_180
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb
+from mobile_vla_ros.nodes.process import run_node
 
 STATUS_PERIOD_S = 1.0
 
@@ -161,24 +160,13 @@ class RecorderNode(Node):
         self.state_pub.publish(String(data=json.dumps(self.recorder.status(self.now_s()))))
 
 
+def _save_on_shutdown(node: RecorderNode) -> None:
+    if node.recorder.state.value == "recording":  # a clean shutdown keeps the episode
+        node.get_logger().info(node.recorder.stop_and_save().message)
+
+
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = RecorderNode()
-    except (ValueError, OSError) as error:
-        print(f"recorder_node: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node.recorder.state.value == "recording":  # a clean shutdown keeps the episode
-            node.get_logger().info(node.recorder.stop_and_save().message)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("recorder_node", RecorderNode, _save_on_shutdown, args)
 
 
 if __name__ == "__main__":

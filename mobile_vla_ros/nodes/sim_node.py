@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import math
 
-import rclpy
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -30,6 +28,7 @@ from mobile_vla_ros.errors import MobileVlaError
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
 from mobile_vla_ros.sim.render import CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
+from mobile_vla_ros.nodes.process import run_node
 
 # name -> (default, description, read_only)
 PARAMETERS = {
@@ -139,22 +138,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except MobileVlaError as error:
-        rclpy.logging.get_logger("sim_node").error(str(error))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node("sim_node", SimNode, args=args)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
 from mobile_vla_ros.control.teleop import TeleopConfig, TeleopMapper, VelocityCommand
+from mobile_vla_ros.nodes.process import run_node
 
 # ROS parameter name -> (TeleopConfig field, description)
 PARAMETERS = {
@@ -80,21 +79,7 @@ class TeleopNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = TeleopNode()
-    except ValueError as error:  # a configuration TeleopConfig refuses
-        print(f"teleop_node: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("teleop_node", TeleopNode, args=args)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import platform
 import resource
-import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from mobile_vla_ros.errors import BaseModelMismatchError, CheckpointError
 from mobile_vla_ros.policy.backbone import FULL_RANDOM, check_base_model_dir, fingerprint_base_model, load_base_model
-from mobile_vla_ros.policy.config import CONFIG_FILE, PolicyConfig
+from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.model import VLAPolicy
 
 ADAPTER_FILE = "adapter.safetensors"
