@@ -122,7 +122,8 @@ class PolicyRunner:
             for key, feature in zip(keys[first_new:], self.policy.frame_features(frames, prompts)):
                 self._features[key] = feature
         features = torch.stack([self._features[key] for key in keys[start:]])[None]
-        for stale in [key for key in self._features if key not in set(keys[start:])]:
+        in_window = set(keys[start:])
+        for stale in [key for key in self._features if key not in in_window]:
             del self._features[stale]
         return self._finish(self.policy.predict(features, self._instruction_vector))
 
