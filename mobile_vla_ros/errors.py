@@ -35,3 +35,11 @@ class DatasetError(MobileVlaError):
 
 class SimulationError(MobileVlaError, ValueError):
     """A simulator layout, configuration or command that cannot be used."""
+
+
+class RobovlmsImportError(MobileVlaError):
+    """A RoboVLMs checkpoint that cannot be mapped onto the Kosmos-2 base model."""
+
+
+class UnsafeCheckpointError(RobovlmsImportError):
+    """A checkpoint that could only be loaded by running code it names; refused unread."""

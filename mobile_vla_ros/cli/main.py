@@ -10,6 +10,7 @@ import sys
 # Sub-command modules, in the order `mobile-vla --help` lists them.
 COMMANDS = (
     "make_tiny_model",
+    "import_robovlms",
     "bench",
     "bench_drive",
     "train",

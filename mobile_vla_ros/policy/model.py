@@ -10,6 +10,7 @@ from mobile_vla_ros.data.images import ImageError
 from mobile_vla_ros.policy.backbone import BaseModel, FrameEncoder, PromptBatch, PromptEncoder
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.head import ActionHead
+from mobile_vla_ros.policy.robovlms_import import imported_from
 
 
 def add_lora(kosmos: nn.Module, config: PolicyConfig) -> nn.Module:
@@ -32,7 +33,8 @@ class VLAPolicy(nn.Module):
         for parameter in base.model.parameters():
             parameter.requires_grad_(False)
         config.image_size, config.image_mean, config.image_std = base.image_size, base.image_mean, base.image_std
-        config.base_model = {"name": base.name, "fingerprint": base.fingerprint}
+        # An imported base (mobile-vla import-robovlms) also names the checkpoint it came from.
+        config.base_model = {"name": base.name, "fingerprint": base.fingerprint, **imported_from(base.model.config)}
         self.config = config.validate()
         self.encoder = FrameEncoder(add_lora(base.model, config))
         self.prompts = PromptEncoder(
