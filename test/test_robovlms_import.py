@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import threading
 import time
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from mobile_vla_ros.cli.main import main
-from mobile_vla_ros.errors import BaseModelMismatchError
+from mobile_vla_ros.errors import BaseModelMismatchError, UnsafeCheckpointError
 from mobile_vla_ros.policy.backbone import fingerprint_base_model, load_base_model
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.robovlms_import import read_checkpoint
@@ -115,7 +116,7 @@ def test_import_accounts_for_every_tensor_and_writes_a_base_model(robovlms, impo
     assert accounted == set(source) and len(accounted) == len(report["mapped"]) + len(report["tied"]) + len(report["dropped"])
     assert {row["key"] for row in report["dropped"]} == HEAD_KEYS | {
         "model.action_token", "model.backbone.vision_model.model.embeddings.position_ids"}
-    assert report["tied"] == {"model.backbone.text_model.lm_head.weight": "text_model.lm_head.weight"}
+    assert report["tied"] == {"model.backbone.text_model.lm_head.weight": "text_model.model.embed_tokens.weight"}
 
     record = json.loads((imported / "config.json").read_text())["imported_from"]
     assert record["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -140,7 +141,7 @@ def test_import_output_says_what_it_dropped(robovlms, tiny_base_model, tmp_path,
     assert code == 0
     assert "unmapped    0" in out and "dropped     10 tensors" in out
     assert "model.act_head. (8): RoboVLMs' 7-DOF" in out and "    model.act_head.gripper.weight" in out
-    assert "model.backbone.text_model.lm_head.weight: identical" in out
+    assert "model.backbone.text_model.lm_head.weight: identical to text_model.model.embed_tokens.weight" in out
     assert f"fingerprint {fingerprint_base_model(tmp_path / 'again')}" in out
     # An existing output folder is never overwritten.
     code, _, err = run_cli(capsys, "import-robovlms", str(robovlms[0]), "--out", str(tmp_path / "again"),
@@ -148,6 +149,7 @@ def test_import_output_says_what_it_dropped(robovlms, tiny_base_model, tmp_path,
     assert code == 2 and "already exists" in err
 
 
+@pytest.mark.ros
 def test_policy_trained_on_the_import_names_it_and_refuses_another_base(imported, tiny_base_model, tmp_path):
     data = tmp_path / "data"
     write_mirrored_dataset(data, pairs=1, frames=9, size=48, seed=0)
@@ -162,6 +164,14 @@ def test_policy_trained_on_the_import_names_it_and_refuses_another_base(imported
 
     with pytest.raises(BaseModelMismatchError, match="kosmos-robovlms-tiny"):
         PolicyRunner.load(model, tiny_base_model, device="cpu")
+    # The fingerprint covers the import record: same weights claiming another source are refused.
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(imported, relabelled)
+    config = json.loads((relabelled / "config.json").read_text())
+    config["imported_from"]["sha256"] = "0" * 64
+    (relabelled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BaseModelMismatchError):
+        PolicyRunner.load(model, relabelled, device="cpu")
     drive_one_chunk(model, imported)
 
 
@@ -234,6 +244,17 @@ def test_a_checkpoint_that_would_run_code_is_refused_unrun(container, tiny_base_
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_the_weights_only_load_refuses_what_the_scan_would_miss(tmp_path, monkeypatch):
+    """Second line of defence: with the opcode scan blinded, torch's weights-only unpickler still
+    refuses the global, and nothing runs."""
+    marker, path = tmp_path / "ran", tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": {}, "hyper_parameters": WritesMarker(marker)}, path)
+    monkeypatch.setattr(torch.serialization, "get_unsafe_globals_in_checkpoint", lambda _: [])
+    with pytest.raises(UnsafeCheckpointError, match="posix.system.*nothing was loaded"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
 def test_unknown_foreign_or_misshapen_tensors_stop_the_import(robovlms, tiny_base_model, tmp_path, capsys):
     state = read_checkpoint(robovlms[0]).state_dict
 
@@ -258,4 +279,4 @@ def test_unknown_foreign_or_misshapen_tensors_stop_the_import(robovlms, tiny_bas
     assert code == 2 and "Kosmos-2 tensors are missing" in err
     embed = "model.backbone.text_model.lm_head.weight"
     code, err = attempt({**state, embed: state[embed] + 1})
-    assert code == 2 and "ties text_model.lm_head.weight" in err
+    assert code == 2 and f"{embed} differs from model.backbone.text_model.model.embed_tokens.weight" in err

@@ -61,7 +61,7 @@ def format_result(result) -> str:
         f"mapped      {len(plan.mapped)} tensors ({values / 1e6:.1f} M values) onto Kosmos2ForConditionalGeneration",
     ]
     for key, name in plan.tied.items():
-        lines.append(f"tied        {key}: identical to the tensor {name} is tied to, not written")
+        lines.append(f"tied        {key}: identical to {name}, which the config ties it to; not written")
     lines.append(f"dropped     {len(plan.dropped)} tensors")
     for rule, keys in result.dropped_by_rule().items():
         lines.append(f"  {rule.prefix} ({len(keys)}): {rule.reason}")

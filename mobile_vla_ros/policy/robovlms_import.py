@@ -74,7 +74,8 @@ ROBOVLMS_KOSMOS_RULES = (
     Rule("model.backbone.", "", "the transformers Kosmos2ForConditionalGeneration (BaseRoboVLM.backbone)"),
     Rule("model.act_head.", None, "RoboVLMs' 7-DOF arm + gripper policy head; this package trains its own 2-DOF head"),
     Rule("model.action_token", None, "RoboVLMs' learned action-token embedding; the policy learns its own"),
-    # Buffers that transformers releases before 4.31 saved and current ones rebuild at load.
+    # Buffers without learned values, rebuilt at load. Current transformers do not save them, but
+    # a state_dict taken from an older or patched Kosmos-2 class may hold them.
     Rule("model.backbone.vision_model.model.embeddings.position_ids", None, "position index buffer, rebuilt at load"),
     Rule("model.backbone.text_model.model.embed_positions.weights", None, "sinusoidal position table, recomputed at load"),
 )
@@ -133,8 +134,9 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
     try:
         with torch.serialization.safe_globals(allowed):
             loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(f"refused {path}: {str(error).strip().splitlines()[-1]}") from error
+    except pickle.UnpicklingError as error:  # the scan missed something; the unpickler did not
+        reason = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "an object outside the allow-list")
+        raise UnsafeCheckpointError(f"refused {path}: {reason}; nothing was loaded") from error
     except (RuntimeError, ValueError, OSError) as error:
         raise RobovlmsImportError(f"cannot read {path}: {error}") from error
     if not isinstance(loaded, dict):
@@ -197,7 +199,7 @@ def target_layout(base_dir: Path) -> TargetLayout:
 @dataclass
 class ImportPlan:
     mapped: dict[str, str] = field(default_factory=dict)  # target name -> checkpoint key
-    tied: dict[str, str] = field(default_factory=dict)  # checkpoint key -> target name it repeats
+    tied: dict[str, str] = field(default_factory=dict)  # checkpoint key -> the written tensor it is tied to
     dropped: list[tuple[str, Rule]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # keys no rule covers
     foreign: list[str] = field(default_factory=list)  # backbone keys that are no Kosmos-2 tensor
@@ -238,7 +240,7 @@ def plan_import(state: dict[str, torch.Tensor], layout: TargetLayout, rules: tup
         else:
             name = rule.target + key[len(rule.prefix):]
             if name in layout.tied:
-                plan.tied[key] = name
+                plan.tied[key] = layout.tied[name]
             elif name not in layout.shapes:
                 plan.foreign.append(key)
             elif tensor.shape != layout.shapes[name]:
@@ -249,15 +251,15 @@ def plan_import(state: dict[str, torch.Tensor], layout: TargetLayout, rules: tup
     return plan
 
 
-def check_tied(plan: ImportPlan, state: dict[str, torch.Tensor], layout: TargetLayout) -> None:
+def check_tied(plan: ImportPlan, state: dict[str, torch.Tensor]) -> None:
     """A tied tensor is dropped only when it equals the one it is tied to (transformers re-ties
     them at load, so a different value would be silently lost)."""
     for key, name in plan.tied.items():
-        partner = plan.mapped.get(layout.tied[name])
+        partner = plan.mapped.get(name)
         if partner is not None and not torch.equal(state[key], state[partner]):
             raise RobovlmsImportError(
-                f"{key} differs from {partner}, but the base config ties {name} to {layout.tied[name]}; "
-                "the checkpoint was trained with untied weights and cannot be expressed with this config"
+                f"{key} differs from {partner}, but the base config ties them ({name}); the checkpoint "
+                "was trained with untied weights and cannot be expressed with this config"
             )
 
 
@@ -362,7 +364,7 @@ def import_robovlms(
     problems = plan.problems()
     if problems:
         raise RobovlmsImportError(f"cannot import {source.path}: " + "; ".join(problems))
-    check_tied(plan, source.state_dict, layout)
+    check_tied(plan, source.state_dict)
     sha256 = sha256_file(source.path)
 
     partial = out_dir.with_name(out_dir.name + ".partial")
