@@ -3,61 +3,54 @@ recorder_node writing H5 episodes from the camera, cmd_vel, joy and the instruct
 
     ros2 launch mobile_vla_ros record.launch.py image_topic:=/camera/image_raw gamepad:=dragonrise
 
-Parameters: config/record.yaml, then config/gamepads/<gamepad>.yaml (button/axis numbers), then
-the arguments below.
+Every parameter value lives in config/record.yaml (or `params_file:=`) and the gamepad profile
+(config/gamepads/<gamepad>.yaml, or `gamepad_config:=/path.yaml`). An argument below that you leave
+out changes nothing; one you give overrides its one key.
 """
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
+
+from mobile_vla_ros.nodes.launch_arguments import gamepad_profile, overrides, params_file, parse_bool
 
 PACKAGE = "mobile_vla_ros"
+OPTIONAL = ""  # an argument left at this value does not touch the YAML
+
+ARGUMENTS = [
+    ("params_file", OPTIONAL, "parameter YAML replacing the package's config/record.yaml"),
+    ("image_topic", OPTIONAL, "camera topic (overrides record.yaml)"),
+    ("compressed", OPTIONAL, "true: the camera topic carries sensor_msgs/CompressedImage (overrides record.yaml)"),
+    ("rotate_180", OPTIONAL, "camera mounted upside down (overrides record.yaml)"),
+    ("output_dir", OPTIONAL, "where episodes go (overrides record.yaml)"),
+    ("instruction", OPTIONAL, "instruction before one is chosen: left, right or text (overrides record.yaml)"),
+    ("gamepad", "xbox", "gamepad profile by name: config/gamepads/<gamepad>.yaml (xbox, dragonrise)"),
+    ("gamepad_config", OPTIONAL, "gamepad profile by path (wins over gamepad)"),
+    ("use_joy", "true", "start joy_node (false when another node publishes `joy`)"),
+]
+
+
+def _nodes(context):
+    arguments = context.launch_configurations
+    share = get_package_share_directory(PACKAGE)
+    config = params_file(arguments, share, "record.yaml")
+    gamepad = gamepad_profile(arguments, share)
+    recorder_overrides = overrides(arguments, {
+        "image_topic": ("image_topic", str), "compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool),
+        "output_dir": ("output_dir", str), "instruction": ("instruction", str),
+    })
+    nodes = [
+        Node(package=PACKAGE, executable="teleop_node", name="teleop_node", parameters=[config, gamepad],
+             output="screen"),
+        Node(package=PACKAGE, executable="recorder_node", name="recorder_node",
+             parameters=[config, gamepad, recorder_overrides], output="screen"),
+    ]
+    if parse_bool("use_joy", arguments["use_joy"]):
+        nodes.insert(0, Node(package="joy", executable="joy_node", name="joy_node", parameters=[config]))
+    return nodes
 
 
 def generate_launch_description():
-    config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "record.yaml"])
-    gamepad = PathJoinSubstitution(
-        [FindPackageShare(PACKAGE), "config", "gamepads", [LaunchConfiguration("gamepad"), ".yaml"]]
-    )
-    arguments = [
-        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="camera topic"),
-        DeclareLaunchArgument("compressed", default_value="false",
-                              description="the camera topic carries sensor_msgs/CompressedImage"),
-        DeclareLaunchArgument("gamepad", default_value="xbox", description="profile in config/gamepads (xbox, dragonrise)"),
-        DeclareLaunchArgument("output_dir", default_value="~/mobile_vla_data", description="where episodes go"),
-        DeclareLaunchArgument("use_joy", default_value="true",
-                              description="start joy_node (false when another node publishes `joy`)"),
-    ]
-    joy = Node(
-        package="joy",
-        executable="joy_node",
-        name="joy_node",
-        parameters=[config],
-        condition=IfCondition(LaunchConfiguration("use_joy")),
-    )
-    teleop = Node(
-        package=PACKAGE,
-        executable="teleop_node",
-        name="teleop_node",
-        parameters=[config, gamepad],
-        output="screen",
-    )
-    recorder = Node(
-        package=PACKAGE,
-        executable="recorder_node",
-        name="recorder_node",
-        parameters=[
-            config,
-            gamepad,
-            {
-                "image_topic": LaunchConfiguration("image_topic"),
-                "compressed": ParameterValue(LaunchConfiguration("compressed"), value_type=bool),
-                "output_dir": LaunchConfiguration("output_dir"),
-            },
-        ],
-        output="screen",
-    )
-    return LaunchDescription(arguments + [joy, teleop, recorder])
+    declared = [DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, default, description in ARGUMENTS]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

@@ -34,5 +34,20 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-test.txt "${ros_requirements[@]}"
 .venv/bin/python -m pip install --quiet --no-deps -e .
+
+# The ROS 2 command-line tools (`ros2 launch`, `ros2 topic`, ...) for the tests of the literal user
+# commands: a sourced distribution brings its own; otherwise the upstream wheels in ../shared/ros2
+# (no index has them). --no-deps: their `ament_index_python` requirement is met by the
+# ros-kilted-ament-index-python wheel under another distribution name.
+ROS_TOOL_WHEELS=../shared/ros2/wheels
+if command -v ros2 >/dev/null 2>&1 && [ "$(command -v ros2)" != "$PWD/.venv/bin/ros2" ]; then
+  echo "[setup] using the sourced ROS 2 command-line tools: $(command -v ros2)"
+elif [ -d "$ROS_TOOL_WHEELS" ]; then
+  .venv/bin/python -m pip install --quiet --no-deps "$ROS_TOOL_WHEELS"/*.whl
+  .venv/bin/python -m pip install --quiet osrf-pycommon lark pyyaml
+  echo "[setup] ROS 2 command-line tools installed from $ROS_TOOL_WHEELS"
+else
+  echo "[setup] no ROS 2 command-line tools ($ROS_TOOL_WHEELS missing): the literal ros2 command tests will skip"
+fi
 touch .venv/.installed
 echo "[setup] done: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

@@ -67,3 +67,26 @@ def tiny_checkpoint(tiny_base_model, tmp_path_factory):
         loss.backward()
         optimizer.step()
     return save_policy(policy.eval(), tmp_path_factory.mktemp("tiny_policy"))
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory):
+    """`colcon build` of this checkout into a scratch workspace, once per test run (as on a robot)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    colcon = Path(sys.executable).with_name("colcon")
+    colcon = str(colcon) if colcon.exists() else shutil.which("colcon")
+    assert colcon, "colcon is part of the set-up (requirements-ros.txt or the ROS distribution)"
+    root = tmp_path_factory.mktemp("ws")
+    (root / "src").mkdir()
+    (root / "src" / "mobile_vla_ros").symlink_to(Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [colcon, "--log-base", "log", "build", "--base-paths", "src", "--build-base", "build",
+         "--install-base", "install"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root / "install"

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +12,8 @@ EXECUTABLES = {"camera_window_node", "inference_node", "teleop_node", "recorder_
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    colcon = Path(sys.executable).with_name("colcon")
-    if not colcon.exists():
-        colcon = shutil.which("colcon")
-    assert colcon, "colcon is part of the set-up (requirements-ros.txt or the ROS distribution)"
-    root = tmp_path_factory.mktemp("ws")
-    (root / "src").mkdir()
-    (root / "src" / "mobile_vla_ros").symlink_to(REPO)
-    result = subprocess.run(
-        [str(colcon), "--log-base", "log", "build", "--base-paths", "src", "--build-base", "build",
-         "--install-base", "install"],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return root / "install" / "mobile_vla_ros"
+def workspace(colcon_install):
+    return colcon_install / "mobile_vla_ros"
 
 
 def test_executables_are_installed_where_ros2_run_looks(workspace):

@@ -40,11 +40,11 @@ class TeleopConfig:
     axis_linear_x: int = 1
     axis_linear_y: int = 0
     axis_angular_yaw: int = -1
-    scale_linear_x: float = 0.3
-    scale_linear_y: float = 0.3
+    scale_linear_x: float = 0.4
+    scale_linear_y: float = 0.4
     scale_angular_yaw: float = 0.0
-    scale_linear_turbo_x: float = 0.6
-    scale_linear_turbo_y: float = 0.6
+    scale_linear_turbo_x: float = 1.15
+    scale_linear_turbo_y: float = 1.15
     scale_angular_turbo_yaw: float = 0.0
     joy_timeout_s: float = 0.5
 

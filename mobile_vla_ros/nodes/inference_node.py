@@ -22,14 +22,10 @@ import sys
 import threading
 
 import numpy as np
-import rclpy
-import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, Joy
 from std_msgs.msg import Bool, String
@@ -42,8 +38,8 @@ from mobile_vla_ros.data.images import ImageError, split_window
 from mobile_vla_ros.errors import InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
-from mobile_vla_ros.policy.instructions import expand_instruction
-from mobile_vla_ros.nodes.process import run_node
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
+from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 
 LOG_THROTTLE_S = 5.0
 _LEVELS = {
@@ -60,9 +56,9 @@ PARAMETERS = {
     "dtype": ("fp32", "fp32, fp16 or bf16"),
     "quantize": ("none", "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32)"),
     "control_rate_hz": (20.0, "cmd_vel publishing rate"),
-    "max_linear_x": (1.2, "speed limit for |linear.x| in m/s"),
-    "max_linear_y": (1.2, "speed limit for |linear.y| in m/s"),
-    "max_speed": (1.2, "limit for the norm of (linear.x, linear.y) in m/s"),
+    "max_linear_x": (1.15, "speed limit for |linear.x| in m/s"),
+    "max_linear_y": (1.15, "speed limit for |linear.y| in m/s"),
+    "max_speed": (1.15, "limit for the norm of (linear.x, linear.y) in m/s"),
     "max_accel": (2.0, "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate"),
     "max_model_output": (3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
     "camera_stale_timeout_s": (0.5, "stop when the newest window's capture stamp is older than this"),
@@ -70,10 +66,11 @@ PARAMETERS = {
     "override_hold_s": (0.5, "a cmd_vel_teleop message overrides the policy for this long"),
     "start_enabled": (False, "value of the enable gate before the first message on enable"),
     "require_deadman": (False, "also require the joy deadman button to be held for policy motion"),
-    "deadman_button": (5, "joy button index of the deadman"),
+    "deadman_button": (2, "joy button index of the deadman"),
     "joy_timeout_s": (0.5, "the deadman counts as released when joy is older than this"),
     "instruction": ("left", "initial instruction (same rules as the instruction topic)"),
-    "instruction_presets": (Parameter.Type.STRING_ARRAY, "extra names for the instruction topic, 'name=full text'"),
+    "instruction_presets": ([f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
+                            "extra names for the instruction topic, 'name=full text'"),
     "status_period_s": (1.0, "period of the /diagnostics status"),
 }
 
@@ -93,7 +90,7 @@ class InferenceNode(Node):
         super().__init__("inference_node", **kwargs)
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        p = {name: self._value(name) for name in PARAMETERS}
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
         for name in ("model_dir", "base_model_dir"):
             if not p[name]:
                 raise MobileVlaError(f"parameter {name} is not set")
@@ -155,13 +152,6 @@ class InferenceNode(Node):
             f"{self.config.action_dt:.3f} s, control at {p['control_rate_hz']:g} Hz, "
             f"{'enabled' if p['start_enabled'] else 'disabled until enable=true'}, instruction {first_instruction!r}"
         )
-
-    def _value(self, name: str):
-        """A parameter's value; None for a typed parameter that was declared without one."""
-        try:
-            return self.get_parameter(name).value
-        except ParameterUninitializedException:
-            return None
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -278,18 +268,13 @@ class InferenceNode(Node):
         self.status_pub.publish(array)
 
     def stop(self) -> None:
-        """Stop inference and leave the robot with a zero command."""
+        """Stop inference and leave the robot with a zero command, delivered before the process ends."""
         self.worker.stop()
-        self.cmd_pub.publish(Twist())
-
-
-def _stop(node: InferenceNode) -> None:
-    if rclpy.ok():
-        node.stop()  # leaves the robot with a zero command
+        publish_final_stop(self.cmd_pub)
 
 
 def main(args=None) -> int:
-    return run_node("inference_node", InferenceNode, _stop, args)
+    return run_node("inference_node", InferenceNode, InferenceNode.stop, args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
 from mobile_vla_ros.control.teleop import TeleopConfig, TeleopMapper, VelocityCommand
-from mobile_vla_ros.nodes.process import run_node
+from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 
 # ROS parameter name -> (TeleopConfig field, description)
 PARAMETERS = {
@@ -78,8 +78,13 @@ class TeleopNode(Node):
         self.publisher.publish(twist)
 
 
+    def stop(self) -> None:
+        """The base keeps a teleop's last command: leave it a zero one."""
+        publish_final_stop(self.publisher)
+
+
 def main(args=None) -> int:
-    return run_node("teleop_node", TeleopNode, args=args)
+    return run_node("teleop_node", TeleopNode, TeleopNode.stop, args)
 
 
 if __name__ == "__main__":
