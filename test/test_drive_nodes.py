@@ -228,6 +228,26 @@ def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_con
     assert harness.twists_since(harness.now() - 0.3)[:, 2].max() < 0
 
 
+def test_a_repeated_instruction_is_a_no_op(start_inference, camera_on, capfd):
+    """`ros2 topic pub` without --once repeats the message: no log line, no switch, the cache kept."""
+    node = start_inference(instruction="left", max_accel=50.0)
+    harness = camera_on
+    wait_for_motion(harness, +1)
+    time.sleep(0.5)
+    capfd.readouterr()
+    announced = len(harness.active)
+    cache_sizes = []
+    for _ in range(30):
+        harness.instruction_pub.publish(String(data="left"))
+        cache_sizes.append(len(node.runner._features))
+        time.sleep(1 / 30)
+    time.sleep(0.3)
+    assert len(harness.active) == announced  # instruction/active was not re-published
+    assert "instruction 'left'" not in capfd.readouterr().err
+    assert min(cache_sizes) > 1  # a switch would have emptied the feature cache down to the newest frame
+    assert harness.twists_since(harness.now() - 0.3)[:, 2].min() > 0
+
+
 def test_stopping_the_camera_zeroes_cmd_vel_within_the_stale_timeout(start_inference, camera_on):
     stale_timeout = 0.3
     start_inference(camera_stale_timeout_s=stale_timeout, max_accel=50.0)

@@ -125,7 +125,7 @@ class InferenceNode(Node):
         self.control_rate = RateMeter()
         self.state = None
         self.reason = ""
-        self.active_instruction = first_instruction
+        self.active_instruction = self.requested_instruction = first_instruction
         self.counts = {"windows": 0, "bad_windows": 0, "chunks": 0, "faults": 0}
 
         # Publishers exist only once the policy has loaded.
@@ -174,11 +174,16 @@ class InferenceNode(Node):
         self.worker.submit(frames[-self.config.window_size:], stamp)
 
     def _on_instruction(self, msg: String) -> None:
+        """Only a change switches: a GUI or `ros2 topic pub` repeating the instruction at 30 Hz costs nothing."""
         try:
             instruction = self._expand(msg.data)
         except InstructionError as error:
-            self.get_logger().error(f"instruction {msg.data!r} rejected: {error}; keeping {self.active_instruction!r}")
+            self.get_logger().error(f"instruction {msg.data!r} rejected: {error}; keeping {self.active_instruction!r}",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
             return
+        if instruction == self.requested_instruction:
+            return
+        self.requested_instruction = instruction
         self.get_logger().info(f"instruction {msg.data!r} -> {instruction!r} (from the next inference)")
         self.worker.request_instruction(instruction)
 
@@ -217,6 +222,7 @@ class InferenceNode(Node):
         self.instruction_pub.publish(String(data=instruction))
 
     def _on_instruction_refused(self, instruction: str, error: Exception) -> None:
+        self.requested_instruction = self.active_instruction
         self.get_logger().error(f"policy refused instruction {instruction!r}: {error}; keeping {self.active_instruction!r}")
 
     # ---- outputs (executor thread) ------------------------------------------------------------

@@ -72,7 +72,10 @@ class PolicyRunner:
         return self._instruction
 
     def set_instruction(self, instruction: str) -> None:
-        """Takes effect from the next step; drops the features computed under the old prompt."""
+        """Takes effect from the next step; drops the features computed under the old prompt.
+        The instruction in force again is a no-op: its cached features stay valid."""
+        if " ".join(instruction.split()) == self._instruction:
+            return
         prompt = self.policy.encode_prompts([instruction])  # validates; raises InstructionError
         with torch.inference_mode():
             self._instruction_vector = self.policy.instruction_vector(prompt)
