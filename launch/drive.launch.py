@@ -11,10 +11,14 @@ policy is disabled until `true` arrives on `enable`; with `use_joy:=true` the ga
 (config/gamepads/<gamepad>.yaml, inference_node section) must also be held, and the gamepad's teleop
 (on `cmd_vel_teleop`) overrides the policy. With `use_sim:=true` the simulated room (sim_node) is the
 camera and the base, and the policy starts enabled unless `enable:=false` is given.
+
+camera_window_node and inference_node are both required: when either exits (a model that does not
+load, camera settings that differ from the policy's training), the whole launch shuts down, and
+inference_node leaves a zero command on cmd_vel.
 """
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
 
 from mobile_vla_ros.nodes.launch_arguments import gamepad_profile, given, overrides, params_file, parse_bool
@@ -72,10 +76,10 @@ def _nodes(context):
         Node(package=PACKAGE, executable="camera_window_node", name="camera_window_node",
              parameters=[config, model, camera_overrides],
              remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
-             output="screen"),
+             output="screen", on_exit=Shutdown(reason="camera_window_node exited")),
         Node(package=PACKAGE, executable="inference_node", name="inference_node",
              parameters=[*inference_files, model, {"base_model_dir": arguments["base_model_dir"]}, inference_overrides],
-             output="screen"),
+             output="screen", on_exit=Shutdown(reason="inference_node exited")),
         *teleop,
     ]
     if use_sim:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +403,25 @@ def test_compressed_camera_with_rotation(ros, tiny_checkpoint):
     assert frames.shape[0] == config.window_size
     half = config.image_size // 2
     assert frames[-1, : half - 4].mean() < 10 and frames[-1, half + 4 :].mean() > 245  # white now at the bottom
+
+
+def test_a_camera_mounted_otherwise_than_in_training_is_refused(ros, tiny_checkpoint, tmp_path):
+    """A policy trained on upside-down frames must not drive on upright ones (or the other way round)."""
+    import shutil
+
+    from mobile_vla_ros.errors import MobileVlaError
+
+    model = Path(shutil.copytree(tiny_checkpoint, tmp_path / "rotated_policy"))
+    config = json.loads((model / "policy.json").read_text())
+    config["camera"] = {"rotate_180": True, "color_order": "rgb", "resize": "squash"}
+    (model / "policy.json").write_text(json.dumps(config))
+    context = ros[0]
+
+    def camera(**settings):
+        return CameraWindowNode(context=context, parameter_overrides=[
+            Parameter("model_dir", value=str(model)), *(Parameter(k, value=v) for k, v in settings.items())])
+
+    with pytest.raises(MobileVlaError, match=r"rotate_180 True in training, False here.*allow_camera_mismatch"):
+        camera(rotate_180=False)
+    for settings in ({"rotate_180": True}, {"rotate_180": False, "allow_camera_mismatch": True}):
+        camera(**settings).destroy_node()

@@ -43,6 +43,7 @@ def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_da
     config = PolicyConfig.load(model)
     assert config.action_dt == pytest.approx(0.1) and set(config.instructions) == set(LAB_INSTRUCTIONS.values())
     assert config.training["steps"] == 40 and config.training["instruction_separation"] is not None
+    assert config.camera == {"rotate_180": False, "color_order": "rgb", "resize": "squash"}  # from the episodes
     low, high = config.action_low, config.action_high
     assert low[0] == 0.0 and low[1] == pytest.approx(-0.6, abs=0.01) and high[1] == pytest.approx(0.6, abs=0.01)
 
@@ -97,6 +98,7 @@ def test_legacy_layout_trains_end_to_end_and_bad_episodes_are_counted(tiny_base_
     summary = json.loads((model / "training" / "summary.json").read_text())
     assert summary["episodes"]["found"] == 7 and summary["episodes"]["skipped"] == 3
     assert PolicyConfig.load(model).action_dt == pytest.approx(0.4)  # one key press of the lab's robot
+    assert PolicyConfig.load(model).camera["rotate_180"] is None  # the lab's files do not say
     assert "3 of 7 skipped" in capsys.readouterr().out
 
     from mobile_vla_ros.policy.runner import PolicyRunner

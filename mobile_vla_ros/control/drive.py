@@ -73,8 +73,26 @@ def check_chunk(chunk, action_dim: int, max_abs: float) -> str | None:
     return None
 
 
+# A healthy pipeline delivers a window every action_dt; the newest one is read on a control tick.
+# A stale timeout shorter than two window periods plus a tick would stop a robot whose camera is
+# merely one window late (a jerk on a real base), so such a setting is refused at start.
+STALE_MARGIN_WINDOWS = 2
+
+
+def minimum_stale_timeout(action_dt: float, control_period_s: float) -> float:
+    return STALE_MARGIN_WINDOWS * action_dt + control_period_s
+
+
 class DriveController:
     def __init__(self, action_dt: float, control_period_s: float, limits: VelocityLimits, safety: SafetySettings):
+        floor = minimum_stale_timeout(action_dt, control_period_s)
+        for name, value in (("camera_stale_timeout_s", safety.camera_stale_s),
+                            ("chunk_stale_timeout_s", safety.chunk_stale_s)):
+            if value < floor:
+                raise ValueError(
+                    f"{name} = {value:g} s is shorter than {STALE_MARGIN_WINDOWS} windows of the model "
+                    f"({action_dt:g} s each) plus one control period ({control_period_s:g} s) = {floor:g} s: "
+                    "a healthy camera would stop the robot between windows")
         self.safety = safety
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
         self.limiter = VelocityLimiter(limits, control_period_s)

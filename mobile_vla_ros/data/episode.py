@@ -12,7 +12,8 @@ our files:
     flags/command_stale  (T,) bool  the command stream had gone silent while moving
     flags/idle           (T,) bool  part of the motionless stretch at the start or end
     attrs: schema_version, sample_rate_hz, image_encoding, num_frames, total_duration, truncated,
-           idle_start_frames, idle_end_frames, episode_name, collection_datetime, + caller's attrs
+           idle_start_frames, idle_end_frames, episode_name, collection_datetime, rotated_180
+           (camera mounting), + caller's attrs
 
 Crash safety: frames go to `<name>.h5.partial` (HDF5 SWMR mode, so whatever was flushed stays
 readable after a SIGKILL), flushed at least every `flush_interval_s`; `save()` finalises and
@@ -273,6 +274,7 @@ class EpisodeWriter:
 
     Nothing touches the disk before the first `append` (an episode with no frames leaves no file).
     `image_size=(width, height)` resizes frames before storing; None stores them as given.
+    `rotated_180` says whether the caller rotated the camera's frames (the camera's mounting).
     """
 
     def __init__(
@@ -284,6 +286,7 @@ class EpisodeWriter:
         image_size: tuple[int, int] | None = None,
         flush_interval_s: float = 1.0,
         compression_level: int = 1,
+        rotated_180: bool = False,
         **attrs,
     ):
         if not instruction or not instruction.strip():
@@ -297,7 +300,8 @@ class EpisodeWriter:
         self.image_size = tuple(image_size) if image_size else None
         self.flush_interval_s = float(flush_interval_s)
         self.compression_level = int(compression_level)
-        self.attrs = attrs
+        # Always recorded: training stores it in the checkpoint and driving must match it.
+        self.attrs = {**attrs, "rotated_180": bool(rotated_180)}
         self.partial_path: Path | None = None
         self._h5: h5py.File | None = None
         self._count = 0

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mobile_vla_ros.data.episode import list_episodes, read_episode
-from mobile_vla_ros.data.images import resize_for_model
+from mobile_vla_ros.data.images import camera_settings, resize_for_model
 from mobile_vla_ros.errors import DatasetError, EpisodeError
 from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
 
@@ -49,6 +49,7 @@ class TrainingEpisode:
     source: str
     action_dt: float
     mirrored: bool = False
+    rotated_180: bool | None = None  # as recorded; None: not recorded (legacy files)
 
     @property
     def num_frames(self) -> int:
@@ -120,6 +121,11 @@ def _action_dt(episode, legacy_action_dt: float) -> float:
     return legacy_action_dt
 
 
+def _rotated_180(episode) -> bool | None:
+    value = None if episode.legacy else episode.attrs.get("rotated_180")
+    return None if value is None else bool(value)
+
+
 def load_training_episodes(
     data_dirs: Sequence[str | Path],
     image_size: int,
@@ -154,7 +160,7 @@ def load_training_episodes(
         frames = np.stack([resize_for_model(image, image_size) for image in episode.images])
         episodes.append(TrainingEpisode(
             frames, episode.actions.astype(np.float32), " ".join(episode.instruction.split()), str(path),
-            _action_dt(episode, legacy_action_dt),
+            _action_dt(episode, legacy_action_dt), rotated_180=_rotated_180(episode),
         ))
     if report.skipped:
         LOG.warning("%s", report.summary())
@@ -176,6 +182,21 @@ def common_action_dt(episodes: Iterable[TrainingEpisode]) -> float:
             "(legacy files count as legacy_action_dt)"
         )
     return float(next(iter(steps)))
+
+
+def training_camera(episodes: Iterable[TrainingEpisode]) -> dict:
+    """The camera settings every episode shares, for the checkpoint: a model learns one mounting."""
+    by_rotation: dict[bool, list[str]] = {}
+    for episode in episodes:
+        if episode.rotated_180 is not None:
+            by_rotation.setdefault(episode.rotated_180, []).append(episode.source)
+    if len(by_rotation) > 1:
+        raise DatasetError(
+            f"episodes were recorded with different camera rotations ({len(by_rotation[True])} rotated by 180°, "
+            f"e.g. {by_rotation[True][0]}; {len(by_rotation[False])} not, e.g. {by_rotation[False][0]}); "
+            "train one model per camera mounting"
+        )
+    return camera_settings(next(iter(by_rotation), None))
 
 
 def split_by_episode(

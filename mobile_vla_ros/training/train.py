@@ -24,6 +24,7 @@ from mobile_vla_ros.data.windows import (
     common_action_dt,
     load_training_episodes,
     split_by_episode,
+    training_camera,
     with_mirrors,
 )
 from mobile_vla_ros.errors import CheckpointError
@@ -156,6 +157,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
             window_size=config.policy.window_size, chunk_size=config.policy.chunk_size, action_dt=action_dt,
             prompt_template=config.policy.prompt_template, lora=config.policy.lora, head=config.policy.head,
             instructions=tuple(sorted({episode.instruction for episode in train_set})),
+            camera=training_camera(episodes),
         ),
         base,
     )
