@@ -41,6 +41,9 @@ ARGUMENTS = [
     ("gamepad", "xbox", "gamepad profile by name: config/gamepads/<gamepad>.yaml (xbox, dragonrise)"),
     ("gamepad_config", OPTIONAL, "gamepad profile by path (wins over gamepad)"),
     ("use_sim", "false", "drive the simulated room (sim_node) instead of a robot"),
+    ("record_corrections", OPTIONAL, "true: save each takeover on cmd_vel_teleop as a correction episode "
+                                     "(overrides drive.yaml)"),
+    ("corrections_dir", OPTIONAL, "directory of the correction episodes (overrides drive.yaml)"),
 ]
 
 
@@ -56,7 +59,8 @@ def _nodes(context):
     camera_overrides = overrides(arguments, {"compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool)})
     inference_overrides = overrides(arguments, {
         "instruction": ("instruction", str), "device": ("device", str), "dtype": ("dtype", str),
-        "enable": ("start_enabled", bool),
+        "enable": ("start_enabled", bool), "record_corrections": ("record_corrections", bool),
+        "corrections_dir": ("corrections_dir", str),
     })
     if use_sim and not given(arguments, "enable"):
         inference_overrides["start_enabled"] = True  # the simulator is safe to drive in

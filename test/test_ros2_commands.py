@@ -191,7 +191,7 @@ def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(ros2_env
 
 DRIVE_ARGUMENTS_GIVEN = {  # argument -> value given; with use_sim:=true, model_dir and base_model_dir
     "image_topic": "/front_camera/image_raw", "compressed": "false", "rotate_180": "true", "instruction": "right",
-    "device": "cpu", "dtype": "fp32", "enable": "true",
+    "device": "cpu", "dtype": "fp32", "enable": "true", "record_corrections": "true",
 }
 NOT_RUNNABLE_HERE = {  # need the `joy` driver package, which has no wheel (README: what is not tested)
     "use_joy", "gamepad", "gamepad_config",
@@ -209,17 +209,19 @@ def edited_yaml(tmp_path: Path, name: str, node: str, key: str, value) -> Path:
 def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command(
         ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener):
     listed = show_args(ros2_env, "drive.launch.py")
-    exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *DRIVE_ARGUMENTS_GIVEN}
+    given = {**DRIVE_ARGUMENTS_GIVEN, "corrections_dir": tmp_path / "corrections"}
+    exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *given}
     assert listed == exercised | NOT_RUNNABLE_HERE, "a launch argument without a test, or a test without an argument"
     params = edited_yaml(tmp_path, "drive.yaml", "inference_node", "max_accel", 1.75)
     launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, f"params_file:={params}",
-                         *(f"{name}:={value}" for name, value in DRIVE_ARGUMENTS_GIVEN.items()))
+                         *(f"{name}:={value}" for name, value in given.items()))
     try:
         wait_driving(launch, listener, sign=-1.0)  # image_topic, use_sim, enable, instruction:=right
         expected = {("/camera_window_node", "rotate_180"): "True", ("/camera_window_node", "compressed"): "False",
                     ("/inference_node", "device"): "cpu", ("/inference_node", "dtype"): "fp32",
                     ("/inference_node", "instruction"): "right", ("/inference_node", "start_enabled"): "True",
-                    ("/inference_node", "max_accel"): "1.75"}
+                    ("/inference_node", "max_accel"): "1.75", ("/inference_node", "record_corrections"): "True",
+                    ("/inference_node", "corrections_dir"): str(tmp_path / "corrections")}
         for (node, name), value in expected.items():
             got = retry(lambda: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
             assert got.strip().endswith(value), f"{node} {name}: {got}"

@@ -139,8 +139,9 @@ class DriveController:
         return self.enabled and deadman_ok
 
     def tick(self, now: float) -> Command:
-        if self._override is not None and now - self._override[0] <= self.safety.override_hold_s:
-            return Command(self.limiter.limit(self._override[1]), DriveState.OVERRIDE, "teleop command")
+        override = self.override_velocity(now)
+        if override is not None:
+            return Command(self.limiter.limit(override), DriveState.OVERRIDE, "teleop command")
         if not self.gate_open(now):
             reason = "enable is false" if not self.enabled else "deadman button not held"
             return self._stop(DriveState.DISABLED, reason)
@@ -157,6 +158,19 @@ class DriveController:
         if due.action is None:
             return self._stop(DriveState.STALE, due.reason)
         return Command(self.limiter.limit(due.action), DriveState.DRIVING, f"chunk action {due.index}", due.age_s)
+
+    def override_velocity(self, now: float) -> np.ndarray | None:
+        """The person's command while they are in charge (OVERRIDE), else None."""
+        if self._override is not None and now - self._override[0] <= self.safety.override_hold_s:
+            return self._override[1]
+        return None
+
+    def proposal(self, now: float) -> np.ndarray | None:
+        """What the policy would command now (before limits), whatever the state; None when it has
+        nothing valid. Recorded beside a person's corrections."""
+        if self.fault is not None or not self.executor.has_chunk:
+            return None
+        return self.executor.due(now).action
 
     def _stop(self, state: DriveState, reason: str) -> Command:
         return Command(self.limiter.reset(), state, reason)

@@ -50,6 +50,7 @@ IDLE_SPEED = 1e-3  # |action| below this in every component counts as standing s
 _PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale")
 _NUMBER = re.compile(r"^episode_(\d+)_")
 _INSTRUCTION_BYTES = 256
+EXTRA_COLUMNS_ATTR = "extra_columns"  # comma-separated names of the caller's per-frame datasets
 _MAX_PENDING_FRAMES = 8  # frames being compressed before append() waits (bounded memory)
 
 
@@ -63,6 +64,7 @@ class Episode:
     event_types: list[str]
     flags: dict = field(default_factory=dict)  # truncated, camera_lag, command_stale, idle, idle_*_frames
     attrs: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # the writer's extra per-frame columns, by name
     path: str = ""
     legacy: bool = False
 
@@ -167,6 +169,7 @@ def _read_current(h5, path: Path, frame_indices) -> Episode:
         event_types=_strings(h5["action_event_types"]) if "action_event_types" in h5 else ["step"] * count,
         flags=flags,
         attrs=attrs,
+        extras={name: h5[name][()] for name in _extra_column_names(attrs)},
         path=str(path),
         legacy=False,
     )
@@ -274,7 +277,9 @@ class EpisodeWriter:
 
     Nothing touches the disk before the first `append` (an episode with no frames leaves no file).
     `image_size=(width, height)` resizes frames before storing; None stores them as given.
-    `rotated_180` says whether the caller rotated the camera's frames (the camera's mounting).
+    `rotated_180` says whether the caller rotated the camera's frames (the camera's mounting; None:
+    unknown). `extra_columns={"group/name": (shape, dtype)}` adds per-frame datasets, filled by the
+    `extras` of each `append` and kept by crash recovery like the built-in ones.
     """
 
     def __init__(
@@ -286,7 +291,8 @@ class EpisodeWriter:
         image_size: tuple[int, int] | None = None,
         flush_interval_s: float = 1.0,
         compression_level: int = 1,
-        rotated_180: bool = False,
+        rotated_180: bool | None = False,
+        extra_columns: dict[str, tuple[tuple[int, ...], type]] | None = None,
         **attrs,
     ):
         if not instruction or not instruction.strip():
@@ -300,8 +306,11 @@ class EpisodeWriter:
         self.image_size = tuple(image_size) if image_size else None
         self.flush_interval_s = float(flush_interval_s)
         self.compression_level = int(compression_level)
-        # Always recorded: training stores it in the checkpoint and driving must match it.
-        self.attrs = {**attrs, "rotated_180": bool(rotated_180)}
+        # Recorded whenever known: training stores it in the checkpoint and driving must match it.
+        self.attrs = {**attrs, "rotated_180": None if rotated_180 is None else bool(rotated_180)}
+        self.extra_columns = dict(extra_columns or {})
+        if self.extra_columns:
+            self.attrs[EXTRA_COLUMNS_ATTR] = ",".join(self.extra_columns)
         self.partial_path: Path | None = None
         self._h5: h5py.File | None = None
         self._count = 0
@@ -318,7 +327,7 @@ class EpisodeWriter:
         return self._count
 
     def append(self, image_rgb: np.ndarray, action3, stamp_s: float, event_type: str = "step", *,
-               camera_lag: bool = False, command_stale: bool = False) -> None:
+               camera_lag: bool = False, command_stale: bool = False, extras: dict | None = None) -> None:
         """Add one frame; EpisodeError for bad input (nothing already written is affected)."""
         if self._closed:
             raise EpisodeError("this episode was already saved or discarded")
@@ -326,6 +335,7 @@ class EpisodeWriter:
         action = np.asarray(action3, dtype=np.float32).reshape(-1)
         if action.shape != (3,) or not np.all(np.isfinite(action)):
             raise EpisodeError(f"an action must be 3 finite numbers [linear_x, linear_y, angular_z], got {action3!r}")
+        extra_values = self._check_extras(extras or {})
         if self._h5 is None:
             self._create(image.shape)
         elif image.shape != self._h5["images"].shape[1:]:
@@ -340,6 +350,9 @@ class EpisodeWriter:
         h5["timestamps"][index] = float(stamp_s)
         h5["flags/camera_lag"][index] = bool(camera_lag)
         h5["flags/command_stale"][index] = bool(command_stale)
+        for name, value in extra_values.items():
+            h5[name].resize(index + 1, axis=0)
+            h5[name][index] = value
         self._count += 1
         self._store_compressed(wait=len(self._pending) > _MAX_PENDING_FRAMES)
         now = time.monotonic()
@@ -356,6 +369,17 @@ class EpisodeWriter:
             images.id.write_direct_chunk((self._images_written, 0, 0, 0), chunk)
             self._images_written += 1
             wait = wait and len(self._pending) > _MAX_PENDING_FRAMES
+    def _check_extras(self, extras: dict) -> dict:
+        if set(extras) != set(self.extra_columns):
+            raise EpisodeError(f"extras {sorted(extras)} differ from the episode's columns {sorted(self.extra_columns)}")
+        values = {}
+        for name, (shape, dtype) in self.extra_columns.items():
+            value = np.asarray(extras[name], dtype=dtype)
+            if value.shape != tuple(shape):
+                raise EpisodeError(f"extra column {name} takes shape {tuple(shape)}, got {value.shape}")
+            values[name] = value
+        return values
+
     def _prepare_image(self, image_rgb) -> np.ndarray:
         image = np.asarray(image_rgb)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
@@ -388,6 +412,8 @@ class EpisodeWriter:
         h5.create_dataset("timestamps", (0,), np.float64, maxshape=(None,), chunks=(256,), **gzip)
         for flag in ("camera_lag", "command_stale"):
             h5.create_dataset(f"flags/{flag}", (0,), bool, maxshape=(None,), chunks=(256,))
+        for name, (shape, dtype) in self.extra_columns.items():
+            h5.create_dataset(name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(256, *shape))
         h5.create_dataset("language_instruction", data=_encode_instruction(self.instruction))
         _set_attrs(h5, {
             **self.attrs,
@@ -489,16 +515,23 @@ def recover_partial_episodes(directory) -> list[Path]:
     return recovered
 
 
+def _extra_column_names(attrs) -> tuple[str, ...]:
+    names = attrs.get(EXTRA_COLUMNS_ATTR, "")
+    names = names.decode() if isinstance(names, bytes) else str(names)
+    return tuple(name for name in names.split(",") if name)
+
+
 def _rewrite_flushed_frames(partial: Path) -> int:
     """Copy a crashed SWMR file into a clean one of the same name; returns the complete frames."""
     clean = partial.with_name(partial.name + ".recovering")
     with h5py.File(partial, "r", swmr=True) as source, h5py.File(clean, "w", libver="latest") as target:
-        frames = min(source[name].shape[0] for name in _PER_FRAME)
+        per_frame = _PER_FRAME + _extra_column_names(source.attrs)
+        frames = min(source[name].shape[0] for name in per_frame)
         for key, value in source.attrs.items():
             target.attrs[key] = value
-        for name in _PER_FRAME + ("language_instruction",):
+        for name in per_frame + ("language_instruction",):
             dataset = source[name]
-            rows = frames if name in _PER_FRAME else dataset.shape[0]
+            rows = frames if name in per_frame else dataset.shape[0]
             copy = target.create_dataset(name, (rows, *dataset.shape[1:]), dataset.dtype,
                                          maxshape=dataset.maxshape, chunks=dataset.chunks,
                                          compression=dataset.compression, compression_opts=dataset.compression_opts)
