@@ -11,8 +11,12 @@ our files:
     flags/camera_lag     (T,) bool  the frame was not fresh when it was sampled
     flags/command_stale  (T,) bool  the command stream had gone silent while moving
     flags/idle           (T,) bool  part of the motionless stretch at the start or end
+    frame_crc32          (T,) uint32 CRC-32 of each stored frame's pixels (schema 2; finds frozen images)
     attrs: schema_version, sample_rate_hz, image_encoding, num_frames, total_duration, truncated,
-           idle_start_frames, idle_end_frames, episode_name, collection_datetime, + caller's attrs
+           idle_start_frames, idle_end_frames, episode_name, collection_datetime,
+           quality (schema 2: JSON list of the verdicts of data/quality.py), + caller's attrs
+
+Schema 1 files (no frame_crc32, no quality) still read; their quality is computed when asked.
 
 Crash safety: frames go to `<name>.h5.partial` (HDF5 SWMR mode, so whatever was flushed stays
 readable after a SIGKILL), flushed at least every `flush_interval_s`; `save()` finalises and
@@ -37,16 +41,17 @@ import cv2
 import h5py
 import numpy as np
 
+from mobile_vla_ros.data.quality import IDLE_SPEED, EpisodeQuality, QualityRules, Verdict, check_episode, verdicts_from_json
 from mobile_vla_ros.errors import EpisodeError
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, instruction_side
 
 LOG = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PARTIAL_SUFFIX = ".partial"
 ACTION_NAMES = ("linear_x", "linear_y", "angular_z")
-IDLE_SPEED = 1e-3  # |action| below this in every component counts as standing still
-_PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale")
+_PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale",
+              "frame_crc32")
 _NUMBER = re.compile(r"^episode_(\d+)_")
 _INSTRUCTION_BYTES = 256
 _MAX_PENDING_FRAMES = 8  # frames being compressed before append() waits (bounded memory)
@@ -64,6 +69,18 @@ class Episode:
     attrs: dict = field(default_factory=dict)
     path: str = ""
     legacy: bool = False
+    frame_digests: np.ndarray | None = None  # (T,) uint32 CRC-32 per frame; None before schema 2
+
+    @property
+    def stored_verdicts(self) -> list[Verdict] | None:
+        """The verdicts the recorder stored when it saved the episode; None for older files."""
+        return verdicts_from_json(self.attrs["quality"]) if "quality" in self.attrs else None
+
+    def quality(self, rules: QualityRules = QualityRules(), event_step_s: float = 0.4) -> EpisodeQuality:
+        """The episode judged by `rules` (data/quality.py), from its arrays."""
+        return check_episode(self.actions, self.instruction, self.sample_rate_hz, rules,
+                             self.flags.get("camera_lag"), self.flags.get("command_stale"), self.frame_digests,
+                             event_step_s)
 
     @property
     def num_frames(self) -> int:
@@ -168,6 +185,7 @@ def _read_current(h5, path: Path, frame_indices) -> Episode:
         attrs=attrs,
         path=str(path),
         legacy=False,
+        frame_digests=h5["frame_crc32"][()].astype(np.uint32) if "frame_crc32" in h5 else None,
     )
 
 
@@ -284,6 +302,7 @@ class EpisodeWriter:
         image_size: tuple[int, int] | None = None,
         flush_interval_s: float = 1.0,
         compression_level: int = 1,
+        quality_rules: QualityRules = QualityRules(),
         **attrs,
     ):
         if not instruction or not instruction.strip():
@@ -297,6 +316,8 @@ class EpisodeWriter:
         self.image_size = tuple(image_size) if image_size else None
         self.flush_interval_s = float(flush_interval_s)
         self.compression_level = int(compression_level)
+        self.quality_rules = quality_rules
+        self.quality: EpisodeQuality | None = None  # the verdicts, once saved
         self.attrs = attrs
         self.partial_path: Path | None = None
         self._h5: h5py.File | None = None
@@ -328,7 +349,8 @@ class EpisodeWriter:
             raise EpisodeError(f"frame shape {image.shape} differs from the episode's {self._h5['images'].shape[1:]}")
         index = self._count
         h5 = self._h5
-        self._pending.append(self._compressor.submit(zlib.compress, image.tobytes(), self.compression_level))
+        pixels = image.tobytes()
+        self._pending.append(self._compressor.submit(zlib.compress, pixels, self.compression_level))
         for name in _PER_FRAME[1:]:
             h5[name].resize(index + 1, axis=0)
         h5["actions"][index] = action
@@ -336,6 +358,7 @@ class EpisodeWriter:
         h5["timestamps"][index] = float(stamp_s)
         h5["flags/camera_lag"][index] = bool(camera_lag)
         h5["flags/command_stale"][index] = bool(command_stale)
+        h5["frame_crc32"][index] = zlib.crc32(pixels)
         self._count += 1
         self._store_compressed(wait=len(self._pending) > _MAX_PENDING_FRAMES)
         now = time.monotonic()
@@ -384,6 +407,7 @@ class EpisodeWriter:
         h5.create_dataset("timestamps", (0,), np.float64, maxshape=(None,), chunks=(256,), **gzip)
         for flag in ("camera_lag", "command_stale"):
             h5.create_dataset(f"flags/{flag}", (0,), bool, maxshape=(None,), chunks=(256,))
+        h5.create_dataset("frame_crc32", (0,), np.uint32, maxshape=(None,), chunks=(256,))
         h5.create_dataset("language_instruction", data=_encode_instruction(self.instruction))
         _set_attrs(h5, {
             **self.attrs,
@@ -410,7 +434,8 @@ class EpisodeWriter:
         while self._pending:
             self._store_compressed(wait=True)
         self._close()
-        return finalise_partial(self.partial_path, truncated=False)
+        path, self.quality = _finalise(self.partial_path, False, self.quality_rules)
+        return path
 
     def _close(self) -> None:
         if self._compressor is not None:
@@ -427,8 +452,13 @@ class EpisodeWriter:
             self.partial_path.unlink()
 
 
-def finalise_partial(partial_path: Path, truncated: bool) -> Path:
-    """Write the summary attributes and idle flags, then rename `<name>.h5.partial` to `<name>.h5`."""
+def finalise_partial(partial_path: Path, truncated: bool, rules: QualityRules = QualityRules()) -> Path:
+    """Write the summary attributes, idle flags and quality verdicts, then rename `<name>.h5.partial`
+    to `<name>.h5`."""
+    return _finalise(partial_path, truncated, rules)[0]
+
+
+def _finalise(partial_path: Path, truncated: bool, rules: QualityRules) -> tuple[Path, EpisodeQuality]:
     final = partial_path.with_name(partial_path.name[: -len(PARTIAL_SUFFIX)])
     with h5py.File(partial_path, "r+") as h5:
         actions = h5["actions"][()]
@@ -437,14 +467,20 @@ def finalise_partial(partial_path: Path, truncated: bool) -> Path:
             del h5["flags/idle"]
         h5.create_dataset("flags/idle", data=idle)
         stamps = h5["timestamps"][()]
+        quality = check_episode(
+            actions, _instruction_dataset(h5), float(h5.attrs["sample_rate_hz"]), rules,
+            h5["flags/camera_lag"][()], h5["flags/command_stale"][()],
+            h5["frame_crc32"][()] if "frame_crc32" in h5 else None,
+        )
         _set_attrs(h5, {
             "num_frames": int(len(actions)),
             "total_duration": float(stamps[-1] - stamps[0]) if len(stamps) else 0.0,
             "truncated": bool(truncated),
+            "quality": quality.to_json(),
             **_idle_counts(idle),
         })
     _rename_without_replacing(partial_path, final)
-    return final
+    return final, quality
 
 
 def _rename_without_replacing(source: Path, target: Path) -> None:
@@ -460,7 +496,7 @@ def _rename_without_replacing(source: Path, target: Path) -> None:
     source.unlink()
 
 
-def recover_partial_episodes(directory) -> list[Path]:
+def recover_partial_episodes(directory, rules: QualityRules = QualityRules()) -> list[Path]:
     """Turn `*.h5.partial` files left by a crash into episodes flagged `truncated`.
 
     Keeps every frame that was flushed before the crash. A partial file with no complete frame is
@@ -480,7 +516,7 @@ def recover_partial_episodes(directory) -> list[Path]:
             LOG.warning("removing %s: the crash happened before any frame was flushed", partial)
             partial.unlink()
             continue
-        recovered.append(finalise_partial(partial, truncated=True))
+        recovered.append(finalise_partial(partial, truncated=True, rules=rules))
         LOG.warning("recovered %d frames from %s into %s (flagged truncated)", frames, partial.name, recovered[-1].name)
     return recovered
 
@@ -489,12 +525,13 @@ def _rewrite_flushed_frames(partial: Path) -> int:
     """Copy a crashed SWMR file into a clean one of the same name; returns the complete frames."""
     clean = partial.with_name(partial.name + ".recovering")
     with h5py.File(partial, "r", swmr=True) as source, h5py.File(clean, "w", libver="latest") as target:
-        frames = min(source[name].shape[0] for name in _PER_FRAME)
+        per_frame = tuple(name for name in _PER_FRAME if name in source)  # schema 1 has no frame_crc32
+        frames = min(source[name].shape[0] for name in per_frame)
         for key, value in source.attrs.items():
             target.attrs[key] = value
-        for name in _PER_FRAME + ("language_instruction",):
+        for name in per_frame + ("language_instruction",):
             dataset = source[name]
-            rows = frames if name in _PER_FRAME else dataset.shape[0]
+            rows = frames if name in per_frame else dataset.shape[0]
             copy = target.create_dataset(name, (rows, *dataset.shape[1:]), dataset.dtype,
                                          maxshape=dataset.maxshape, chunks=dataset.chunks,
                                          compression=dataset.compression, compression_opts=dataset.compression_opts)

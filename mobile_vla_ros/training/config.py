@@ -43,6 +43,7 @@ class DataSection:
     clip_length: int = 16
     min_frames: int | None = None
     legacy_action_dt: float = 0.4
+    max_idle_s: float = 2.0
 
 
 @dataclass
