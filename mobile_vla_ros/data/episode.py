@@ -35,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import h5py
@@ -138,6 +138,45 @@ def _load_images(dataset, frame_indices) -> np.ndarray:
     for row, index in enumerate(indices):
         out[row] = dataset[int(index)]
     return out
+
+
+def read_frames(path, indices: Sequence[int], transform: Callable[[np.ndarray], np.ndarray] | None = None):
+    """RGB frames `indices` of an episode file of either format, one at a time (a full frame is
+    released as soon as `transform`, e.g. the resize to model size, has made its result)."""
+    with h5py.File(path, "r") as h5:
+        images = h5["images"]
+        bgr = "schema_version" not in h5.attrs  # the lab stored cv_bridge bgr8 arrays
+        frames = []
+        for index in indices:
+            frame = images[int(index)]
+            frame = frame[..., ::-1] if bgr else frame
+            frames.append(transform(frame) if transform else np.ascontiguousarray(frame))
+        return frames
+
+
+def frame_storage_problem(path, max_chunk_bytes: int = 64 << 20) -> str | None:
+    """Why reading this file's frames one at a time would cost more than a normal episode, or None.
+
+    A chunk bigger than `max_chunk_bytes` has to be decompressed whole to read one frame; frames
+    with no stored data (a file that declares more frames than it holds) are not recordings.
+    """
+    with h5py.File(path, "r") as h5:
+        images = h5["images"]
+        frame_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize
+        if images.chunks is None:
+            stored = images.id.get_storage_size()
+            if stored < images.size * images.dtype.itemsize:
+                return f"frames missing: {images.shape[0]} frames declared, {stored // max(frame_bytes, 1)} stored"
+            return None
+        chunk_bytes = int(np.prod(images.chunks)) * images.dtype.itemsize
+        if chunk_bytes > max_chunk_bytes:
+            return (f"oversized chunks: reading one frame would decompress {chunk_bytes / 2**20:.0f} MiB "
+                    f"(limit {max_chunk_bytes / 2**20:.0f} MiB)")
+        expected = int(np.prod([-(-size // chunk) for size, chunk in zip(images.shape, images.chunks)]))
+        stored = images.id.get_num_chunks()
+        if stored < expected:
+            return f"frames missing: {images.shape[0]} frames declared, data stored for {stored} of {expected} chunks"
+    return None
 
 
 def _check_shapes(path, images, actions) -> None:

@@ -11,8 +11,11 @@ encodes each frame once per clip instead of once per window. The per-frame featu
 the ones a per-window computation would produce (a frame's feature depends only on its pixels and
 the prompt), so nothing is precomputed and LoRA trains through every frame.
 
-Frames are resized to the model's input size once, when an episode is loaded (uint8), with the
-same function the camera window node uses.
+Frames stay in the episode files and are read per clip (data/frames.py): decoded, resized to the
+model's input size with the same function the camera window node uses, and cached at that size
+within `frame_cache_mb`. Memory is bounded by the clips in flight and the cache, not the episodes.
+An episode file whose frames cannot be read one at a time at a normal cost (oversized chunks,
+frames declared but not stored) is skipped with a warning and counted.
 
 Flagged data (data/quality.py, the documented rule there): an episode with a `reject` verdict is
 skipped; windows ending at a frame a `trim` verdict flags (camera lag, stale command, frozen image,
@@ -30,8 +33,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from mobile_vla_ros.data.episode import list_episodes, read_episode
-from mobile_vla_ros.data.images import resize_for_model
+from mobile_vla_ros.data.episode import frame_storage_problem, list_episodes, read_episode
+from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
 from mobile_vla_ros.errors import DatasetError, EpisodeError
 from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
@@ -48,7 +51,7 @@ LEGACY_ACTION_DT = 0.4
 class TrainingEpisode:
     """An episode ready for training: frames at model size, the full (T, 3) actions."""
 
-    frames: np.ndarray  # (T, S, S, 3) uint8 RGB
+    frames: np.ndarray | EpisodeFrames  # (T, S, S, 3) uint8 RGB
     actions: np.ndarray  # (T, 3) float32 [linear_x, linear_y, angular_z]
     instruction: str
     source: str
@@ -74,8 +77,9 @@ class TrainingEpisode:
         The frames are a flipped view (no copy); the dataset copies the frames of one clip at a time.
         """
         actions = self.actions * np.array([1.0, -1.0, -1.0], np.float32)
+        frames = self.frames.mirror() if isinstance(self.frames, EpisodeFrames) else self.frames[:, :, ::-1]
         return replace(
-            self, frames=self.frames[:, :, ::-1], actions=actions,
+            self, frames=frames, actions=actions,
             instruction=mirror_instruction(self.instruction), mirrored=not self.mirrored,
         )
 
@@ -142,6 +146,7 @@ def load_training_episodes(
     min_frames: int,
     legacy_action_dt: float = LEGACY_ACTION_DT,
     max_idle_s: float = QualityRules.max_idle_s,
+    frame_cache_mb: float = 1024,
 ) -> tuple[list[TrainingEpisode], SkipReport]:
     """Read every episode under `data_dirs`; skip (with one warning each) what cannot be used and
     leave out the windows that quality verdicts flag (data/quality.py).
@@ -156,13 +161,15 @@ def load_training_episodes(
             raise DatasetError(f"data directory {directory}: {error}") from error
     report = SkipReport(total=len(paths))
     rules = QualityRules(window_size=min_frames, max_idle_s=max_idle_s)
+    cache = FrameCache(int(frame_cache_mb * 2**20))
     episodes = []
     for path in paths:
         try:
-            episode = read_episode(path)
-        except EpisodeError as error:
+            episode = read_episode(path, frame_indices=[])  # everything but the frames
+            reason = frame_storage_problem(path)
+        except (EpisodeError, OSError, KeyError, ValueError) as error:
             reason = f"unreadable: {error}"
-        else:
+        if reason is None:
             reason = _problem(episode)
             if reason is None and episode.num_frames < min_frames:
                 reason = f"too short: {episode.num_frames} frames, need at least {min_frames}"
@@ -173,9 +180,8 @@ def load_training_episodes(
             LOG.warning("skipping episode %s: %s", path, reason)
             report.skipped.append((str(path), reason))
             continue
-        frames = np.stack([resize_for_model(image, image_size) for image in episode.images])
         episodes.append(TrainingEpisode(
-            frames, episode.actions.astype(np.float32), " ".join(episode.instruction.split()), str(path),
+            EpisodeFrames(path, episode.num_frames, image_size, cache), episode.actions.astype(np.float32), " ".join(episode.instruction.split()), str(path),
             _action_dt(episode, legacy_action_dt), usable=quality.usable,
         ))
         report.windows_total += episode.num_frames

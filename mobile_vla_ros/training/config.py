@@ -44,6 +44,7 @@ class DataSection:
     min_frames: int | None = None
     legacy_action_dt: float = 0.4
     max_idle_s: float = 2.0
+    frame_cache_mb: float = 1024
 
 
 @dataclass

@@ -146,7 +146,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
     base = load_base_model(run.base_model_dir)
     episodes, skipped = load_training_episodes(
         run.data_dirs, base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt,
-        config.data.max_idle_s,
+        config.data.max_idle_s, config.data.frame_cache_mb,
     )
     action_dt = common_action_dt(episodes)
     train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
