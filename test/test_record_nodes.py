@@ -174,6 +174,9 @@ def test_gamepad_episode_has_the_frames_actions_and_instruction_sent(nodes, tmp_
     assert episode.flags["idle_start_frames"] >= 3 and episode.flags["idle_end_frames"] >= 3
     assert episode.event_types[0] == "episode_start" and "start_action" in episode.event_types
     assert episode.sample_rate_hz == 10.0 and episode.attrs["camera_topic"] == "camera"
+    # the quality verdicts stored in the file are the ones the state topic reported
+    assert wait_for(lambda: "last_quality" in operator.state)
+    assert operator.state["last_quality"] == [verdict.to_dict() for verdict in episode.stored_verdicts]
 
 
 def test_discard_leaves_no_file_and_stale_camera_blocks_start(nodes, tmp_path):

@@ -1,8 +1,10 @@
 """`mobile-vla inspect EPISODE.h5 [--png OUT.png]` and `mobile-vla inspect DIR`.
 
-One episode: frames, duration, rate, instruction, action ranges and flags, optionally a picture
-(contact sheet of frames + action traces). A directory: counts per instruction, episode lengths,
-and the files that fail to open.
+One episode: frames, duration, rate, instruction, action ranges, flags and quality verdicts,
+optionally a picture (contact sheet of frames + action traces). A directory: counts per
+instruction, episode lengths, the quality verdicts of each flagged episode, and the files that
+fail to open. Verdicts are the ones the recorder stored; files older than the checks are judged now
+(data/quality.py, default rules).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_vla_ros.data.episode import ACTION_NAMES, Episode, list_episodes, read_episode
+from mobile_vla_ros.data.quality import Verdict
 from mobile_vla_ros.errors import EpisodeError, MobileVlaError
 
 SHEET_FRAMES = 12
@@ -71,13 +74,24 @@ def summarise_episode(episode: Episode) -> str:
         f"camera_lag={int(np.sum(flags.get('camera_lag', 0)))}  command_stale={int(np.sum(flags.get('command_stale', 0)))}  "
         f"idle at start={flags.get('idle_start_frames', 0)} end={flags.get('idle_end_frames', 0)}"
     )
+    verdicts = episode_verdicts(episode)
+    lines.append("quality     " + ("ok" if not verdicts else f"{len(verdicts)} verdicts"))
+    lines.extend(f"  {verdict.severity:<6} {verdict.code}: {verdict.message}" for verdict in verdicts)
     return "\n".join(lines)
+
+
+def episode_verdicts(episode: Episode) -> list[Verdict]:
+    """Stored verdicts, or (files recorded before the checks) the episode judged now."""
+    stored = episode.stored_verdicts
+    return stored if stored is not None else episode.quality().verdicts
 
 
 def summarise_directory(directory: Path) -> str:
     paths = list_episodes(directory)
     lengths: dict[str, list[int]] = {}
     failures: list[str] = []
+    flagged: list[str] = []
+    verdict_counts: Counter = Counter()
     truncated = legacy = 0
     for path in paths:
         try:
@@ -88,12 +102,23 @@ def summarise_directory(directory: Path) -> str:
         lengths.setdefault(episode.instruction, []).append(episode.num_frames)
         truncated += bool(episode.flags.get("truncated"))
         legacy += episode.legacy
+        verdicts = episode_verdicts(episode)
+        verdict_counts.update(verdict.code for verdict in verdicts)
+        if verdicts:
+            flagged.append(f"  {path.relative_to(directory)}: "
+                           + "; ".join(f"{v.severity} {v.code} ({v.frames} frames)" for v in verdicts))
     partials = sorted(directory.rglob("*.h5.partial"))
     readable = sum(len(values) for values in lengths.values())
     lines = [f"{directory}: {len(paths)} episode files, {readable} readable ({legacy} legacy, {truncated} truncated)"]
     for instruction, values in sorted(lengths.items()):
         lines.append(f"  {len(values):4d} x  frames min {min(values)} median {int(np.median(values))} "
                      f"max {max(values)}  total {sum(values)}  | {instruction}")
+    if flagged:
+        lines.append(f"quality: {len(flagged)} of {readable} episodes flagged ("
+                     + ", ".join(f"{code} x{count}" for code, count in sorted(verdict_counts.items())) + "):")
+        lines.extend(flagged)
+    else:
+        lines.append(f"quality: no verdicts on {readable} episodes")
     if failures:
         lines.append(f"{len(failures)} files fail to open:")
         lines.extend(failures)

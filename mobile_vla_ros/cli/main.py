@@ -13,9 +13,12 @@ COMMANDS = (
     "import_robovlms",
     "bench",
     "bench_drive",
+    "bench_record",
+    "bench_train_memory",
     "train",
     "eval",
     "inspect",
+    "import_bag",
     "demo",
 )
 

@@ -7,7 +7,8 @@ While recording, `tick()` runs at the sample rate: it takes the newest camera fr
 with the velocity command that was in force at the frame's capture stamp (the robot was doing
 that when the picture was taken). Frames that were not fresh at sampling time are flagged
 `camera_lag`; a moving command whose stream went silent reads as zero and is flagged
-`command_stale`. All times are seconds on one clock (the node's ROS clock).
+`command_stale`. All times are seconds on one clock (the node's ROS clock). A saved episode is
+judged by data/quality.py; its verdicts go into the file, the state (`last_quality`) and the log line.
 """
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ class EpisodeRecorder:
         self.episodes_saved = 0
         self.dropped_samples = 0
         self.last_path: Path | None = None
+        self.last_quality: list[dict] = []  # verdicts of the last saved episode
         self._open_writer = open_writer
         self._prepare_frame = prepare_frame
         self._on_change = on_change or (lambda status, message: None)
@@ -221,8 +223,10 @@ class EpisodeRecorder:
             return Outcome(False, f"save failed, frames kept in {partial}: {error}")
         self.episodes_saved += 1
         self.last_path = path
-        self._finish(f"saved {frames} frames to {path.name}")
-        return Outcome(True, f"saved {frames} frames to {path}", path)
+        quality = self._writer.quality
+        self.last_quality = [verdict.to_dict() for verdict in quality.verdicts]
+        self._finish(f"saved {frames} frames to {path.name}; quality: {quality.summary()}")
+        return Outcome(True, f"saved {frames} frames to {path}; quality: {quality.summary()}", path)
 
     def discard(self) -> Outcome:
         if self.state is not RecorderState.RECORDING:
@@ -246,6 +250,7 @@ class EpisodeRecorder:
             "frames": self._writer.num_frames if self._writer else 0,
             "dropped_samples": self.dropped_samples,
             "last_episode": self.last_path.name if self.last_path else "",
+            "last_quality": self.last_quality,
         }
         if now_s is not None and self._frame_stamp is not None:
             status["camera_age_s"] = round(now_s - self._frame_stamp, 3)

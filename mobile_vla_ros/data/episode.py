@@ -11,9 +11,13 @@ our files:
     flags/camera_lag     (T,) bool  the frame was not fresh when it was sampled
     flags/command_stale  (T,) bool  the command stream had gone silent while moving
     flags/idle           (T,) bool  part of the motionless stretch at the start or end
+    frame_crc32          (T,) uint32 CRC-32 of each stored frame's pixels (schema 2; finds frozen images)
     attrs: schema_version, sample_rate_hz, image_encoding, num_frames, total_duration, truncated,
            idle_start_frames, idle_end_frames, episode_name, collection_datetime, rotated_180
-           (camera mounting), + caller's attrs
+           (camera mounting), quality (schema 2: JSON list of the verdicts of data/quality.py),
+           extra_columns (names of the caller's per-frame datasets, e.g. correction/human), + caller's attrs
+
+Schema 1 files (no frame_crc32, no quality) still read; their quality is computed when asked.
 
 Crash safety: frames go to `<name>.h5.partial` (HDF5 SWMR mode, so whatever was flushed stays
 readable after a SIGKILL), flushed at least every `flush_interval_s`; `save()` finalises and
@@ -32,22 +36,23 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import h5py
 import numpy as np
 
+from mobile_vla_ros.data.quality import IDLE_SPEED, EpisodeQuality, QualityRules, Verdict, check_episode, verdicts_from_json
 from mobile_vla_ros.errors import EpisodeError
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, instruction_side
 
 LOG = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PARTIAL_SUFFIX = ".partial"
 ACTION_NAMES = ("linear_x", "linear_y", "angular_z")
-IDLE_SPEED = 1e-3  # |action| below this in every component counts as standing still
-_PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale")
+_PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale",
+              "frame_crc32")
 _NUMBER = re.compile(r"^episode_(\d+)_")
 _INSTRUCTION_BYTES = 256
 EXTRA_COLUMNS_ATTR = "extra_columns"  # comma-separated names of the caller's per-frame datasets
@@ -67,6 +72,18 @@ class Episode:
     extras: dict = field(default_factory=dict)  # the writer's extra per-frame columns, by name
     path: str = ""
     legacy: bool = False
+    frame_digests: np.ndarray | None = None  # (T,) uint32 CRC-32 per frame; None before schema 2
+
+    @property
+    def stored_verdicts(self) -> list[Verdict] | None:
+        """The verdicts the recorder stored when it saved the episode; None for older files."""
+        return verdicts_from_json(self.attrs["quality"]) if "quality" in self.attrs else None
+
+    def quality(self, rules: QualityRules = QualityRules(), event_step_s: float = 0.4) -> EpisodeQuality:
+        """The episode judged by `rules` (data/quality.py), from its arrays."""
+        return check_episode(self.actions, self.instruction, self.sample_rate_hz, rules,
+                             self.flags.get("camera_lag"), self.flags.get("command_stale"), self.frame_digests,
+                             event_step_s)
 
     @property
     def num_frames(self) -> int:
@@ -126,6 +143,45 @@ def _load_images(dataset, frame_indices) -> np.ndarray:
     return out
 
 
+def read_frames(path, indices: Sequence[int], transform: Callable[[np.ndarray], np.ndarray] | None = None):
+    """RGB frames `indices` of an episode file of either format, one at a time (a full frame is
+    released as soon as `transform`, e.g. the resize to model size, has made its result)."""
+    with h5py.File(path, "r") as h5:
+        images = h5["images"]
+        bgr = "schema_version" not in h5.attrs  # the lab stored cv_bridge bgr8 arrays
+        frames = []
+        for index in indices:
+            frame = images[int(index)]
+            frame = frame[..., ::-1] if bgr else frame
+            frames.append(transform(frame) if transform else np.ascontiguousarray(frame))
+        return frames
+
+
+def frame_storage_problem(path, max_chunk_bytes: int = 64 << 20) -> str | None:
+    """Why reading this file's frames one at a time would cost more than a normal episode, or None.
+
+    A chunk bigger than `max_chunk_bytes` has to be decompressed whole to read one frame; frames
+    with no stored data (a file that declares more frames than it holds) are not recordings.
+    """
+    with h5py.File(path, "r") as h5:
+        images = h5["images"]
+        frame_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize
+        if images.chunks is None:
+            stored = images.id.get_storage_size()
+            if stored < images.size * images.dtype.itemsize:
+                return f"frames missing: {images.shape[0]} frames declared, {stored // max(frame_bytes, 1)} stored"
+            return None
+        chunk_bytes = int(np.prod(images.chunks)) * images.dtype.itemsize
+        if chunk_bytes > max_chunk_bytes:
+            return (f"oversized chunks: reading one frame would decompress {chunk_bytes / 2**20:.0f} MiB "
+                    f"(limit {max_chunk_bytes / 2**20:.0f} MiB)")
+        expected = int(np.prod([-(-size // chunk) for size, chunk in zip(images.shape, images.chunks)]))
+        stored = images.id.get_num_chunks()
+        if stored < expected:
+            return f"frames missing: {images.shape[0]} frames declared, data stored for {stored} of {expected} chunks"
+    return None
+
+
 def _check_shapes(path, images, actions) -> None:
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise EpisodeError(f"{path}: images must be (T, H, W, 3) uint8, found {images.shape} {images.dtype}")
@@ -172,6 +228,7 @@ def _read_current(h5, path: Path, frame_indices) -> Episode:
         extras={name: h5[name][()] for name in _extra_column_names(attrs)},
         path=str(path),
         legacy=False,
+        frame_digests=h5["frame_crc32"][()].astype(np.uint32) if "frame_crc32" in h5 else None,
     )
 
 
@@ -293,6 +350,7 @@ class EpisodeWriter:
         compression_level: int = 1,
         rotated_180: bool | None = False,
         extra_columns: dict[str, tuple[tuple[int, ...], type]] | None = None,
+        quality_rules: QualityRules = QualityRules(),
         **attrs,
     ):
         if not instruction or not instruction.strip():
@@ -306,6 +364,8 @@ class EpisodeWriter:
         self.image_size = tuple(image_size) if image_size else None
         self.flush_interval_s = float(flush_interval_s)
         self.compression_level = int(compression_level)
+        self.quality_rules = quality_rules
+        self.quality: EpisodeQuality | None = None  # the verdicts, once saved
         # Recorded whenever known: training stores it in the checkpoint and driving must match it.
         self.attrs = {**attrs, "rotated_180": None if rotated_180 is None else bool(rotated_180)}
         self.extra_columns = dict(extra_columns or {})
@@ -342,7 +402,8 @@ class EpisodeWriter:
             raise EpisodeError(f"frame shape {image.shape} differs from the episode's {self._h5['images'].shape[1:]}")
         index = self._count
         h5 = self._h5
-        self._pending.append(self._compressor.submit(zlib.compress, image.tobytes(), self.compression_level))
+        pixels = image.tobytes()
+        self._pending.append(self._compressor.submit(zlib.compress, pixels, self.compression_level))
         for name in _PER_FRAME[1:]:
             h5[name].resize(index + 1, axis=0)
         h5["actions"][index] = action
@@ -350,6 +411,7 @@ class EpisodeWriter:
         h5["timestamps"][index] = float(stamp_s)
         h5["flags/camera_lag"][index] = bool(camera_lag)
         h5["flags/command_stale"][index] = bool(command_stale)
+        h5["frame_crc32"][index] = zlib.crc32(pixels)
         for name, value in extra_values.items():
             h5[name].resize(index + 1, axis=0)
             h5[name][index] = value
@@ -412,6 +474,7 @@ class EpisodeWriter:
         h5.create_dataset("timestamps", (0,), np.float64, maxshape=(None,), chunks=(256,), **gzip)
         for flag in ("camera_lag", "command_stale"):
             h5.create_dataset(f"flags/{flag}", (0,), bool, maxshape=(None,), chunks=(256,))
+        h5.create_dataset("frame_crc32", (0,), np.uint32, maxshape=(None,), chunks=(256,))
         for name, (shape, dtype) in self.extra_columns.items():
             h5.create_dataset(name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(256, *shape))
         h5.create_dataset("language_instruction", data=_encode_instruction(self.instruction))
@@ -440,7 +503,8 @@ class EpisodeWriter:
         while self._pending:
             self._store_compressed(wait=True)
         self._close()
-        return finalise_partial(self.partial_path, truncated=False)
+        path, self.quality = _finalise(self.partial_path, False, self.quality_rules)
+        return path
 
     def _close(self) -> None:
         if self._compressor is not None:
@@ -457,8 +521,13 @@ class EpisodeWriter:
             self.partial_path.unlink()
 
 
-def finalise_partial(partial_path: Path, truncated: bool) -> Path:
-    """Write the summary attributes and idle flags, then rename `<name>.h5.partial` to `<name>.h5`."""
+def finalise_partial(partial_path: Path, truncated: bool, rules: QualityRules = QualityRules()) -> Path:
+    """Write the summary attributes, idle flags and quality verdicts, then rename `<name>.h5.partial`
+    to `<name>.h5`."""
+    return _finalise(partial_path, truncated, rules)[0]
+
+
+def _finalise(partial_path: Path, truncated: bool, rules: QualityRules) -> tuple[Path, EpisodeQuality]:
     final = partial_path.with_name(partial_path.name[: -len(PARTIAL_SUFFIX)])
     with h5py.File(partial_path, "r+") as h5:
         actions = h5["actions"][()]
@@ -467,14 +536,20 @@ def finalise_partial(partial_path: Path, truncated: bool) -> Path:
             del h5["flags/idle"]
         h5.create_dataset("flags/idle", data=idle)
         stamps = h5["timestamps"][()]
+        quality = check_episode(
+            actions, _instruction_dataset(h5), float(h5.attrs["sample_rate_hz"]), rules,
+            h5["flags/camera_lag"][()], h5["flags/command_stale"][()],
+            h5["frame_crc32"][()] if "frame_crc32" in h5 else None,
+        )
         _set_attrs(h5, {
             "num_frames": int(len(actions)),
             "total_duration": float(stamps[-1] - stamps[0]) if len(stamps) else 0.0,
             "truncated": bool(truncated),
+            "quality": quality.to_json(),
             **_idle_counts(idle),
         })
     _rename_without_replacing(partial_path, final)
-    return final
+    return final, quality
 
 
 def _rename_without_replacing(source: Path, target: Path) -> None:
@@ -490,7 +565,7 @@ def _rename_without_replacing(source: Path, target: Path) -> None:
     source.unlink()
 
 
-def recover_partial_episodes(directory) -> list[Path]:
+def recover_partial_episodes(directory, rules: QualityRules = QualityRules()) -> list[Path]:
     """Turn `*.h5.partial` files left by a crash into episodes flagged `truncated`.
 
     Keeps every frame that was flushed before the crash. A partial file with no complete frame is
@@ -510,7 +585,7 @@ def recover_partial_episodes(directory) -> list[Path]:
             LOG.warning("removing %s: the crash happened before any frame was flushed", partial)
             partial.unlink()
             continue
-        recovered.append(finalise_partial(partial, truncated=True))
+        recovered.append(finalise_partial(partial, truncated=True, rules=rules))
         LOG.warning("recovered %d frames from %s into %s (flagged truncated)", frames, partial.name, recovered[-1].name)
     return recovered
 
@@ -525,7 +600,8 @@ def _rewrite_flushed_frames(partial: Path) -> int:
     """Copy a crashed SWMR file into a clean one of the same name; returns the complete frames."""
     clean = partial.with_name(partial.name + ".recovering")
     with h5py.File(partial, "r", swmr=True) as source, h5py.File(clean, "w", libver="latest") as target:
-        per_frame = _PER_FRAME + _extra_column_names(source.attrs)
+        # schema 1 has no frame_crc32
+        per_frame = tuple(name for name in _PER_FRAME if name in source) + _extra_column_names(source.attrs)
         frames = min(source[name].shape[0] for name in per_frame)
         for key, value in source.attrs.items():
             target.attrs[key] = value

@@ -11,8 +11,15 @@ encodes each frame once per clip instead of once per window. The per-frame featu
 the ones a per-window computation would produce (a frame's feature depends only on its pixels and
 the prompt), so nothing is precomputed and LoRA trains through every frame.
 
-Frames are resized to the model's input size once, when an episode is loaded (uint8), with the
-same function the camera window node uses.
+Frames stay in the episode files and are read per clip (data/frames.py): decoded, resized to the
+model's input size with the same function the camera window node uses, and cached at that size
+within `frame_cache_mb`. Memory is bounded by the clips in flight and the cache, not the episodes.
+An episode file whose frames cannot be read one at a time at a normal cost (oversized chunks,
+frames declared but not stored) is skipped with a warning and counted.
+
+Flagged data (data/quality.py, the documented rule there): an episode with a `reject` verdict is
+skipped; windows ending at a frame a `trim` verdict flags (camera lag, stale command, frozen image,
+the tail of a long idle stretch) are left out and counted (`SkipReport.windows_left_out`).
 """
 from __future__ import annotations
 
@@ -26,8 +33,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from mobile_vla_ros.data.episode import list_episodes, read_episode
-from mobile_vla_ros.data.images import camera_settings, resize_for_model
+from mobile_vla_ros.data.episode import frame_storage_problem, list_episodes, read_episode
+from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
+from mobile_vla_ros.data.images import camera_settings
+from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
 from mobile_vla_ros.errors import DatasetError, EpisodeError
 from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
 
@@ -43,13 +52,18 @@ LEGACY_ACTION_DT = 0.4
 class TrainingEpisode:
     """An episode ready for training: frames at model size, the full (T, 3) actions."""
 
-    frames: np.ndarray  # (T, S, S, 3) uint8 RGB
+    frames: np.ndarray | EpisodeFrames  # (T, S, S, 3) uint8 RGB
     actions: np.ndarray  # (T, 3) float32 [linear_x, linear_y, angular_z]
     instruction: str
     source: str
     action_dt: float
     mirrored: bool = False
     rotated_180: bool | None = None  # as recorded; None: not recorded (legacy files)
+    usable: np.ndarray | None = None  # (T,) bool: the window ending at frame t is trained on; None = all
+
+    @property
+    def usable_windows(self) -> np.ndarray:
+        return np.ones(self.num_frames, bool) if self.usable is None else self.usable
 
     @property
     def num_frames(self) -> int:
@@ -65,8 +79,9 @@ class TrainingEpisode:
         The frames are a flipped view (no copy); the dataset copies the frames of one clip at a time.
         """
         actions = self.actions * np.array([1.0, -1.0, -1.0], np.float32)
+        frames = self.frames.mirror() if isinstance(self.frames, EpisodeFrames) else self.frames[:, :, ::-1]
         return replace(
-            self, frames=self.frames[:, :, ::-1], actions=actions,
+            self, frames=frames, actions=actions,
             instruction=mirror_instruction(self.instruction), mirrored=not self.mirrored,
         )
 
@@ -77,17 +92,23 @@ class SkipReport:
 
     total: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    windows_total: int = 0  # windows of the episodes used
+    windows_left_out: int = 0  # of those, left out by trim verdicts
+    left_out_by: Counter = field(default_factory=Counter)  # trim verdict code -> flagged frames (may overlap)
 
     @property
     def used(self) -> int:
         return self.total - len(self.skipped)
 
     def summary(self) -> str:
+        windows = f"; {self.windows_left_out} of {self.windows_total} windows left out" + (
+            " (" + ", ".join(f"{code} {count}" for code, count in sorted(self.left_out_by.items())) + ")"
+            if self.left_out_by else "")
         if not self.skipped:
-            return f"using all {self.total} episodes"
+            return f"using all {self.total} episodes" + windows
         reasons = Counter(reason.split(":")[0] for _, reason in self.skipped)
         detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-        return f"skipped {len(self.skipped)} of {self.total} episodes ({detail}); using {self.used}"
+        return f"skipped {len(self.skipped)} of {self.total} episodes ({detail}); using {self.used}" + windows
 
 
 def window_indices(t: int, window_size: int) -> np.ndarray:
@@ -131,8 +152,11 @@ def load_training_episodes(
     image_size: int,
     min_frames: int,
     legacy_action_dt: float = LEGACY_ACTION_DT,
+    max_idle_s: float = QualityRules.max_idle_s,
+    frame_cache_mb: float = 1024,
 ) -> tuple[list[TrainingEpisode], SkipReport]:
-    """Read every episode under `data_dirs`; skip (with one warning each) what cannot be used.
+    """Read every episode under `data_dirs`; skip (with one warning each) what cannot be used and
+    leave out the windows that quality verdicts flag (data/quality.py).
 
     Raises DatasetError when a directory is missing or nothing usable is left.
     """
@@ -143,26 +167,35 @@ def load_training_episodes(
         except EpisodeError as error:
             raise DatasetError(f"data directory {directory}: {error}") from error
     report = SkipReport(total=len(paths))
+    rules = QualityRules(window_size=min_frames, max_idle_s=max_idle_s)
+    cache = FrameCache(int(frame_cache_mb * 2**20))
     episodes = []
     for path in paths:
         try:
-            episode = read_episode(path)
-        except EpisodeError as error:
+            episode = read_episode(path, frame_indices=[])  # everything but the frames
+            reason = frame_storage_problem(path)
+        except (EpisodeError, OSError, KeyError, ValueError) as error:
             reason = f"unreadable: {error}"
-        else:
+        if reason is None:
             reason = _problem(episode)
             if reason is None and episode.num_frames < min_frames:
                 reason = f"too short: {episode.num_frames} frames, need at least {min_frames}"
+            quality = episode.quality(rules, legacy_action_dt)
+            if reason is None and not quality.usable.any():
+                reason = f"no usable window: {quality.summary()}"
         if reason is not None:
             LOG.warning("skipping episode %s: %s", path, reason)
             report.skipped.append((str(path), reason))
             continue
-        frames = np.stack([resize_for_model(image, image_size) for image in episode.images])
         episodes.append(TrainingEpisode(
-            frames, episode.actions.astype(np.float32), " ".join(episode.instruction.split()), str(path),
-            _action_dt(episode, legacy_action_dt), rotated_180=_rotated_180(episode),
+            EpisodeFrames(path, episode.num_frames, image_size, cache), episode.actions.astype(np.float32),
+            " ".join(episode.instruction.split()), str(path), _action_dt(episode, legacy_action_dt),
+            usable=quality.usable, rotated_180=_rotated_180(episode),
         ))
-    if report.skipped:
+        report.windows_total += episode.num_frames
+        report.windows_left_out += int((~quality.usable).sum())
+        report.left_out_by.update({v.code: v.frames for v in quality.verdicts if v.severity == TRIM})
+    if report.skipped or report.windows_left_out:
         LOG.warning("%s", report.summary())
     if not episodes:
         where = ", ".join(map(str, data_dirs))
@@ -267,14 +300,15 @@ class WindowDataset(torch.utils.data.Dataset):
         self.episodes = list(episodes)
         self.window_size, self.chunk_size = window_size, chunk_size
         self.clips = [
-            Clip(index, start, stop)
+            Clip(index, run_start + start, run_start + stop)
             for index, episode in enumerate(self.episodes)
-            for start, stop in episode_clips(episode.num_frames, clip_length)
+            for run_start, run_stop in true_runs(episode.usable_windows)
+            for start, stop in episode_clips(run_stop - run_start, clip_length)
         ]
 
     @property
     def num_windows(self) -> int:
-        return sum(episode.num_frames for episode in self.episodes)
+        return sum(int(episode.usable_windows.sum()) for episode in self.episodes)
 
     def __len__(self) -> int:
         return len(self.clips)

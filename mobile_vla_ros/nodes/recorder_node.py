@@ -29,6 +29,7 @@ from mobile_vla_ros.control.recording import (
     status_line,
 )
 from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
+from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.data.images import rotate_180
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb
@@ -64,18 +65,23 @@ class RecorderNode(Node):
             instruction_axis=p("instruction_axis", 6, "gamepad axis choosing left/right (D-pad left/right)"),
             instruction_axis_left_sign=p("instruction_axis_left_sign", 1.0, "sign of that axis for 'left'"),
         )
+        quality_rules = QualityRules(
+            window_size=p("quality.window_size", 8, "an episode with fewer frames is flagged too_short"),
+            max_idle_s=p("quality.max_idle_s", 2.0, "a longer motionless stretch is flagged idle_stretch"),
+            saturation_speed=p("quality.saturation_speed", 1.15, "a linear command this fast is pinned at the limit"),
+        )
         robot_name = p("robot_name", "", "stored in each episode's attributes")
         initial_instruction = p("instruction", "", "instruction before one is chosen ('left', 'right' or text)")
         if (width > 0) != (height > 0):
             raise ValueError("set both image_width and image_height, or neither")
         image_size = (width, height) if width > 0 else None
 
-        for path in recover_partial_episodes(self.output_dir):
+        for path in recover_partial_episodes(self.output_dir, quality_rules):
             self.get_logger().warning(f"recovered an episode interrupted by a crash: {path} (flagged truncated)")
 
         def open_writer(instruction: str) -> EpisodeWriter:
             return EpisodeWriter(
-                self.output_dir, instruction, settings.sample_rate_hz, image_size=image_size,
+                self.output_dir, instruction, settings.sample_rate_hz, image_size=image_size, quality_rules=quality_rules,
                 robot_name=robot_name, camera_topic=self.image_topic, camera_compressed=self.compressed,
                 rotated_180=self.rotate, recorder="mobile_vla_ros recorder_node",
             )

@@ -43,6 +43,8 @@ class DataSection:
     clip_length: int = 16
     min_frames: int | None = None
     legacy_action_dt: float = 0.4
+    max_idle_s: float = 2.0
+    frame_cache_mb: float = 1024
 
 
 @dataclass

@@ -39,6 +39,22 @@ def pair_frames(rng: np.random.Generator, frames: int, size: int) -> tuple[np.nd
     return images, actions.astype(np.float32)
 
 
+def camera_frames(width: int, height: int, count: int, noise: int = 0, seed: int = 0):
+    """Camera-like frames (gradients, a moving box, optional sensor noise of +-`noise` grey
+    levels), each different from the one before; yields (H, W, 3) uint8 RGB one at a time."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 200 // width, y * 200 // height, (x + y) * 100 // (width + height) + 50], -1).astype(np.int16)
+    box_w, box_h = max(1, width // 6), max(1, height // 3)
+    for index in range(count):
+        image = base.copy()
+        left = (index * max(1, width // 55)) % max(1, width - box_w)
+        image[height // 3 : height // 3 + box_h, left : left + box_w] = (30, 160, 40)
+        if noise:
+            image += rng.integers(-noise, noise + 1, image.shape, dtype=np.int16)
+        yield np.clip(image, 0, 255).astype(np.uint8)
+
+
 def write_mirrored_dataset(
     out_dir, pairs: int, frames: int = 18, size: int = 64, seed: int = 0, legacy: bool = False
 ) -> list[Path]:

@@ -146,7 +146,8 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     base = load_base_model(run.base_model_dir)
     episodes, skipped = load_training_episodes(
-        run.data_dirs, base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt
+        run.data_dirs, base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt,
+        config.data.max_idle_s, config.data.frame_cache_mb,
     )
     action_dt = common_action_dt(episodes)
     train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
@@ -205,7 +206,8 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
         "seconds": round(seconds, 1),
         "windows_per_second": round(state.windows_per_second, 2) if state.windows_per_second else None,
         "episodes": {"train": train_count, "validation": val_count, "skipped": len(skipped.skipped), "found": skipped.total},
-        "windows": {"train": data.train_set.num_windows, "validation": data.val_set.num_windows if data.val_set else 0},
+        "windows": {"train": data.train_set.num_windows, "validation": data.val_set.num_windows if data.val_set else 0,
+                    "left_out": skipped.windows_left_out, "left_out_by": dict(skipped.left_out_by)},
         "train_loss": _metric(trainer, "train_loss"),
         "val_loss": _metric(trainer, "val_loss"),
         "validation": report,
@@ -228,6 +230,9 @@ def format_summary(summary: dict, out_dir) -> str:
         f"{number(summary['windows_per_second'])} windows/s)",
         f"  episodes                {summary['episodes']['train']} train, {summary['episodes']['validation']} validation "
         f"(mirrors included), {summary['episodes']['skipped']} of {summary['episodes']['found']} skipped",
+        f"  windows left out        {summary['windows']['left_out']} flagged by quality checks "
+        f"{summary['windows']['left_out_by'] or ''}  (train {summary['windows']['train']}, "
+        f"validation {summary['windows']['validation']})",
         f"  loss                    train {number(summary['train_loss'])}, validation {number(summary['val_loss'])}",
         f"  instruction separation  {number(summary['instruction_separation'], 3)}  (1 = follows left/right, 0 = ignores it)",
         f"  feature cosine l/r      {number(report.get('feature_cosine'), 3)}",
