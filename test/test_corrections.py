@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobile_vla_ros.control.corrections import (
-    CORRECTION_COLUMNS, HUMAN, POLICY_ACTIONS, CorrectionRecorder, CorrectionSettings, Sample, human_frames,
-)
+from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
+from mobile_vla_ros.data.correction_episodes import CORRECTION_COLUMNS, HUMAN, POLICY_ACTIONS, human_frames
 from mobile_vla_ros.data.episode import EpisodeWriter, list_episodes, read_episode, recover_partial_episodes
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 

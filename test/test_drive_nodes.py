@@ -430,7 +430,7 @@ def test_a_camera_mounted_otherwise_than_in_training_is_refused(ros, tiny_checkp
 def test_a_takeover_becomes_a_correction_episode_with_both_action_streams(start_inference, camera_on, tmp_path):
     """drive.launch.py record_corrections:=true: the person takes over on cmd_vel_teleop while the policy
     drives left; the takeover is saved with the person's commands as actions and the policy's beside them."""
-    from mobile_vla_ros.control.corrections import HUMAN, POLICY_ACTIONS
+    from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
     from mobile_vla_ros.data.episode import list_episodes, read_episode
     from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 

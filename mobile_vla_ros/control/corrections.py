@@ -12,6 +12,7 @@ episode flagged `correction`:
 
 The policy's proposal (what it would have commanded, NaN when it had none) is stored beside every
 frame, so `mobile-vla inspect` can overlay both and a reader sees where the person disagreed.
+The episode layout is data/correction_episodes.py.
 """
 from __future__ import annotations
 
@@ -22,11 +23,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-CORRECTION_ATTR = "correction"
-POLICY_ACTIONS = "correction/policy_actions"  # (T, 2) float32, NaN where the policy proposed nothing
-HUMAN = "correction/human"  # (T,) bool, the person's command is the action
+from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
+
 STAMP_TOLERANCE_S = 1e-6  # stamps a whole number of samples apart must compare as such
-CORRECTION_COLUMNS = {POLICY_ACTIONS: ((2,), np.float32), HUMAN: ((), bool)}
 
 
 class EpisodeSink(Protocol):
@@ -107,9 +106,3 @@ class CorrectionRecorder:
         self._episode.append(sample.frame, action, sample.stamp,
                              extras={POLICY_ACTIONS: sample.proposal, HUMAN: sample.human})
 
-
-def human_frames(episode) -> np.ndarray | None:
-    """The frames of a correction episode whose action the person gave; None for other episodes."""
-    if not episode.attrs.get(CORRECTION_ATTR) or HUMAN not in episode.extras:
-        return None
-    return np.asarray(episode.extras[HUMAN], bool)

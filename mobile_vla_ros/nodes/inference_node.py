@@ -33,11 +33,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, Joy
 from std_msgs.msg import Bool, String
 
-from mobile_vla_ros.control.corrections import CORRECTION_COLUMNS, CorrectionRecorder, CorrectionSettings, Sample
+from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
 from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
 from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 from mobile_vla_ros.control.worker import InferenceWorker
+from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
 from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
 from mobile_vla_ros.data.images import ImageError, split_window
 from mobile_vla_ros.errors import InstructionError, MobileVlaError
@@ -269,7 +270,8 @@ class InferenceNode(Node):
             self.get_logger().info(f"takeover: recording a correction for {self.active_instruction!r}")
             return EpisodeWriter(
                 directory, self.active_instruction, 1.0 / self.config.action_dt,
-                rotated_180=self.config.camera.get("rotate_180"), extra_columns=CORRECTION_COLUMNS, correction=True,
+                rotated_180=self.config.camera.get("rotate_180"), extra_columns=CORRECTION_COLUMNS,
+                **{CORRECTION_ATTR: True},
                 policy_model=str(Path(p["model_dir"]).resolve()), recorder="mobile_vla_ros inference_node",
             )
 
