@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench-drive", help="control-loop period and command age with the model running")
     parser.add_argument("--base-model", default="full-random",
                         help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)")
-    parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after the first chunk")
     parser.add_argument("--control-rate", type=float, default=20.0)
@@ -69,6 +70,10 @@ def run(args) -> int:
     from mobile_vla_ros.nodes.inference_node import InferenceNode
     from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
 
+    from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
+
+    args.dtype, why = resolve_dtype(args.dtype, resolve_device(args.device))
+    print(f"dtype {args.dtype}: {why}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="mobile_vla_bench_drive_"))
     print(f"preparing a {args.dtype} policy on {args.base_model} in {scratch} ...", flush=True)
     model_dir, base_dir = _prepare_checkpoint(args.base_model, args.dtype, scratch)

@@ -53,7 +53,7 @@ PARAMETERS = {
     "model_dir": ("", "policy checkpoint directory (policy.json + safetensors)"),
     "base_model_dir": ("", "local Kosmos-2 directory the policy was trained on"),
     "device": ("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
-    "dtype": ("fp32", "fp32, fp16 or bf16"),
+    "dtype": ("auto", "auto (from the hardware: CUDA bf16 or fp16, CPU bf16 only with native bf16, else fp32), fp32, fp16 or bf16"),
     "quantize": ("none", "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32)"),
     "control_rate_hz": (20.0, "cmd_vel publishing rate"),
     "max_linear_x": (1.15, "speed limit for |linear.x| in m/s"),
@@ -99,11 +99,16 @@ class InferenceNode(Node):
         if not p["control_rate_hz"] > 0:
             raise MobileVlaError(f"control_rate_hz must be > 0, got {p['control_rate_hz']}")
 
-        from mobile_vla_ros.policy.runner import PolicyRunner  # torch import: only once parameters are sane
+        # torch import: only once parameters are sane
+        from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
+        from mobile_vla_ros.policy.runner import PolicyRunner
 
-        self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ...")
+        device = resolve_device(p["device"])
+        dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
+        self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} "
+                               f"({device}, {dtype}: {why}) ...")
         self.runner = PolicyRunner.load(
-            p["model_dir"], p["base_model_dir"], device=p["device"], dtype=p["dtype"], quantize=p["quantize"]
+            p["model_dir"], p["base_model_dir"], device=str(device), dtype=dtype, quantize=p["quantize"]
         )
         self.config = self.runner.config
         first_instruction = self._expand(p["instruction"])

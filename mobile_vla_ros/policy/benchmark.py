@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import mobile_vla_ros
-from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, resolve_device, torch_dtype
+from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, resolve_device, resolve_dtype, torch_dtype
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.policy.model import VLAPolicy
@@ -61,9 +61,11 @@ def build_runner(
 
 
 def run_benchmark(
-    base_model: str, device: str = "cpu", dtype: str = "bf16", repeats: int = 5, warmup: int = 1,
+    base_model: str, device: str = "cpu", dtype: str = "auto", repeats: int = 5, warmup: int = 1,
     tokenizer_dir: str | None = None, quantize: str = "none", progress=print,
 ) -> dict:
+    dtype, why = resolve_dtype(dtype, resolve_device(device), quantize)
+    progress(f"dtype {dtype}: {why}")
     progress(f"building the policy on {base_model} ({dtype}, {device}, quantize={quantize}) ...")
     started = time.perf_counter()
     runner = build_runner(base_model, device, dtype, tokenizer_dir, quantize)

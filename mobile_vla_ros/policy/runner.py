@@ -19,7 +19,7 @@ import torch
 
 from mobile_vla_ros.data.images import ImageError
 from mobile_vla_ros.errors import NonFiniteOutputError
-from mobile_vla_ros.policy.backbone import resolve_device, torch_dtype
+from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype, torch_dtype
 from mobile_vla_ros.policy.checkpoint import load_policy
 from mobile_vla_ros.policy.model import VLAPolicy
 
@@ -64,7 +64,9 @@ class PolicyRunner:
         cls, model_dir: str | Path, base_model_dir: str | Path, device: str = "auto", dtype: str = "fp32",
         merge_lora: bool = True, quantize: str = "none",
     ) -> "PolicyRunner":
+        """`dtype` may be "auto" (see backbone.resolve_dtype)."""
         device = resolve_device(device)
+        dtype, _ = resolve_dtype(dtype, device, quantize)
         return cls(load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype)), device, merge_lora, quantize)
 
     @property
