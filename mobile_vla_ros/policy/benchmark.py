@@ -78,25 +78,29 @@ def _cached_sequence(runner: PolicyRunner, frames: np.ndarray, steps: int, on_st
     return np.stack(actions)
 
 
-def _fp32_reference(base_model: str, tokenizer_dir: str | None, device: str, steps: int, scratch: str,
+def _fp32_reference(base_model: str, tokenizer_dir: str | None, device: str, steps: int, warmup: int, scratch: str,
                     make_int8: bool) -> None:
-    """Child process: the fp32 actions of the bench sequence, and for int8 the stored int8
-    checkpoint (so the measured process only ever holds the int8 model, as a robot would)."""
+    """Child process: the fp32 actions and step times of the bench sequence (a same-run baseline on a
+    shared machine), and for int8 the stored int8 checkpoint (so the measured process only ever
+    holds the int8 model, as a robot would)."""
     policy = _build_policy(base_model, "fp32", tokenizer_dir)
     if make_int8:
         save_policy(policy, scratch)
     runner = PolicyRunner(policy, resolve_device(device))
     frames = _bench_frames(runner.config, runner.config.window_size + steps + 1)
-    np.save(Path(scratch) / "fp32_actions.npy", _cached_sequence(runner, frames, steps))
+    seconds = []
+    np.save(Path(scratch) / "fp32_actions.npy",
+            _cached_sequence(runner, frames, steps, lambda i, s: i >= warmup and seconds.append(s)))
+    np.save(Path(scratch) / "fp32_step_s.npy", np.asarray(seconds))
     if make_int8:
         save_int8_backbone(quantize_int8_(runner.policy.encoder.kosmos), Path(scratch) / INT8_BACKBONE_FILE,
                            policy.config.base_model["fingerprint"])
 
 
-def _run_reference(base_model, tokenizer_dir, device, steps, scratch, make_int8) -> float:
+def _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8) -> float:
     """Runs `_fp32_reference` in a fresh process; returns that process's peak RSS (MB)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=_fp32_reference, args=(base_model, tokenizer_dir, device, steps, scratch, make_int8))
+        target=_fp32_reference, args=(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8))
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -133,7 +137,7 @@ def run_benchmark(
     reference_peak_mb = None
     if dtype != "fp32" or quantize != "none":
         progress(f"fp32 reference{' and int8 checkpoint' if quantize == 'int8' else ''} in a separate process ...")
-        reference_peak_mb = _run_reference(base_model, tokenizer_dir, device, steps, scratch, quantize == "int8")
+        reference_peak_mb = _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, quantize == "int8")
     progress(f"building the policy on {base_model} ({dtype}, {device}, quantize={quantize}) ...")
     started = time.perf_counter()
     if quantize == "int8":  # from the stored int8 checkpoint: no fp32 copy in this process
@@ -203,6 +207,9 @@ def run_benchmark(
         result["action_diff_vs_fp32_max"] = float(difference.max())
         result["action_diff_vs_fp32_mean"] = float(difference.mean())
         result["action_diff_steps"] = int(len(actions))
+        fp32_p = _percentiles(np.load(Path(scratch) / "fp32_step_s.npy"))
+        result["fp32_cached_step_ms_p50"], result["fp32_cached_step_ms_p95"] = fp32_p["p50"], fp32_p["p95"]
+        result["cached_step_over_fp32"] = cached_p["p50"] / fp32_p["p50"]
     if quantize == "none":  # the flop counter does not see the quantised kernels
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -242,4 +249,6 @@ def format_table(result: dict) -> str:
     if "action_diff_vs_fp32_max" in result:
         lines.append(f"actions vs fp32 on the same {result['action_diff_steps']} windows: max |diff| "
                      f"{result['action_diff_vs_fp32_max']:.4f}, mean {result['action_diff_vs_fp32_mean']:.4f}")
+        lines.append(f"cached step vs fp32 in this run: {result['cached_step_ms_p50']:.1f} / "
+                     f"{result['fp32_cached_step_ms_p50']:.1f} ms = {result['cached_step_over_fp32']:.2f}x")
     return "\n".join(lines)
