@@ -17,7 +17,7 @@ demo: setup
 	$(VENV)/bin/mobile-vla demo
 
 bench: setup
-	$(VENV)/bin/mobile-vla bench --base-model full-random --device cpu --dtype bf16 --json runs/bench.json
+	$(VENV)/bin/mobile-vla bench --base-model full-random --device cpu --json runs/bench.json
 
 clean:
 	rm -rf build install log .pytest_cache

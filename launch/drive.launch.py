@@ -35,7 +35,7 @@ ARGUMENTS = [
     ("rotate_180", OPTIONAL, "camera mounted upside down (overrides drive.yaml)"),
     ("instruction", OPTIONAL, "initial instruction: left, right, a preset name or full text (overrides drive.yaml)"),
     ("device", OPTIONAL, "auto, cpu, cuda, cuda:N (overrides drive.yaml)"),
-    ("dtype", OPTIONAL, "fp32, fp16, bf16 (overrides drive.yaml)"),
+    ("dtype", OPTIONAL, "auto, fp32, fp16, bf16 (overrides drive.yaml)"),
     ("enable", OPTIONAL, "true: start with the policy enabled (overrides drive.yaml start_enabled)"),
     ("use_joy", "false", "start joy_node + teleop_node: deadman required, teleop overrides"),
     ("gamepad", "xbox", "gamepad profile by name: config/gamepads/<gamepad>.yaml (xbox, dragonrise)"),

@@ -20,7 +20,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import Image, TimeReference  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode  # noqa: E402
@@ -49,6 +49,8 @@ class Harness(Node):
         self.twists: list[tuple[float, float, float]] = []  # (receipt time, linear.x, linear.y)
         self.full_twists: list[Twist] = []
         self.windows: list[tuple[float, int]] = []  # (receipt time, height)
+        self.window_stamps: list[float] = []
+        self.built: list[tuple[float, float]] = []  # window/built: (capture stamp, build time)
         self.active: list[str] = []
         self.status: dict[str, str] = {}
         self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
@@ -57,6 +59,7 @@ class Harness(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Twist, "cmd_vel", self._on_twist, 50)
         self.create_subscription(Image, "window", self._on_window, 10)
+        self.create_subscription(TimeReference, "window/built", self._on_built, 10)
         self.create_subscription(String, "instruction/active", lambda msg: self.active.append(msg.data), latched)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_status, 10)
         self.create_timer(1.0 / CAMERA_HZ, self._on_camera_tick)
@@ -83,6 +86,12 @@ class Harness(Node):
     def _on_window(self, msg: Image):
         with self.lock:
             self.windows.append((self.now(), msg.height))
+            self.window_stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+
+    def _on_built(self, msg: TimeReference):
+        with self.lock:
+            self.built.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                               msg.time_ref.sec + msg.time_ref.nanosec * 1e-9))
 
     def _on_status(self, msg: DiagnosticArray):
         for status in msg.status:
@@ -198,6 +207,31 @@ def test_frames_become_windows_and_the_policy_drives_by_its_instruction(start_in
     assert float(status["obs_to_cmd_age_ms_p95"]) < config.chunk_size * config.action_dt * 1000
 
 
+STAGES = ("frame_age_at_build", "window_transport", "preprocess", "queue_wait", "backbone", "head",
+          "inference_latency", "executor_delay", "obs_to_cmd_age")
+
+
+def test_diagnostics_show_every_latency_stage(start_inference, camera_on):
+    """A late robot tells where the time went: p50/p95/p99 of each stage in /diagnostics."""
+    start_inference(instruction="left")
+    harness = camera_on
+    wait_for_motion(harness, +1)
+    status = wait_until(
+        lambda: harness.status if all(harness.status.get(f"{stage}_ms_p95") for stage in STAGES) else None,
+        10, "every stage's p95 in /diagnostics")
+    for stage in STAGES:
+        p50, p95, p99 = (float(status[f"{stage}_ms_p{q}"]) for q in (50, 95, 99))
+        assert 0 <= p50 <= p95 <= p99 < 5000, stage
+    assert float(status["backbone_ms_p50"]) > 0 and float(status["frame_age_at_build_ms_p50"]) > 0
+    # The whole step contains its backbone; a command's observation is at least as old as its window.
+    assert float(status["inference_latency_ms_p50"]) >= float(status["backbone_ms_p50"]) - 0.1
+    assert float(status["obs_to_cmd_age_ms_p50"]) >= float(status["frame_age_at_build_ms_p50"]) - 0.1
+    # window/built is the window's own header (capture stamp) plus its build time: standard messages.
+    with harness.lock:
+        built, stamps = list(harness.built), set(harness.window_stamps)
+    assert built and all(capture in stamps and build >= capture for capture, build in built[-5:])
+
+
 def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_control_period(
     start_inference, camera_on, tiny_checkpoint
 ):
@@ -209,7 +243,7 @@ def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_con
     switched_at = harness.now()
     harness.instruction_pub.publish(String(data="right"))
     flipped_at = wait_for_motion(harness, -1, timeout=5)
-    latency_p95 = node.inference_latency.percentile(95)
+    latency_p95 = node.latency.percentile_ms("inference_latency", 95) / 1000.0
     inference_period = config.action_dt + latency_p95  # next window + its inference
     assert flipped_at - switched_at <= inference_period + CONTROL_PERIOD + DELIVERY_SLACK
     right = wait_until(lambda: [a for a in harness.active if "right" in a], 2, "instruction/active")

@@ -10,7 +10,8 @@ def register(subparsers) -> None:
     parser.add_argument("--base-model", required=True, help="Kosmos-2 directory, or 'full-random' (full size, random weights)")
     parser.add_argument("--tokenizer", help="tokenizer directory for full-random (default: a locally trained one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
-    parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)")
     parser.add_argument("--quantize", default="none", choices=("none", "int8"),
                         help="int8: dynamic int8 Linear weights (CPU, from fp32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement")

@@ -17,10 +17,13 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench-drive", help="control-loop period and command age with the model running")
     parser.add_argument("--base-model", default="full-random",
                         help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)")
-    parser.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after the first chunk")
     parser.add_argument("--control-rate", type=float, default=20.0)
+    parser.add_argument("--max-new-frames", type=int, default=1,
+                        help="inference_node max_new_frames_per_step (8 = encode every new frame, the old behaviour)")
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.set_defaults(func=run)
 
@@ -65,10 +68,15 @@ def run(args) -> int:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
+    from mobile_vla_ros.control.latency import STAGES
     from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode
     from mobile_vla_ros.nodes.inference_node import InferenceNode
     from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
 
+    from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
+
+    args.dtype, why = resolve_dtype(args.dtype, resolve_device(args.device))
+    print(f"dtype {args.dtype}: {why}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="mobile_vla_bench_drive_"))
     print(f"preparing a {args.dtype} policy on {args.base_model} in {scratch} ...", flush=True)
     model_dir, base_dir = _prepare_checkpoint(args.base_model, args.dtype, scratch)
@@ -92,6 +100,7 @@ def run(args) -> int:
         Parameter("model_dir", value=str(model_dir)), Parameter("base_model_dir", value=str(base_dir)),
         Parameter("device", value=args.device), Parameter("dtype", value=args.dtype),
         Parameter("control_rate_hz", value=args.control_rate), Parameter("start_enabled", value=True),
+        Parameter("max_new_frames_per_step", value=args.max_new_frames),
         # A random head's chunk goes stale before the next one on a slow CPU: measure the loop, not the policy.
         Parameter("chunk_stale_timeout_s", value=600.0), Parameter("camera_stale_timeout_s", value=600.0),
     ])
@@ -125,17 +134,22 @@ def run(args) -> int:
         "control_rate_hz_measured": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
         "control_period_ms": period,
         "control_period_p99_over_nominal": period.get("p99", float("nan")) / nominal_ms,
-        "inference_latency_ms_p50": float(status["inference_latency_ms_p50"] or "nan"),
-        "inference_latency_ms_p95": float(status["inference_latency_ms_p95"] or "nan"),
-        "obs_to_cmd_age_ms_p50": float(status["obs_to_cmd_age_ms_p50"] or "nan"),
-        "obs_to_cmd_age_ms_p95": float(status["obs_to_cmd_age_ms_p95"] or "nan"),
+        "max_new_frames": args.max_new_frames,
+        **{key: float(value or "nan") for key, value in status.items() if "_ms_p" in key},
+        **{key: int(status[key]) for key in ("chunks", "encoded_frames", "held_frames", "skipped_windows")},
         "commands": len(stamps),
     }
+    result["inference_p95_over_p50"] = result["inference_latency_ms_p95"] / result["inference_latency_ms_p50"]
     print(f"control loop: {result['control_rate_hz_measured']:.2f} Hz (nominal {args.control_rate:.0f}), period "
           f"p50 {period.get('p50', float('nan')):.1f} ms, p99 {period.get('p99', float('nan')):.1f} ms "
           f"({result['control_period_p99_over_nominal']:.2f}x nominal)")
     print(f"inference latency p50 {result['inference_latency_ms_p50']:.0f} ms, p95 {result['inference_latency_ms_p95']:.0f} ms; "
           f"observation-to-command age p50 {result['obs_to_cmd_age_ms_p50']:.0f} ms, p95 {result['obs_to_cmd_age_ms_p95']:.0f} ms")
+    print(f"p95 / p50 of inference: {result['inference_p95_over_p50']:.2f}; {result['encoded_frames']} frames encoded "
+          f"in {result['chunks']} steps ({result['held_frames']} held)")
+    print("stages p50 / p95 / p99 ms: " + "; ".join(
+        f"{stage} {status[stage + '_ms_p50']}/{status[stage + '_ms_p95']}/{status[stage + '_ms_p99']}"
+        for stage in STAGES))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -11,6 +11,7 @@ import sys
 COMMANDS = (
     "make_tiny_model",
     "import_robovlms",
+    "quantize",
     "bench",
     "bench_drive",
     "bench_record",

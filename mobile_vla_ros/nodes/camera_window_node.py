@@ -7,6 +7,9 @@ RGB, optionally rotated 180°, squashed to the model's image size and sampled at
 `window` as one rgb8 Image (frames stacked vertically, oldest on top, width = image size,
 stamp = newest frame's capture stamp). Window size, rate and image size come from the
 checkpoint's policy.json, never from parameters: the window must span the time it did in training.
+Beside each window, `window/built` (sensor_msgs/TimeReference) carries when it was built: header =
+the window's header (capture stamp), time_ref = build time; inference_node turns the pair into the
+frame-age and transport latencies of its /diagnostics (`ros2 topic echo window/built` shows them).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import sys
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, TimeReference
 
 from mobile_vla_ros.control.frame_window import FrameWindow
 from mobile_vla_ros.data.images import ImageError, camera_mismatch, resize_for_model, rotate_180, stack_window
@@ -56,6 +59,7 @@ class CameraWindowNode(Node):
         self.windows_published = 0
 
         self.publisher = self.create_publisher(Image, "window", 2)
+        self.built_publisher = self.create_publisher(TimeReference, "window/built", 10)
         if self.get_parameter("compressed").value:
             subscribe_matching_camera(self, CompressedImage, "image/compressed", self._on_compressed)
         else:
@@ -107,7 +111,10 @@ class CameraWindowNode(Node):
                 "windows will span more time than in training", throttle_duration_sec=30.0)
         if frames is None:
             return
-        self.publisher.publish(rgb_to_image_msg(stack_window(frames), msg.header.stamp, msg.header.frame_id))
+        window = rgb_to_image_msg(stack_window(frames), msg.header.stamp, msg.header.frame_id)
+        built = TimeReference(header=window.header, time_ref=self.get_clock().now().to_msg(), source=self.get_name())
+        self.publisher.publish(window)
+        self.built_publisher.publish(built)
         self.windows_published += 1
 
 

@@ -2,6 +2,7 @@
 
 Topics
   in   window (sensor_msgs/Image)          stacked windows from camera_window_node
+  in   window/built (sensor_msgs/TimeReference) when each window was built (for the latency stages)
   in   instruction (std_msgs/String)        'left' / 'right' / a YAML preset name / free text
   in   enable (std_msgs/Bool)               gate for the policy's motion (initially start_enabled)
   in   joy (sensor_msgs/Joy)                deadman button, used when require_deadman is true
@@ -11,7 +12,10 @@ Topics
   out  cmd_vel (geometry_msgs/Twist)        linear.x, linear.y; everything else zero; published at
                                             control_rate_hz in every state (zero when not driving)
   out  instruction/active (std_msgs/String) the instruction in force, transient local (latched)
-  out  /diagnostics (diagnostic_msgs/DiagnosticArray) state, reason, instruction, latencies, rates
+  out  /diagnostics (diagnostic_msgs/DiagnosticArray) state, reason, instruction, rates, and p50/p95/p99
+                                            of every latency stage (control/latency.py): frame age at
+                                            build, window transport, preprocess, queue wait, backbone,
+                                            head, inference, executor delay, obs->cmd age
 
 The decision per tick is control.drive.DriveController (see its docstring for the states and
 their priority). A policy that cannot be loaded is logged and the process exits with status 1
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +35,13 @@ from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from sensor_msgs.msg import Image, Joy
+from sensor_msgs.msg import Image, Joy, TimeReference
 from std_msgs.msg import Bool, String
 
 from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
 from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
 from mobile_vla_ros.control.limits import VelocityLimits
+from mobile_vla_ros.control.latency import ByStamp, StageLatency
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 from mobile_vla_ros.control.worker import InferenceWorker
 from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
@@ -59,8 +65,11 @@ PARAMETERS = {
     "model_dir": ("", "policy checkpoint directory (policy.json + safetensors)"),
     "base_model_dir": ("", "local Kosmos-2 directory the policy was trained on"),
     "device": ("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
-    "dtype": ("fp32", "fp32, fp16 or bf16"),
-    "quantize": ("none", "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32)"),
+    "dtype": ("auto", "auto (from the hardware: CUDA bf16 or fp16, CPU bf16 only with native bf16, else fp32), fp32, fp16 or bf16"),
+    "quantize": ("none", "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
+                         "made by `mobile-vla quantize` loads its stored int8 backbone)"),
+    "max_new_frames_per_step": (1, "frames the model encodes per step at most; when it fell further behind, "
+                                   "skipped frames repeat the previous one (bounds the latency tail)"),
     "control_rate_hz": (20.0, "cmd_vel publishing rate"),
     "max_linear_x": (1.15, "speed limit for |linear.x| in m/s"),
     "max_linear_y": (1.15, "speed limit for |linear.y| in m/s"),
@@ -109,11 +118,17 @@ class InferenceNode(Node):
         if not p["control_rate_hz"] > 0:
             raise MobileVlaError(f"control_rate_hz must be > 0, got {p['control_rate_hz']}")
 
-        from mobile_vla_ros.policy.runner import PolicyRunner  # torch import: only once parameters are sane
+        # torch import: only once parameters are sane
+        from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
+        from mobile_vla_ros.policy.runner import PolicyRunner
 
-        self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ...")
+        device = resolve_device(p["device"])
+        dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
+        self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} "
+                               f"({device}, {dtype}: {why}) ...")
         self.runner = PolicyRunner.load(
-            p["model_dir"], p["base_model_dir"], device=p["device"], dtype=p["dtype"], quantize=p["quantize"]
+            p["model_dir"], p["base_model_dir"], device=str(device), dtype=dtype, quantize=p["quantize"],
+            max_new_frames=p["max_new_frames_per_step"],
         )
         self.config = self.runner.config
         first_instruction = self._expand(p["instruction"])
@@ -132,13 +147,16 @@ class InferenceNode(Node):
         )
         self.corrections = self._correction_recorder(p) if p["record_corrections"] else None
         self._executed = np.zeros(2)
-        self.inference_latency = RollingStats()
-        self.obs_age = RollingStats()
+        self.latency = StageLatency()
+        self._arrivals = ByStamp()  # capture stamp -> window received, until its build time arrives
+        self._builds = ByStamp()  # capture stamp -> window built, until the window arrives
+        self._jobs = ByStamp()  # capture stamp -> (received, decode seconds), until its chunk is ready
+        self._chunk_ready_at: float | None = None
         self.control_rate = RateMeter()
         self.state = None
         self.reason = ""
         self.active_instruction = self.requested_instruction = first_instruction
-        self.counts = {"windows": 0, "bad_windows": 0, "chunks": 0, "faults": 0}
+        self.counts = {"windows": 0, "bad_windows": 0, "chunks": 0, "faults": 0, "encoded_frames": 0, "held_frames": 0}
 
         # Publishers exist only once the policy has loaded.
         self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
@@ -153,6 +171,7 @@ class InferenceNode(Node):
         )
         self.worker.start()
         self.create_subscription(Image, "window", self._on_window, 1)
+        self.create_subscription(TimeReference, "window/built", self._on_window_built, 10)
         self.create_subscription(String, "instruction", self._on_instruction, 10)
         self.create_subscription(Bool, "enable", self._on_enable, 10)
         self.create_subscription(Joy, "joy", self._on_joy, 10)
@@ -173,6 +192,7 @@ class InferenceNode(Node):
 
     # ---- inputs (executor thread) -------------------------------------------------------------
     def _on_window(self, msg: Image) -> None:
+        received, decode_started = self.now(), time.perf_counter()
         try:
             frames = split_window(image_msg_to_rgb(msg), self.config.image_size)
         except ImageError as error:
@@ -180,6 +200,12 @@ class InferenceNode(Node):
             self.get_logger().error(f"dropping window: {error}", throttle_duration_sec=LOG_THROTTLE_S)
             return
         stamp = stamp_seconds(msg.header.stamp)
+        self._jobs.put(stamp, (received, time.perf_counter() - decode_started))
+        built = self._builds.pop(stamp)
+        if built is None:
+            self._arrivals.put(stamp, received)
+        else:
+            self.latency.add("window_transport", received - built)
         self.counts["windows"] += 1
         with self._lock:
             self.controller.on_window(stamp)
@@ -190,6 +216,15 @@ class InferenceNode(Node):
             self._record_correction(Sample(
                 frames[-1], stamp, self._executed if override is None else override,
                 np.full(2, np.nan) if proposal is None else proposal, human=override is not None))
+
+    def _on_window_built(self, msg: TimeReference) -> None:
+        stamp, built = stamp_seconds(msg.header.stamp), stamp_seconds(msg.time_ref)
+        self.latency.add("frame_age_at_build", built - stamp)
+        received = self._arrivals.pop(stamp)
+        if received is None:
+            self._builds.put(stamp, built)
+        else:
+            self.latency.add("window_transport", received - built)
 
     def _on_instruction(self, msg: String) -> None:
         """Only a change switches: a GUI or `ros2 topic pub` repeating the instruction at 30 Hz costs nothing."""
@@ -220,14 +255,31 @@ class InferenceNode(Node):
 
     # ---- worker thread callbacks --------------------------------------------------------------
     def _on_chunk(self, chunk: np.ndarray, stamp: float, latency: float) -> None:
-        self.inference_latency.add(latency)
+        now = self.now()
+        self._record_step_latency(stamp, latency, now)
         with self._lock:
             problem = self.controller.on_chunk(chunk, stamp)
+            if problem is None:
+                self._chunk_ready_at = now
         if problem is None:
             self.counts["chunks"] += 1
         else:
             self.counts["faults"] += 1
             self.get_logger().error(f"model output rejected, stopping: {problem}", throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _record_step_latency(self, stamp: float, latency: float, now: float) -> None:
+        self.latency.add("inference_latency", latency)
+        timing, job = self.runner.last_timing, self._jobs.pop(stamp)
+        if timing is not None:
+            self.latency.add("backbone", timing.backbone_s)
+            self.latency.add("head", timing.head_s)
+            self.counts["encoded_frames"] += timing.frames_encoded
+            self.counts["held_frames"] += timing.frames_held
+        if job is not None:
+            received, decode_s = job
+            self.latency.add("queue_wait", max(now - latency - received, 0.0))
+            if timing is not None:
+                self.latency.add("preprocess", decode_s + timing.preprocess_s)
 
     def _on_inference_error(self, message: str) -> None:
         self.counts["faults"] += 1
@@ -248,13 +300,16 @@ class InferenceNode(Node):
         now = self.now()
         with self._lock:
             command = self.controller.tick(now)
+            chunk_ready_at, self._chunk_ready_at = self._chunk_ready_at, None
+        if chunk_ready_at is not None and command.state == DriveState.DRIVING:
+            self.latency.add("executor_delay", now - chunk_ready_at)
         twist = Twist()
         twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
         self._executed = command.velocity
         self.cmd_pub.publish(twist)
         self.control_rate.tick(now)
         if command.obs_age_s is not None:
-            self.obs_age.add(command.obs_age_s)
+            self.latency.add("obs_to_cmd_age", command.obs_age_s)
         if command.state != self.state:
             log = self.get_logger().error if command.state == DriveState.FAULT else self.get_logger().info
             log(f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}")
@@ -300,10 +355,7 @@ class InferenceNode(Node):
             "state": self.state.value if self.state else "",
             "reason": self.reason,
             "instruction": self.active_instruction,
-            "inference_latency_ms_p50": ms(self.inference_latency, 50),
-            "inference_latency_ms_p95": ms(self.inference_latency, 95),
-            "obs_to_cmd_age_ms_p50": ms(self.obs_age, 50),
-            "obs_to_cmd_age_ms_p95": ms(self.obs_age, 95),
+            **self.latency.values(),
             "control_rate_hz": "" if rate is None else f"{rate:.2f}",
             "control_period_ms_p99": ms(self.control_rate.periods, 99),
             "skipped_windows": str(self.worker.skipped_windows),

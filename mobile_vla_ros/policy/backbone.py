@@ -34,6 +34,49 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
 
 
+AUTO_DTYPE = "auto"
+DTYPE_CHOICES = (AUTO_DTYPE, *DTYPES)
+# CPU feature flags (/proc/cpuinfo) that mean native bf16 arithmetic: x86 AVX-512-BF16 and AMX,
+# ARMv8.6 BF16. Without them PyTorch emulates bf16 (measured ~15x slower than fp32 on AVX2).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def choose_dtype(device_type: str, cuda_bf16: bool = False, cpu_flags=frozenset(), quantize: str = "none") -> tuple[str, str]:
+    """The fastest backbone dtype the hardware runs natively, and why. Pure: hardware facts in."""
+    if quantize == "int8":
+        return "fp32", "int8 weights are quantised from fp32 (activations stay fp32)"
+    if device_type == "cuda":
+        if cuda_bf16:
+            return "bf16", "the CUDA device supports bf16"
+        return "fp16", "the CUDA device has no bf16 support"
+    native = [flag for flag in CPU_BF16_FLAGS if flag in set(cpu_flags)]
+    if native:
+        return "bf16", f"the CPU has native bf16 ({', '.join(native)})"
+    return "fp32", f"the CPU has no native bf16 ({', '.join(CPU_BF16_FLAGS)} absent): bf16 would be emulated, far slower than fp32"
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The feature flags of the first CPU ('flags' on x86, 'Features' on ARM); empty when unknown."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return frozenset()
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def resolve_dtype(name: str, device: torch.device, quantize: str = "none") -> tuple[str, str]:
+    """`auto` -> the dtype chosen from this machine's hardware; an explicit name is kept."""
+    if name != AUTO_DTYPE:
+        torch_dtype(name)  # validates
+        return name, "requested"
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return choose_dtype(device.type, cuda_bf16, cpu_flags() if device.type == "cpu" else frozenset(), quantize)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

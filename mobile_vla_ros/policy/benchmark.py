@@ -6,29 +6,35 @@
 """
 from __future__ import annotations
 
+import multiprocessing
 import platform
 import resource
+import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import mobile_vla_ros
-from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, resolve_device, torch_dtype
+from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, resolve_device, resolve_dtype, torch_dtype
+from mobile_vla_ros.policy.checkpoint import save_policy
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.policy.model import VLAPolicy
+from mobile_vla_ros.policy.quantize import INT8_BACKBONE_FILE, int8_linear_type, load_int8_policy, quantize_int8_, save_int8_backbone
 from mobile_vla_ros.policy.runner import PolicyRunner
+from mobile_vla_ros.policy.tiny import save_tiny_tokenizer
 
 
 def _percentiles(samples_s: list[float]) -> dict:
     ms = np.asarray(samples_s) * 1000.0
-    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "n": int(ms.size)}
+    return {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p95", "p99")} | {"n": int(ms.size)}
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def _timed(fn, repeats: int, warmup: int, device: torch.device) -> list[float]:
@@ -45,34 +51,105 @@ def _timed(fn, repeats: int, warmup: int, device: torch.device) -> list[float]:
     return samples
 
 
+def _build_policy(base_model: str, dtype: str, tokenizer_dir: str | None) -> VLAPolicy:
+    """A policy on `base_model` with freshly initialised LoRA and head; the same weights for every
+    dtype (seeded, built in fp32 and cast), so settings can be compared action by action."""
+    torch.manual_seed(0)
+    base = load_base_model(base_model, dtype=torch_dtype(dtype), tokenizer_dir=tokenizer_dir)
+    return VLAPolicy(PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())), base)
+
+
+def _bench_frames(config, count: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (count, config.image_size, config.image_size, 3), dtype=np.uint8)
+
+
+def _cached_sequence(runner: PolicyRunner, frames: np.ndarray, steps: int, on_step=None) -> np.ndarray:
+    """What a running robot does: fill the window frame by frame, then slide it by one frame per
+    step. Returns every step's actions; `on_step(index, seconds)` sees the sliding steps."""
+    window = runner.config.window_size
+    runner.set_instruction(LAB_INSTRUCTIONS["left"])
+    runner.reset()
+    actions = [runner.step(frames[: start + 1]) for start in range(window)]
+    for index in range(steps):
+        started = time.perf_counter()
+        actions.append(runner.step(frames[index + 1 : index + 1 + window]))
+        if on_step is not None:
+            on_step(index, time.perf_counter() - started)
+    return np.stack(actions)
+
+
+def _fp32_reference(base_model: str, tokenizer_dir: str | None, device: str, steps: int, warmup: int, scratch: str,
+                    make_int8: bool) -> None:
+    """Child process: the fp32 actions and step times of the bench sequence (a same-run baseline on a
+    shared machine), and for int8 the stored int8 checkpoint (so the measured process only ever
+    holds the int8 model, as a robot would)."""
+    policy = _build_policy(base_model, "fp32", tokenizer_dir)
+    if make_int8:
+        save_policy(policy, scratch)
+    runner = PolicyRunner(policy, resolve_device(device))
+    frames = _bench_frames(runner.config, runner.config.window_size + steps + 1)
+    seconds = []
+    np.save(Path(scratch) / "fp32_actions.npy",
+            _cached_sequence(runner, frames, steps, lambda i, s: i >= warmup and seconds.append(s)))
+    np.save(Path(scratch) / "fp32_step_s.npy", np.asarray(seconds))
+    if make_int8:
+        save_int8_backbone(quantize_int8_(runner.policy.encoder.kosmos), Path(scratch) / INT8_BACKBONE_FILE,
+                           policy.config.base_model["fingerprint"])
+
+
+def _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8) -> float:
+    """Runs `_fp32_reference` in a fresh process; returns that process's peak RSS (MB)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=_fp32_reference, args=(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"the fp32 reference process failed (exit code {process.exitcode})")
+    return _peak_rss_mb(resource.RUSAGE_CHILDREN)
+
+
 def build_runner(
     base_model: str, device: str, dtype: str, tokenizer_dir: str | None = None, quantize: str = "none"
 ) -> PolicyRunner:
     """A runner on `base_model` (a directory, or full-random) with freshly initialised LoRA and head."""
-    torch.manual_seed(0)
-    if base_model == FULL_RANDOM and tokenizer_dir is None:
-        from mobile_vla_ros.policy.tiny import save_tiny_tokenizer
+    return PolicyRunner(_build_policy(base_model, dtype, tokenizer_dir), resolve_device(device), quantize=quantize)
 
-        tokenizer_dir = tempfile.mkdtemp(prefix="mobile_vla_tokenizer_")
-        save_tiny_tokenizer(tokenizer_dir)
-    base = load_base_model(base_model, dtype=torch_dtype(dtype), tokenizer_dir=tokenizer_dir)
-    policy = VLAPolicy(PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())), base)
-    return PolicyRunner(policy, resolve_device(device), merge_lora=True, quantize=quantize)
+
+def _stage_percentiles(timings) -> dict:
+    result = {}
+    for stage in ("preprocess", "backbone", "head"):
+        figures = _percentiles([getattr(timing, stage + "_s") for timing in timings])
+        result.update({f"stage_{stage}_ms_{q}": figures[q] for q in ("p50", "p95", "p99")})
+    return result
 
 
 def run_benchmark(
-    base_model: str, device: str = "cpu", dtype: str = "bf16", repeats: int = 5, warmup: int = 1,
+    base_model: str, device: str = "cpu", dtype: str = "auto", repeats: int = 5, warmup: int = 1,
     tokenizer_dir: str | None = None, quantize: str = "none", progress=print,
 ) -> dict:
+    dtype, why = resolve_dtype(dtype, resolve_device(device), quantize)
+    progress(f"dtype {dtype}: {why}")
+    if base_model == FULL_RANDOM and tokenizer_dir is None:
+        tokenizer_dir = tempfile.mkdtemp(prefix="mobile_vla_tokenizer_")
+        save_tiny_tokenizer(tokenizer_dir)
+    steps = warmup + repeats
+    scratch = tempfile.mkdtemp(prefix="mobile_vla_bench_")
+    reference_peak_mb = None
+    if dtype != "fp32" or quantize != "none":
+        progress(f"fp32 reference{' and int8 checkpoint' if quantize == 'int8' else ''} in a separate process ...")
+        reference_peak_mb = _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, quantize == "int8")
     progress(f"building the policy on {base_model} ({dtype}, {device}, quantize={quantize}) ...")
     started = time.perf_counter()
-    runner = build_runner(base_model, device, dtype, tokenizer_dir, quantize)
-    load_s = time.perf_counter() - started
+    if quantize == "int8":  # from the stored int8 checkpoint: no fp32 copy in this process
+        base_dir = None if base_model == FULL_RANDOM else base_model
+        runner = PolicyRunner(load_int8_policy(scratch, base_dir, tokenizer_dir), resolve_device(device), merge_lora=False)
+    else:
+        runner = build_runner(base_model, device, dtype, tokenizer_dir)
+    load_s, load_peak_mb = time.perf_counter() - started, _peak_rss_mb()
     config, policy = runner.config, runner.policy
     runner.set_instruction(LAB_INSTRUCTIONS["left"])
-    size, window = config.image_size, config.window_size
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (window + warmup + repeats + 1, size, size, 3), dtype=np.uint8)
+    window = config.window_size
+    frames = _bench_frames(config, window + steps + 1)
 
     # Reference: the plain transformers forward of one frame, as a user of the model would call it.
     prompt = policy.prompts.encode([runner.instruction]).to(runner.device)
@@ -88,16 +165,21 @@ def run_benchmark(
     progress("timing the full-window recompute ...")
     naive_s = _timed(lambda i: runner.step_full_window(frames[i : i + window]), repeats, warmup, runner.device)
     progress("timing the incremental step ...")
-    runner.reset()
-    for start in range(window):  # fill the cache as a running robot would have
-        runner.step(frames[: start + 1])
-    cached_s = _timed(lambda i: runner.step(frames[i + 1 : i + 1 + window]), repeats, warmup, runner.device)
+    cached_s, timings = [], []
+
+    def record(index, seconds):
+        if index >= warmup:
+            cached_s.append(seconds)
+            timings.append(runner.last_timing)
+
+    actions = _cached_sequence(runner, frames, steps, record)
 
     bare_p, naive_p, cached_p = _percentiles(bare_s), _percentiles(naive_s), _percentiles(cached_s)
     result = {
         "base_model": str(base_model),
         "device": str(runner.device),
         "dtype": dtype,
+        "dtype_reason": why,
         "quantize": quantize,
         "window_size": window,
         "threads": torch.get_num_threads(),
@@ -105,19 +187,53 @@ def run_benchmark(
         "bare_forward_ms_p50": bare_p["p50"], "bare_forward_ms_p95": bare_p["p95"],
         "naive_step_ms_p50": naive_p["p50"], "naive_step_ms_p95": naive_p["p95"],
         "cached_step_ms_p50": cached_p["p50"], "cached_step_ms_p95": cached_p["p95"],
+        "cached_step_ms_p99": cached_p["p99"],
+        **_stage_percentiles(timings),
         "speedup_naive_over_cached": naive_p["p50"] / cached_p["p50"],
         "cached_over_bare": cached_p["p50"] / bare_p["p50"],
         "repeats": repeats,
+        "load_peak_rss_mb": load_peak_mb,
         "peak_rss_mb": _peak_rss_mb(),
+        "reference_process_peak_rss_mb": reference_peak_mb,
         "versions": {
             "mobile_vla_ros": mobile_vla_ros.__version__, "torch": torch.__version__,
             "transformers": __import__("transformers").__version__, "python": platform.python_version(),
         },
         "cpu": platform.processor() or platform.machine(),
     }
+    reference = Path(scratch) / "fp32_actions.npy"
+    if reference.is_file():  # the accuracy cost of this setting, on the same windows
+        difference = np.abs(actions - np.load(reference))
+        result["action_diff_vs_fp32_max"] = float(difference.max())
+        result["action_diff_vs_fp32_mean"] = float(difference.mean())
+        result["action_diff_steps"] = int(len(actions))
+        fp32_p = _percentiles(np.load(Path(scratch) / "fp32_step_s.npy"))
+        result["fp32_cached_step_ms_p50"], result["fp32_cached_step_ms_p95"] = fp32_p["p50"], fp32_p["p95"]
+        result["cached_step_over_fp32"] = cached_p["p50"] / fp32_p["p50"]
+    if quantize == "none":  # the flop counter does not see the quantised kernels
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            runner.step(frames[steps + 1 : steps + 1 + window])
+        result["gflop_per_cached_step"] = counter.get_total_flops() / 1e9
+    result["weights_mb"] = sum(_tensor_bytes(kosmos)) / 2**20
     if runner.device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    shutil.rmtree(scratch, ignore_errors=True)
     return result
+
+
+def _tensor_bytes(module: torch.nn.Module):
+    """Bytes of every parameter and buffer, int8 packed weights included (tied tensors once)."""
+    seen = set()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            yield tensor.numel() * tensor.element_size()
+    for child in module.modules():
+        if isinstance(child, int8_linear_type()):
+            weight, bias = child._weight_bias()
+            yield weight.numel() + (0 if bias is None else bias.numel() * bias.element_size())
 
 
 def format_table(result: dict) -> str:
@@ -126,6 +242,13 @@ def format_table(result: dict) -> str:
     lines = [f"{'':34s} {'p50 ms':>10s} {'p95 ms':>10s}"]
     lines += [f"{label:34s} {result[key + '_ms_p50']:10.1f} {result[key + '_ms_p95']:10.1f}" for label, key in rows]
     lines.append(f"naive / cached: {result['speedup_naive_over_cached']:.2f}x   cached / bare: {result['cached_over_bare']:.3f}")
-    lines.append(f"peak RSS: {result['peak_rss_mb']:.0f} MB   device: {result['device']}   dtype: {result['dtype']}"
-                 f"   quantize: {result['quantize']}")
+    lines.append("cached step by stage, p50 ms: " + ", ".join(
+        f"{stage} {result[f'stage_{stage}_ms_p50']:.1f}" for stage in ("preprocess", "backbone", "head")))
+    lines.append(f"peak RSS: {result['peak_rss_mb']:.0f} MB (after loading {result['load_peak_rss_mb']:.0f} MB)   "
+                 f"device: {result['device']}   dtype: {result['dtype']}   quantize: {result['quantize']}")
+    if "action_diff_vs_fp32_max" in result:
+        lines.append(f"actions vs fp32 on the same {result['action_diff_steps']} windows: max |diff| "
+                     f"{result['action_diff_vs_fp32_max']:.4f}, mean {result['action_diff_vs_fp32_mean']:.4f}")
+        lines.append(f"cached step vs fp32 in this run: {result['cached_step_ms_p50']:.1f} / "
+                     f"{result['fp32_cached_step_ms_p50']:.1f} ms = {result['cached_step_over_fp32']:.2f}x")
     return "\n".join(lines)

@@ -6,12 +6,19 @@ eight (RoboVLMs' evaluation wrapper does the same). Features depend on the promp
 instruction switch empties the cache: the next window then uses only its newest frame (padded,
 exactly like an episode start) and grows back to full length as new frames arrive — no burst of
 eight forwards at the moment the operator changes the instruction.
+
+A step encodes at most `max_new_frames` frames (default 1). When the model is slower than the
+window rate, several frames are new at once; encoding them all makes that step slower still, so
+the next window has even more new frames (the 16 s p95 of the drive bench). Instead the newest
+frame is encoded and each skipped frame takes the feature of the frame before it, as if the
+camera had repeated a frame: the window keeps its length and time span, the step its cost.
 """
 from __future__ import annotations
 
 import hashlib
-import warnings
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +26,10 @@ import torch
 
 from mobile_vla_ros.data.images import ImageError
 from mobile_vla_ros.errors import NonFiniteOutputError
-from mobile_vla_ros.policy.backbone import resolve_device, torch_dtype
+from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype, torch_dtype
 from mobile_vla_ros.policy.checkpoint import load_policy
 from mobile_vla_ros.policy.model import VLAPolicy
+from mobile_vla_ros.policy.quantize import is_int8_checkpoint, load_int8_policy, quantize_int8_
 
 
 def frame_key(frame: np.ndarray) -> bytes:
@@ -31,27 +39,36 @@ def frame_key(frame: np.ndarray) -> bytes:
 QUANTIZATIONS = ("none", "int8")
 
 
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 weights for every Linear layer (CPU: fbgemm on x86, qnnpack on ARM)."""
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+@dataclass(frozen=True)
+class StepTiming:
+    """Where the time of one `step` went (seconds)."""
+
+    preprocess_s: float  # window check, frame hashing, cache lookup
+    backbone_s: float  # Kosmos-2 on the new frames, pixel normalisation included
+    head_s: float  # action head + denormalisation
+    frames_encoded: int
+    frames_held: int  # skipped frames that took the previous frame's feature
 
 
 class PolicyRunner:
     def __init__(
-        self, policy: VLAPolicy, device: torch.device | str = "cpu", merge_lora: bool = True, quantize: str = "none"
+        self, policy: VLAPolicy, device: torch.device | str = "cpu", merge_lora: bool = True, quantize: str = "none",
+        max_new_frames: int = 1,
     ):
         device = resolve_device(str(device))
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        if not max_new_frames >= 1:
+            raise ValueError(f"max_new_frames must be >= 1, got {max_new_frames}")
         if merge_lora or quantize != "none":
             policy.encoder.kosmos = policy.encoder.kosmos.merge_and_unload()
         if quantize == "int8":
             if device.type != "cpu" or policy.compute_dtype != torch.float32:
                 raise ValueError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
-            policy.encoder.kosmos = quantize_int8(policy.encoder.kosmos)
+            policy.encoder.kosmos = quantize_int8_(policy.encoder.kosmos)
         self.policy = policy.to(device).eval()
+        self.max_new_frames = int(max_new_frames)
+        self.last_timing: StepTiming | None = None
         self.config = policy.config
         self.device = next(policy.head.parameters()).device
         self._features: OrderedDict[bytes, torch.Tensor] = OrderedDict()
@@ -62,10 +79,20 @@ class PolicyRunner:
     @classmethod
     def load(
         cls, model_dir: str | Path, base_model_dir: str | Path, device: str = "auto", dtype: str = "fp32",
-        merge_lora: bool = True, quantize: str = "none",
+        merge_lora: bool = True, quantize: str = "none", max_new_frames: int = 1,
     ) -> "PolicyRunner":
+        """`dtype` may be "auto" (see backbone.resolve_dtype). With quantize "int8", a checkpoint
+        made by `mobile-vla quantize` loads its stored int8 backbone (no fp32 copy); any other
+        checkpoint is converted layer by layer after loading in fp32."""
         device = resolve_device(device)
-        return cls(load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype)), device, merge_lora, quantize)
+        dtype, _ = resolve_dtype(dtype, device, quantize)
+        if quantize == "int8" and is_int8_checkpoint(model_dir):
+            if device.type != "cpu" or dtype != "fp32":
+                raise ValueError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
+            return cls(load_int8_policy(model_dir, base_model_dir), device, merge_lora=False,
+                       max_new_frames=max_new_frames)
+        policy = load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype))
+        return cls(policy, device, merge_lora, quantize, max_new_frames)
 
     @property
     def instruction(self) -> str | None:
@@ -109,6 +136,7 @@ class PolicyRunner:
     def step(self, window: np.ndarray) -> np.ndarray:
         """(T, S, S, 3) uint8 RGB window, newest last -> (chunk, action_dim) float32 actions."""
         self._require_instruction()
+        started = time.perf_counter()
         window = self._check_window(window)
         keys = [frame_key(frame) for frame in window]
         newest_cached = max((i for i, key in enumerate(keys) if key in self._features), default=None)
@@ -119,16 +147,24 @@ class PolicyRunner:
             start = newest_cached
             while start > 0 and keys[start - 1] in self._features:
                 start -= 1
-        if first_new < len(keys):
-            frames = torch.from_numpy(np.ascontiguousarray(window[first_new:])).to(self.device)
+        first_encoded = max(first_new, len(keys) - self.max_new_frames)
+        for index in range(first_new, first_encoded):  # the model fell behind: hold the previous feature
+            self._features[keys[index]] = self._features[keys[index - 1]]
+        preprocessed = time.perf_counter()
+        if first_encoded < len(keys):
+            frames = torch.from_numpy(np.ascontiguousarray(window[first_encoded:])).to(self.device)
             prompts = self._prompt.repeat_frames(len(frames))
-            for key, feature in zip(keys[first_new:], self.policy.frame_features(frames, prompts)):
+            for key, feature in zip(keys[first_encoded:], self.policy.frame_features(frames, prompts)):
                 self._features[key] = feature
+        encoded = time.perf_counter()
         features = torch.stack([self._features[key] for key in keys[start:]])[None]
         in_window = set(keys[start:])
         for stale in [key for key in self._features if key not in in_window]:
             del self._features[stale]
-        return self._finish(self.policy.predict(features, self._instruction_vector))
+        actions = self._finish(self.policy.predict(features, self._instruction_vector))
+        self.last_timing = StepTiming(preprocessed - started, encoded - preprocessed, time.perf_counter() - encoded,
+                                      len(keys) - first_encoded, first_encoded - first_new)
+        return actions
 
     @torch.inference_mode()
     def step_full_window(self, window: np.ndarray) -> np.ndarray:
