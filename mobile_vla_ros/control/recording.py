@@ -122,6 +122,8 @@ class EpisodeRecorder:
         self.dropped_samples = 0
         self.last_path: Path | None = None
         self.last_quality: list[dict] = []  # verdicts of the last saved episode
+        self.frames_received = 0  # camera messages received during the current (or last) episode
+        self._sample_lags: list[float] = []  # seconds from capture to sampling, current (or last) episode
         self._open_writer = open_writer
         self._prepare_frame = prepare_frame
         self._on_change = on_change or (lambda status, message: None)
@@ -137,6 +139,7 @@ class EpisodeRecorder:
     def on_frame(self, frame: Any, stamp_s: float) -> None:
         self._frame, self._frame_stamp = frame, stamp_s
         self._frame_seq += 1
+        self.frames_received += self.state is RecorderState.RECORDING
 
     def on_command(self, command: Sequence[float], stamp_s: float) -> None:
         self._commands.add(command, stamp_s)
@@ -163,6 +166,7 @@ class EpisodeRecorder:
         self._writer = self._open_writer(self.instruction)
         self._sampled_seq = self._frame_seq - 1  # the newest frame is fresh for the first sample
         self._was_moving = False
+        self.frames_received, self._sample_lags = 0, []
         self.state = RecorderState.RECORDING
         self._report("recording started")
         return Outcome(True, "recording started")
@@ -187,6 +191,7 @@ class EpisodeRecorder:
             return None
         camera_lag = self._sampled_seq == self._frame_seq or now_s - self._frame_stamp > self.settings.camera_lag_s
         stamp = self._frame_stamp
+        self._sample_lags.append(now_s - stamp)
         try:
             image = self._prepare_frame(self._frame)
             command, command_stale = self._commands.at(stamp)
@@ -251,7 +256,11 @@ class EpisodeRecorder:
             "dropped_samples": self.dropped_samples,
             "last_episode": self.last_path.name if self.last_path else "",
             "last_quality": self.last_quality,
+            "frames_received": self.frames_received,
         }
+        if self._sample_lags:  # age of the sampled frames (capture to sampling), this or the last episode
+            p50, p99 = np.percentile(self._sample_lags, [50, 99])
+            status["sample_lag_ms_p50"], status["sample_lag_ms_p99"] = round(p50 * 1e3, 1), round(p99 * 1e3, 1)
         if now_s is not None and self._frame_stamp is not None:
             status["camera_age_s"] = round(now_s - self._frame_stamp, 3)
         return status
