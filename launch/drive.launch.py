@@ -11,10 +11,14 @@ policy is disabled until `true` arrives on `enable`; with `use_joy:=true` the ga
 (config/gamepads/<gamepad>.yaml, inference_node section) must also be held, and the gamepad's teleop
 (on `cmd_vel_teleop`) overrides the policy. With `use_sim:=true` the simulated room (sim_node) is the
 camera and the base, and the policy starts enabled unless `enable:=false` is given.
+
+camera_window_node and inference_node are both required: when either exits (a model that does not
+load, camera settings that differ from the policy's training), the whole launch shuts down, and
+inference_node leaves a zero command on cmd_vel.
 """
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
 
 from mobile_vla_ros.nodes.launch_arguments import gamepad_profile, given, overrides, params_file, parse_bool
@@ -37,6 +41,9 @@ ARGUMENTS = [
     ("gamepad", "xbox", "gamepad profile by name: config/gamepads/<gamepad>.yaml (xbox, dragonrise)"),
     ("gamepad_config", OPTIONAL, "gamepad profile by path (wins over gamepad)"),
     ("use_sim", "false", "drive the simulated room (sim_node) instead of a robot"),
+    ("record_corrections", OPTIONAL, "true: save each takeover on cmd_vel_teleop as a correction episode "
+                                     "(overrides drive.yaml)"),
+    ("corrections_dir", OPTIONAL, "directory of the correction episodes (overrides drive.yaml)"),
 ]
 
 
@@ -52,7 +59,8 @@ def _nodes(context):
     camera_overrides = overrides(arguments, {"compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool)})
     inference_overrides = overrides(arguments, {
         "instruction": ("instruction", str), "device": ("device", str), "dtype": ("dtype", str),
-        "enable": ("start_enabled", bool),
+        "enable": ("start_enabled", bool), "record_corrections": ("record_corrections", bool),
+        "corrections_dir": ("corrections_dir", str),
     })
     if use_sim and not given(arguments, "enable"):
         inference_overrides["start_enabled"] = True  # the simulator is safe to drive in
@@ -72,10 +80,10 @@ def _nodes(context):
         Node(package=PACKAGE, executable="camera_window_node", name="camera_window_node",
              parameters=[config, model, camera_overrides],
              remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
-             output="screen"),
+             output="screen", on_exit=Shutdown(reason="camera_window_node exited")),
         Node(package=PACKAGE, executable="inference_node", name="inference_node",
              parameters=[*inference_files, model, {"base_model_dir": arguments["base_model_dir"]}, inference_overrides],
-             output="screen"),
+             output="screen", on_exit=Shutdown(reason="inference_node exited")),
         *teleop,
     ]
     if use_sim:

@@ -143,6 +143,14 @@ def test_camera_staleness_stops_within_the_timeout():
     assert "camera" in ctl.tick(10.31).reason
 
 
+@pytest.mark.parametrize("setting", ["camera_stale_s", "chunk_stale_s"])
+def test_a_stale_timeout_without_margin_for_the_window_rate_is_refused(setting):
+    # 2 windows of 0.1 s + one 0.05 s tick = 0.25 s: 0.2 s would stop a healthy robot between windows.
+    with pytest.raises(ValueError, match=r"_stale_timeout_s = 0.2 s is shorter than 2 windows .* = 0.25 s"):
+        controller(**{setting: 0.2})
+    assert controller(**{setting: 0.25}).tick(10.0).state == DriveState.WAITING_FOR_CAMERA
+
+
 def test_stale_chunk_stops_until_a_fresh_one_arrives():
     ctl = drive_ready(controller(camera_stale_s=5.0, chunk_stale_s=0.4))
     ctl.on_window(10.6)  # windows still arrive, but inference stalls

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +403,56 @@ def test_compressed_camera_with_rotation(ros, tiny_checkpoint):
     assert frames.shape[0] == config.window_size
     half = config.image_size // 2
     assert frames[-1, : half - 4].mean() < 10 and frames[-1, half + 4 :].mean() > 245  # white now at the bottom
+
+
+def test_a_camera_mounted_otherwise_than_in_training_is_refused(ros, tiny_checkpoint, tmp_path):
+    """A policy trained on upside-down frames must not drive on upright ones (or the other way round)."""
+    import shutil
+
+    from mobile_vla_ros.errors import MobileVlaError
+
+    model = Path(shutil.copytree(tiny_checkpoint, tmp_path / "rotated_policy"))
+    config = json.loads((model / "policy.json").read_text())
+    config["camera"] = {"rotate_180": True, "color_order": "rgb", "resize": "squash"}
+    (model / "policy.json").write_text(json.dumps(config))
+    context = ros[0]
+
+    def camera(**settings):
+        return CameraWindowNode(context=context, parameter_overrides=[
+            Parameter("model_dir", value=str(model)), *(Parameter(k, value=v) for k, v in settings.items())])
+
+    with pytest.raises(MobileVlaError, match=r"rotate_180 True in training, False here.*allow_camera_mismatch"):
+        camera(rotate_180=False)
+    for settings in ({"rotate_180": True}, {"rotate_180": False, "allow_camera_mismatch": True}):
+        camera(**settings).destroy_node()
+
+
+def test_a_takeover_becomes_a_correction_episode_with_both_action_streams(start_inference, camera_on, tmp_path):
+    """drive.launch.py record_corrections:=true: the person takes over on cmd_vel_teleop while the policy
+    drives left; the takeover is saved with the person's commands as actions and the policy's beside them."""
+    from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
+    from mobile_vla_ros.data.episode import list_episodes, read_episode
+    from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
+
+    out = tmp_path / "corrections"
+    node = start_inference(record_corrections=True, corrections_dir=str(out), correction_context_s=1.0,
+                           correction_end_hold_s=0.5, override_hold_s=0.3, max_accel=50.0)
+    harness = camera_on
+    wait_for_motion(harness, +1)
+    time.sleep(1.5)  # context: the policy drives
+    teleop = Twist()
+    teleop.linear.x, teleop.linear.y = 0.2, -0.4  # the person steers right where the policy goes left
+    for _ in range(30):
+        harness.teleop_pub.publish(teleop)
+        time.sleep(0.05)
+    saved = wait_until(lambda: list_episodes(out) if out.exists() else [], 10, "the correction episode")
+    assert not node.corrections.recording
+    episode = read_episode(saved[0])
+    human, proposals = episode.extras[HUMAN], episode.extras[POLICY_ACTIONS]
+    assert episode.attrs["correction"] and episode.instruction == LAB_INSTRUCTIONS["left"]
+    assert len(human) == len(proposals) == episode.num_frames
+    assert 8 <= human.sum() <= 20  # 1.5 s of teleop at 10 Hz, up to override_hold_s longer
+    assert 8 <= np.argmax(human) <= 11  # the context: 1 s before the takeover
+    assert np.allclose(episode.actions[human, :2], [0.2, -0.4])
+    assert np.all(episode.actions[:np.argmax(human), 1] > 0.3)  # before: the policy's left motion, executed
+    assert np.all(proposals[human, 1] > 0.3)  # what the policy wanted meanwhile: still left

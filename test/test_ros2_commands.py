@@ -3,6 +3,7 @@
 sends it (SIGINT to the launch's whole process group). Nothing here stands in for `launch`."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[1]
 CONTROL_RATE_HZ = yaml.safe_load((REPO / "config" / "drive.yaml").read_text())["inference_node"]["ros__parameters"][
     "control_rate_hz"]
+HEALTHY_DRIVING_S = 30.0  # the issue's measure: no stop-and-go over 30 s of healthy driving
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +161,16 @@ def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(ros2_env
     launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model)
     try:
         wait_driving(launch, listener, sign=+1.0)
-        t0 = time.monotonic()
-        time.sleep(5.0)
-        stamps = [t for t, _, _ in listener.since(t0)]
+        t0, flips_before = time.monotonic(), launch.log().count("DRIVING -> STALE")
+        time.sleep(HEALTHY_DRIVING_S)
+        commands = listener.since(t0)
+        stamps = [t for t, _, _ in commands]
         rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
         assert abs(rate - CONTROL_RATE_HZ) <= 0.1 * CONTROL_RATE_HZ, f"cmd_vel at {rate:.1f} Hz"
+        stops = sum(1 for _, x, y in commands if x == 0.0 and y == 0.0)
+        flips = launch.log().count("DRIVING -> STALE") - flips_before
+        assert (flips, stops) == (0, 0), f"stop-and-go: {flips} DRIVING -> STALE, {stops} zero commands in " \
+                                         f"{HEALTHY_DRIVING_S:.0f} s; launch log:\n{launch.log()[-3000:]}"
 
         published = ros2(ros2_env, "topic", "pub", "--once", "/instruction", "std_msgs/msg/String", "{data: right}")
         assert published.returncode == 0, published.stderr
@@ -184,7 +191,7 @@ def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(ros2_env
 
 DRIVE_ARGUMENTS_GIVEN = {  # argument -> value given; with use_sim:=true, model_dir and base_model_dir
     "image_topic": "/front_camera/image_raw", "compressed": "false", "rotate_180": "true", "instruction": "right",
-    "device": "cpu", "dtype": "fp32", "enable": "true",
+    "device": "cpu", "dtype": "fp32", "enable": "true", "record_corrections": "true",
 }
 NOT_RUNNABLE_HERE = {  # need the `joy` driver package, which has no wheel (README: what is not tested)
     "use_joy", "gamepad", "gamepad_config",
@@ -202,17 +209,19 @@ def edited_yaml(tmp_path: Path, name: str, node: str, key: str, value) -> Path:
 def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command(
         ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener):
     listed = show_args(ros2_env, "drive.launch.py")
-    exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *DRIVE_ARGUMENTS_GIVEN}
+    given = {**DRIVE_ARGUMENTS_GIVEN, "corrections_dir": tmp_path / "corrections"}
+    exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *given}
     assert listed == exercised | NOT_RUNNABLE_HERE, "a launch argument without a test, or a test without an argument"
     params = edited_yaml(tmp_path, "drive.yaml", "inference_node", "max_accel", 1.75)
     launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, f"params_file:={params}",
-                         *(f"{name}:={value}" for name, value in DRIVE_ARGUMENTS_GIVEN.items()))
+                         *(f"{name}:={value}" for name, value in given.items()))
     try:
         wait_driving(launch, listener, sign=-1.0)  # image_topic, use_sim, enable, instruction:=right
         expected = {("/camera_window_node", "rotate_180"): "True", ("/camera_window_node", "compressed"): "False",
                     ("/inference_node", "device"): "cpu", ("/inference_node", "dtype"): "fp32",
                     ("/inference_node", "instruction"): "right", ("/inference_node", "start_enabled"): "True",
-                    ("/inference_node", "max_accel"): "1.75"}
+                    ("/inference_node", "max_accel"): "1.75", ("/inference_node", "record_corrections"): "True",
+                    ("/inference_node", "corrections_dir"): str(tmp_path / "corrections")}
         for (node, name), value in expected.items():
             got = retry(lambda: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
             assert got.strip().endswith(value), f"{node} {name}: {got}"
@@ -323,3 +332,17 @@ def test_a_gamepad_profile_that_does_not_exist_is_named(ros2_env, tmp_path):
                   f"output_dir:={tmp_path}", timeout=60)
     assert result.returncode != 0
     assert "nintendo.yaml does not exist" in result.stdout + result.stderr and "dragonrise" in result.stdout + result.stderr
+
+
+def test_drive_launch_refuses_a_camera_mounted_otherwise_than_in_training(ros2_env, tmp_path, tiny_checkpoint,
+                                                                         tiny_base_model):
+    model = Path(shutil.copytree(tiny_checkpoint, tmp_path / "upside_down_policy"))
+    config = yaml.safe_load((model / "policy.json").read_text())  # JSON is YAML
+    config["camera"] = {"rotate_180": True, "color_order": "rgb", "resize": "squash"}
+    (model / "policy.json").write_text(json.dumps(config))
+    result = ros2(ros2_env, "launch", "mobile_vla_ros", "drive.launch.py", f"model_dir:={model}",
+                  f"base_model_dir:={tiny_base_model}", "use_sim:=true", timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 124, f"the launch kept running:\n{output[-3000:]}"
+    assert "rotate_180 True in training, False here" in output, output[-3000:]
+    assert re.search(r"process\[camera_window_node-\d+\] was required: shutting down", output), output[-3000:]

@@ -43,6 +43,7 @@ def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_da
     config = PolicyConfig.load(model)
     assert config.action_dt == pytest.approx(0.1) and set(config.instructions) == set(LAB_INSTRUCTIONS.values())
     assert config.training["steps"] == 40 and config.training["instruction_separation"] is not None
+    assert config.camera == {"rotate_180": False, "color_order": "rgb", "resize": "squash"}  # from the episodes
     low, high = config.action_low, config.action_high
     assert low[0] == 0.0 and low[1] == pytest.approx(-0.6, abs=0.01) and high[1] == pytest.approx(0.6, abs=0.01)
 
@@ -97,6 +98,7 @@ def test_legacy_layout_trains_end_to_end_and_bad_episodes_are_counted(tiny_base_
     summary = json.loads((model / "training" / "summary.json").read_text())
     assert summary["episodes"]["found"] == 7 and summary["episodes"]["skipped"] == 3
     assert PolicyConfig.load(model).action_dt == pytest.approx(0.4)  # one key press of the lab's robot
+    assert PolicyConfig.load(model).camera["rotate_180"] is None  # the lab's files do not say
     assert "3 of 7 skipped" in capsys.readouterr().out
 
     from mobile_vla_ros.policy.runner import PolicyRunner
@@ -135,3 +137,74 @@ def test_config_file_matches_built_in_defaults_and_rejects_unknown_keys(tmp_path
         load_train_config(None, ["optim.lr=1"])
     with pytest.raises(TrainConfigError, match="must be of type int"):
         load_train_config(None, ["trainer.max_steps=lots"])
+
+
+def write_corrections(directory, episodes: int, person_y: float, seed: int = 3) -> None:
+    """Takeovers recorded through the real recorder path: 0.5 s of the policy going left, then a
+    person steering with linear_y = person_y for 1.5 s."""
+    from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
+    from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
+    from mobile_vla_ros.data.episode import EpisodeWriter
+    from mobile_vla_ros.training.synthetic import pair_frames
+
+    rng = np.random.default_rng(seed)
+
+    def open_episode():
+        return EpisodeWriter(directory, LAB_INSTRUCTIONS["left"], 10.0, extra_columns=CORRECTION_COLUMNS,
+                             **{CORRECTION_ATTR: True})
+
+    recorder = CorrectionRecorder(CorrectionSettings(context_s=0.5, end_hold_s=0.2), 0.1, open_episode)
+    for index in range(episodes):
+        images, _ = pair_frames(rng, 22, 64)
+        for t, image in enumerate(images):
+            human = 5 <= t < 20
+            action = np.array([0.3, person_y if human else 0.5])
+            recorder.on_sample(Sample(image, 100.0 * index + t * 0.1, action, np.array([0.3, 0.5]), human))
+    assert len(recorder.saved) == episodes
+
+
+def test_fine_tuning_on_corrections_continues_the_policy_and_moves_it_toward_the_person(
+        mirrored_data, tiny_base_model, tiny_checkpoint, tmp_path):
+    """`train --init-from POLICY --data ORIGINAL --data CORRECTIONS`: the tiny policy drives left
+    (linear_y +0.5); a person corrected it to -0.3 on frames of this kind. After a short fine-tune the
+    policy's left output on those frames has moved toward the person, its action range is kept and
+    policy.json lists the corrections it learned from."""
+    from mobile_vla_ros.data.episode import list_episodes, read_episode
+    from mobile_vla_ros.policy.runner import PolicyRunner
+
+    corrections = tmp_path / "corrections"
+    write_corrections(corrections, episodes=3, person_y=-0.3)
+    from mobile_vla_ros.data.images import resize_for_model
+
+    frames = np.stack([resize_for_model(image, 224) for image in read_episode(list_episodes(corrections)[0]).images[5:13]])
+
+    def left_y(model) -> float:
+        runner = PolicyRunner.load(model, tiny_base_model, device="cpu")
+        runner.set_instruction("left")
+        return float(runner.step(frames)[0, 1])
+
+    model = tmp_path / "corrected"
+    code = train(mirrored_data / "train", tiny_base_model, model, "--data", str(corrections),
+                 "--init-from", str(tiny_checkpoint), "--max-steps", "30", "--val-fraction", "0",
+                 "--set", "data.correction_weight=4")
+    assert code == 0
+    before, after = left_y(tiny_checkpoint), left_y(model)
+    print(f"left linear_y on corrected frames: before {before:.3f}, after {after:.3f}")
+    assert after < before - 0.2
+    config, initial = PolicyConfig.load(model), PolicyConfig.load(tiny_checkpoint)
+    assert (config.action_low, config.action_high) == (initial.action_low, initial.action_high)
+    assert config.chunk_size == initial.chunk_size == 5  # the policy's, not config/train.yaml's 10
+    assert config.training["init_from"] == str(tiny_checkpoint.resolve())
+    assert sorted(config.training["correction_episodes"]) == [str(p) for p in list_episodes(corrections)]
+    summary = json.loads((model / "training" / "summary.json").read_text())
+    assert summary["episodes"]["corrections"] == 3
+
+
+def test_init_from_a_policy_of_another_base_model_is_refused(mirrored_data, tiny_checkpoint, tmp_path, capsys):
+    from mobile_vla_ros.policy.tiny import make_tiny_model
+
+    other_base = make_tiny_model(tmp_path / "other_base", seed=7)
+    code = train(mirrored_data / "train", other_base, tmp_path / "model", "--init-from", str(tiny_checkpoint),
+                 "--max-steps", "1")
+    assert code != 0
+    assert "the base model given is 'other_base'" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """Training windows, mirror augmentation, the episode split, bad-data skipping (no model needed)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from mobile_vla_ros.data.windows import (
     episode_clips,
     load_training_episodes,
     split_by_episode,
+    training_camera,
     window_indices,
     with_mirrors,
 )
@@ -170,3 +173,12 @@ def test_no_usable_episode_is_a_clear_error(tmp_path):
         load_training_episodes([tmp_path], 24, 8)
     with pytest.raises(DatasetError, match="not a directory"):
         load_training_episodes([tmp_path / "missing"], 24, 8)
+
+
+def test_the_checkpoint_learns_one_camera_mounting():
+    upright, flipped, legacy = (replace(episode(), source=name, rotated_180=rotated)
+                                for name, rotated in (("a.h5", False), ("b.h5", True), ("c.h5", None)))
+    assert training_camera([upright, legacy]) == {"rotate_180": False, "color_order": "rgb", "resize": "squash"}
+    assert training_camera([legacy])["rotate_180"] is None  # not recorded: the node warns instead
+    with pytest.raises(DatasetError, match=r"1 rotated by 180°, e.g. b.h5; 1 not, e.g. a.h5"):
+        training_camera([upright, flipped, legacy])

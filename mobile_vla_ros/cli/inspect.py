@@ -1,7 +1,9 @@
 """`mobile-vla inspect EPISODE.h5 [--png OUT.png]` and `mobile-vla inspect DIR`.
 
 One episode: frames, duration, rate, instruction, action ranges, flags and quality verdicts,
-optionally a picture (contact sheet of frames + action traces). A directory: counts per
+optionally a picture (contact sheet of frames + action traces). A correction episode (a person's
+takeover while the policy drove) also shows how long the person drove and how far their commands
+were from the policy's, and its picture overlays both. A directory: counts per
 instruction, episode lengths, the quality verdicts of each flagged episode, and the files that
 fail to open. Verdicts are the ones the recorder stored; files older than the checks are judged now
 (data/quality.py, default rules).
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobile_vla_ros.data.correction_episodes import POLICY_ACTIONS, human_frames
 from mobile_vla_ros.data.episode import ACTION_NAMES, Episode, list_episodes, read_episode
 from mobile_vla_ros.data.quality import Verdict
 from mobile_vla_ros.errors import EpisodeError, MobileVlaError
@@ -74,10 +77,25 @@ def summarise_episode(episode: Episode) -> str:
         f"camera_lag={int(np.sum(flags.get('camera_lag', 0)))}  command_stale={int(np.sum(flags.get('command_stale', 0)))}  "
         f"idle at start={flags.get('idle_start_frames', 0)} end={flags.get('idle_end_frames', 0)}"
     )
+    lines.extend(correction_lines(episode))
     verdicts = episode_verdicts(episode)
     lines.append("quality     " + ("ok" if not verdicts else f"{len(verdicts)} verdicts"))
     lines.extend(f"  {verdict.severity:<6} {verdict.code}: {verdict.message}" for verdict in verdicts)
     return "\n".join(lines)
+
+
+def correction_lines(episode: Episode) -> list[str]:
+    human = human_frames(episode)
+    if human is None:
+        return []
+    proposals = episode.extras[POLICY_ACTIONS]
+    compared = human & np.all(np.isfinite(proposals), axis=1)
+    gap = np.abs(episode.actions[compared, :2] - proposals[compared]).mean(axis=0) if compared.any() else None
+    return [
+        f"correction  the person drove {int(human.sum())} of {episode.num_frames} frames "
+        f"(from #{int(np.argmax(human)) if human.any() else '-'}); policy proposals on {int(compared.sum())} of them",
+        "            |person - policy| mean: " + ("n/a" if gap is None else f"linear_x {gap[0]:.3f}, linear_y {gap[1]:.3f}"),
+    ]
 
 
 def episode_verdicts(episode: Episode) -> list[Verdict]:
@@ -92,7 +110,7 @@ def summarise_directory(directory: Path) -> str:
     failures: list[str] = []
     flagged: list[str] = []
     verdict_counts: Counter = Counter()
-    truncated = legacy = 0
+    truncated = legacy = corrections = 0
     for path in paths:
         try:
             episode = read_episode(path, frame_indices=[])
@@ -100,6 +118,7 @@ def summarise_directory(directory: Path) -> str:
             failures.append(f"  {path.relative_to(directory)}: {error}")
             continue
         lengths.setdefault(episode.instruction, []).append(episode.num_frames)
+        corrections += human_frames(episode) is not None
         truncated += bool(episode.flags.get("truncated"))
         legacy += episode.legacy
         verdicts = episode_verdicts(episode)
@@ -109,7 +128,8 @@ def summarise_directory(directory: Path) -> str:
                            + "; ".join(f"{v.severity} {v.code} ({v.frames} frames)" for v in verdicts))
     partials = sorted(directory.rglob("*.h5.partial"))
     readable = sum(len(values) for values in lengths.values())
-    lines = [f"{directory}: {len(paths)} episode files, {readable} readable ({legacy} legacy, {truncated} truncated)"]
+    lines = [f"{directory}: {len(paths)} episode files, {readable} readable ({legacy} legacy, {truncated} truncated, "
+             f"{corrections} corrections)"]
     for instruction, values in sorted(lengths.items()):
         lines.append(f"  {len(values):4d} x  frames min {min(values)} median {int(np.median(values))} "
                      f"max {max(values)}  total {sum(values)}  | {instruction}")
@@ -151,8 +171,15 @@ def draw_episode(episode: Episode, out: Path) -> None:
         time, label = episode.timestamps - episode.timestamps[0], "time [s]"
     else:
         time, label = np.arange(episode.num_frames), "frame"
+    human = human_frames(episode)
     for column, name in enumerate(ACTION_NAMES):
-        traces.step(time, episode.actions[:, column], where="post", label=name)
+        line, = traces.step(time, episode.actions[:, column], where="post", label=name if human is None else f"{name} (driven)")
+        if human is not None and column < 2:
+            traces.step(time, episode.extras[POLICY_ACTIONS][:, column], where="post", linestyle="--",
+                        color=line.get_color(), label=f"{name} (policy proposed)")
+    if human is not None and human.any():
+        traces.fill_between(time, 0, 1, where=human, color="tab:orange", alpha=0.15, step="post",
+                            transform=traces.get_xaxis_transform(), label="person in charge")
     for mask, colour, name in ((episode.flags["idle"], "grey", "idle"), (episode.flags["camera_lag"], "red", "camera lag")):
         if np.any(mask):
             traces.fill_between(time, 0, 1, where=mask, color=colour, alpha=0.15, step="post",

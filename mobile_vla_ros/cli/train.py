@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--config", metavar="YAML", help="overrides of config/train.yaml (same layout, any subset)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="one setting, e.g. --set policy.head.hidden_dim=64 (repeatable)")
+    parser.add_argument("--init-from", metavar="MODEL_DIR",
+                        help="continue from this trained policy (same base model, its action ranges and window "
+                        "settings), e.g. to fine-tune on correction episodes: --data ORIGINAL --data CORRECTIONS")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (its data, base model and settings; "
                         "only --max-steps / --max-minutes may change)")
@@ -52,13 +55,15 @@ def run(args) -> int:
         before = saved_run(args.out)
         config = load_train_config(args.config, settings, base=TrainConfig.from_dict(before["config"]))
         data_dirs, base_model = args.data or before["data_dirs"], args.base_model or before["base_model_dir"]
+        init_from = args.init_from or before.get("init_from")
     else:
         if not args.data or not args.base_model:
             raise TrainConfigError("--data and --base-model are required (except with --resume)")
         config = load_train_config(args.config, settings)
-        data_dirs, base_model = args.data, args.base_model
+        data_dirs, base_model, init_from = args.data, args.base_model, args.init_from
     resolved = [str(Path(directory).resolve()) for directory in data_dirs]
-    run_ = TrainRun(resolved, str(Path(base_model).resolve()), str(args.out), config)
+    run_ = TrainRun(resolved, str(Path(base_model).resolve()), str(args.out), config,
+                    str(Path(init_from).resolve()) if init_from else None)
     summary = train(run_, resume=args.resume)
     if summary:
         print(format_summary(summary, args.out))

@@ -73,8 +73,26 @@ def check_chunk(chunk, action_dim: int, max_abs: float) -> str | None:
     return None
 
 
+# A healthy pipeline delivers a window every action_dt; the newest one is read on a control tick.
+# A stale timeout shorter than two window periods plus a tick would stop a robot whose camera is
+# merely one window late (a jerk on a real base), so such a setting is refused at start.
+STALE_MARGIN_WINDOWS = 2
+
+
+def minimum_stale_timeout(action_dt: float, control_period_s: float) -> float:
+    return STALE_MARGIN_WINDOWS * action_dt + control_period_s
+
+
 class DriveController:
     def __init__(self, action_dt: float, control_period_s: float, limits: VelocityLimits, safety: SafetySettings):
+        floor = minimum_stale_timeout(action_dt, control_period_s)
+        for name, value in (("camera_stale_timeout_s", safety.camera_stale_s),
+                            ("chunk_stale_timeout_s", safety.chunk_stale_s)):
+            if value < floor:
+                raise ValueError(
+                    f"{name} = {value:g} s is shorter than {STALE_MARGIN_WINDOWS} windows of the model "
+                    f"({action_dt:g} s each) plus one control period ({control_period_s:g} s) = {floor:g} s: "
+                    "a healthy camera would stop the robot between windows")
         self.safety = safety
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
         self.limiter = VelocityLimiter(limits, control_period_s)
@@ -121,8 +139,9 @@ class DriveController:
         return self.enabled and deadman_ok
 
     def tick(self, now: float) -> Command:
-        if self._override is not None and now - self._override[0] <= self.safety.override_hold_s:
-            return Command(self.limiter.limit(self._override[1]), DriveState.OVERRIDE, "teleop command")
+        override = self.override_velocity(now)
+        if override is not None:
+            return Command(self.limiter.limit(override), DriveState.OVERRIDE, "teleop command")
         if not self.gate_open(now):
             reason = "enable is false" if not self.enabled else "deadman button not held"
             return self._stop(DriveState.DISABLED, reason)
@@ -139,6 +158,19 @@ class DriveController:
         if due.action is None:
             return self._stop(DriveState.STALE, due.reason)
         return Command(self.limiter.limit(due.action), DriveState.DRIVING, f"chunk action {due.index}", due.age_s)
+
+    def override_velocity(self, now: float) -> np.ndarray | None:
+        """The person's command while they are in charge (OVERRIDE), else None."""
+        if self._override is not None and now - self._override[0] <= self.safety.override_hold_s:
+            return self._override[1]
+        return None
+
+    def proposal(self, now: float) -> np.ndarray | None:
+        """What the policy would command now (before limits), whatever the state; None when it has
+        nothing valid. Recorded beside a person's corrections."""
+        if self.fault is not None or not self.executor.has_chunk:
+            return None
+        return self.executor.due(now).action
 
     def _stop(self, state: DriveState, reason: str) -> Command:
         return Command(self.limiter.reset(), state, reason)

@@ -13,8 +13,9 @@ our files:
     flags/idle           (T,) bool  part of the motionless stretch at the start or end
     frame_crc32          (T,) uint32 CRC-32 of each stored frame's pixels (schema 2; finds frozen images)
     attrs: schema_version, sample_rate_hz, image_encoding, num_frames, total_duration, truncated,
-           idle_start_frames, idle_end_frames, episode_name, collection_datetime,
-           quality (schema 2: JSON list of the verdicts of data/quality.py), + caller's attrs
+           idle_start_frames, idle_end_frames, episode_name, collection_datetime, rotated_180
+           (camera mounting), quality (schema 2: JSON list of the verdicts of data/quality.py),
+           extra_columns (names of the caller's per-frame datasets, e.g. correction/human), + caller's attrs
 
 Schema 1 files (no frame_crc32, no quality) still read; their quality is computed when asked.
 
@@ -55,6 +56,7 @@ _PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/ca
               "frame_crc32")
 _NUMBER = re.compile(r"^episode_(\d+)_")
 _INSTRUCTION_BYTES = 256
+EXTRA_COLUMNS_ATTR = "extra_columns"  # comma-separated names of the caller's per-frame datasets
 # Frames waiting for compression before append() waits: enough for seconds of a busy CPU at 720p
 # (a waiting append delays the recorder's next sample), still bounded memory.
 _MAX_PENDING_BYTES = 128 << 20
@@ -70,6 +72,7 @@ class Episode:
     event_types: list[str]
     flags: dict = field(default_factory=dict)  # truncated, camera_lag, command_stale, idle, idle_*_frames
     attrs: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # the writer's extra per-frame columns, by name
     path: str = ""
     legacy: bool = False
     frame_digests: np.ndarray | None = None  # (T,) uint32 CRC-32 per frame; None before schema 2
@@ -225,6 +228,7 @@ def _read_current(h5, path: Path, frame_indices) -> Episode:
         event_types=_strings(h5["action_event_types"]) if "action_event_types" in h5 else ["step"] * count,
         flags=flags,
         attrs=attrs,
+        extras={name: h5[name][()] for name in _extra_column_names(attrs)},
         path=str(path),
         legacy=False,
         frame_digests=h5["frame_crc32"][()].astype(np.uint32) if "frame_crc32" in h5 else None,
@@ -333,6 +337,9 @@ class EpisodeWriter:
 
     Nothing touches the disk before the first `append` (an episode with no frames leaves no file).
     `image_size=(width, height)` resizes frames before storing; None stores them as given.
+    `rotated_180` says whether the caller rotated the camera's frames (the camera's mounting; None:
+    unknown). `extra_columns={"group/name": (shape, dtype)}` adds per-frame datasets, filled by the
+    `extras` of each `append` and kept by crash recovery like the built-in ones.
     """
 
     def __init__(
@@ -344,6 +351,8 @@ class EpisodeWriter:
         image_size: tuple[int, int] | None = None,
         flush_interval_s: float = 1.0,
         compression_level: int = 1,  # ISA-L level 0-3
+        rotated_180: bool | None = False,
+        extra_columns: dict[str, tuple[tuple[int, ...], type]] | None = None,
         quality_rules: QualityRules = QualityRules(),
         **attrs,
     ):
@@ -360,7 +369,11 @@ class EpisodeWriter:
         self.compression_level = int(compression_level)
         self.quality_rules = quality_rules
         self.quality: EpisodeQuality | None = None  # the verdicts, once saved
-        self.attrs = attrs
+        # Recorded whenever known: training stores it in the checkpoint and driving must match it.
+        self.attrs = {**attrs, "rotated_180": None if rotated_180 is None else bool(rotated_180)}
+        self.extra_columns = dict(extra_columns or {})
+        if self.extra_columns:
+            self.attrs[EXTRA_COLUMNS_ATTR] = ",".join(self.extra_columns)
         self.partial_path: Path | None = None
         self._h5: h5py.File | None = None
         self._count = 0
@@ -380,7 +393,7 @@ class EpisodeWriter:
         return self._count
 
     def append(self, image_rgb: np.ndarray, action3, stamp_s: float, event_type: str = "step", *,
-               camera_lag: bool = False, command_stale: bool = False) -> None:
+               camera_lag: bool = False, command_stale: bool = False, extras: dict | None = None) -> None:
         """Add one frame; EpisodeError for bad input (nothing already written is affected)."""
         if self._closed:
             raise EpisodeError("this episode was already saved or discarded")
@@ -388,6 +401,7 @@ class EpisodeWriter:
         action = np.asarray(action3, dtype=np.float32).reshape(-1)
         if action.shape != (3,) or not np.all(np.isfinite(action)):
             raise EpisodeError(f"an action must be 3 finite numbers [linear_x, linear_y, angular_z], got {action3!r}")
+        extra_values = self._check_extras(extras or {})
         if self._h5 is None:
             self._create(image.shape)
         elif image.shape != self._h5["images"].shape[1:]:
@@ -404,6 +418,9 @@ class EpisodeWriter:
         h5["flags/camera_lag"][index] = bool(camera_lag)
         h5["flags/command_stale"][index] = bool(command_stale)
         h5["frame_crc32"][index] = zlib.crc32(pixels)
+        for name, value in extra_values.items():
+            h5[name].resize(index + 1, axis=0)
+            h5[name][index] = value
         self._count += 1
         self._store_compressed(wait=self._pending_full())
         now = time.monotonic()
@@ -423,6 +440,17 @@ class EpisodeWriter:
 
     def _pending_full(self) -> bool:
         return len(self._pending) * self._frame_bytes > _MAX_PENDING_BYTES
+
+    def _check_extras(self, extras: dict) -> dict:
+        if set(extras) != set(self.extra_columns):
+            raise EpisodeError(f"extras {sorted(extras)} differ from the episode's columns {sorted(self.extra_columns)}")
+        values = {}
+        for name, (shape, dtype) in self.extra_columns.items():
+            value = np.asarray(extras[name], dtype=dtype)
+            if value.shape != tuple(shape):
+                raise EpisodeError(f"extra column {name} takes shape {tuple(shape)}, got {value.shape}")
+            values[name] = value
+        return values
 
     def _prepare_image(self, image_rgb) -> np.ndarray:
         image = np.asarray(image_rgb)
@@ -457,6 +485,8 @@ class EpisodeWriter:
         for flag in ("camera_lag", "command_stale"):
             h5.create_dataset(f"flags/{flag}", (0,), bool, maxshape=(None,), chunks=(256,))
         h5.create_dataset("frame_crc32", (0,), np.uint32, maxshape=(None,), chunks=(256,))
+        for name, (shape, dtype) in self.extra_columns.items():
+            h5.create_dataset(name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(256, *shape))
         h5.create_dataset("language_instruction", data=_encode_instruction(self.instruction))
         _set_attrs(h5, {
             **self.attrs,
@@ -571,11 +601,18 @@ def recover_partial_episodes(directory, rules: QualityRules = QualityRules()) ->
     return recovered
 
 
+def _extra_column_names(attrs) -> tuple[str, ...]:
+    names = attrs.get(EXTRA_COLUMNS_ATTR, "")
+    names = names.decode() if isinstance(names, bytes) else str(names)
+    return tuple(name for name in names.split(",") if name)
+
+
 def _rewrite_flushed_frames(partial: Path) -> int:
     """Copy a crashed SWMR file into a clean one of the same name; returns the complete frames."""
     clean = partial.with_name(partial.name + ".recovering")
     with h5py.File(partial, "r", swmr=True) as source, h5py.File(clean, "w", libver="latest") as target:
-        per_frame = tuple(name for name in _PER_FRAME if name in source)  # schema 1 has no frame_crc32
+        # schema 1 has no frame_crc32
+        per_frame = tuple(name for name in _PER_FRAME if name in source) + _extra_column_names(source.attrs)
         frames = min(source[name].shape[0] for name in per_frame)
         for key, value in source.attrs.items():
             target.attrs[key] = value

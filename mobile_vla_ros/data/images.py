@@ -113,6 +113,31 @@ def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
+# How the model's frames are made from a camera's, besides the rotation a user configures: decoded to
+# RGB from any encoding, squashed by resize_for_model. Stored with every checkpoint (and the rotation
+# with every episode) so a policy never drives on frames prepared differently from its training.
+COLOR_ORDER = "rgb"
+RESIZE_METHOD = "squash"
+
+
+def camera_settings(rotate_180: bool | None) -> dict:
+    """The camera settings record; rotate_180 None means unknown (the lab's legacy files)."""
+    return {"rotate_180": rotate_180, "color_order": COLOR_ORDER, "resize": RESIZE_METHOD}
+
+
+def camera_mismatch(trained: dict, rotate_180: bool) -> str | None:
+    """How frames prepared here would differ from a policy's training frames, or None.
+
+    Settings the checkpoint does not record (older checkpoints, legacy data) cannot disagree.
+    """
+    here = camera_settings(rotate_180)
+    differences = [
+        f"{key} {trained[key]!r} in training, {value!r} here"
+        for key, value in here.items() if trained.get(key) is not None and trained[key] != value
+    ]
+    return "; ".join(differences) or None
+
+
 def stack_window(frames: np.ndarray) -> np.ndarray:
     """(T, S, S, 3) -> (T*S, S, 3): the window as one tall image, oldest frame on top."""
     if frames.ndim != 4 or frames.shape[-1] != 3:

@@ -33,8 +33,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from mobile_vla_ros.data.correction_episodes import human_frames
 from mobile_vla_ros.data.episode import frame_storage_problem, list_episodes, read_episode
 from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
+from mobile_vla_ros.data.images import camera_settings
 from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
 from mobile_vla_ros.errors import DatasetError, EpisodeError
 from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
@@ -57,7 +59,9 @@ class TrainingEpisode:
     source: str
     action_dt: float
     mirrored: bool = False
+    rotated_180: bool | None = None  # as recorded; None: not recorded (legacy files)
     usable: np.ndarray | None = None  # (T,) bool: the window ending at frame t is trained on; None = all
+    correction: bool = False  # a person's takeover: only the frames they commanded are usable
 
     @property
     def usable_windows(self) -> np.ndarray:
@@ -93,6 +97,7 @@ class SkipReport:
     windows_total: int = 0  # windows of the episodes used
     windows_left_out: int = 0  # of those, left out by trim verdicts
     left_out_by: Counter = field(default_factory=Counter)  # trim verdict code -> flagged frames (may overlap)
+    corrections: list[str] = field(default_factory=list)  # correction episodes used
 
     @property
     def used(self) -> int:
@@ -140,6 +145,11 @@ def _action_dt(episode, legacy_action_dt: float) -> float:
     return legacy_action_dt
 
 
+def _rotated_180(episode) -> bool | None:
+    value = None if episode.legacy else episode.attrs.get("rotated_180")
+    return None if value is None else bool(value)
+
+
 def load_training_episodes(
     data_dirs: Sequence[str | Path],
     image_size: int,
@@ -180,12 +190,18 @@ def load_training_episodes(
             LOG.warning("skipping episode %s: %s", path, reason)
             report.skipped.append((str(path), reason))
             continue
+        human = human_frames(episode)
+        usable = quality.usable if human is None else quality.usable & human
+        if human is not None:
+            report.corrections.append(str(path))
+            report.left_out_by["not_by_person"] += int((~human).sum())
         episodes.append(TrainingEpisode(
-            EpisodeFrames(path, episode.num_frames, image_size, cache), episode.actions.astype(np.float32), " ".join(episode.instruction.split()), str(path),
-            _action_dt(episode, legacy_action_dt), usable=quality.usable,
+            EpisodeFrames(path, episode.num_frames, image_size, cache), episode.actions.astype(np.float32),
+            " ".join(episode.instruction.split()), str(path), _action_dt(episode, legacy_action_dt),
+            usable=usable, correction=human is not None, rotated_180=_rotated_180(episode),
         ))
         report.windows_total += episode.num_frames
-        report.windows_left_out += int((~quality.usable).sum())
+        report.windows_left_out += int((~usable).sum())
         report.left_out_by.update({v.code: v.frames for v in quality.verdicts if v.severity == TRIM})
     if report.skipped or report.windows_left_out:
         LOG.warning("%s", report.summary())
@@ -207,6 +223,21 @@ def common_action_dt(episodes: Iterable[TrainingEpisode]) -> float:
             "(legacy files count as legacy_action_dt)"
         )
     return float(next(iter(steps)))
+
+
+def training_camera(episodes: Iterable[TrainingEpisode]) -> dict:
+    """The camera settings every episode shares, for the checkpoint: a model learns one mounting."""
+    by_rotation: dict[bool, list[str]] = {}
+    for episode in episodes:
+        if episode.rotated_180 is not None:
+            by_rotation.setdefault(episode.rotated_180, []).append(episode.source)
+    if len(by_rotation) > 1:
+        raise DatasetError(
+            f"episodes were recorded with different camera rotations ({len(by_rotation[True])} rotated by 180°, "
+            f"e.g. {by_rotation[True][0]}; {len(by_rotation[False])} not, e.g. {by_rotation[False][0]}); "
+            "train one model per camera mounting"
+        )
+    return camera_settings(next(iter(by_rotation), None))
 
 
 def split_by_episode(
@@ -273,7 +304,10 @@ class WindowDataset(torch.utils.data.Dataset):
     """Clips of consecutive training windows (see the module docstring); `clip_length=1` gives
     one window per item."""
 
-    def __init__(self, episodes: Sequence[TrainingEpisode], window_size: int, chunk_size: int, clip_length: int = 16):
+    def __init__(self, episodes: Sequence[TrainingEpisode], window_size: int, chunk_size: int, clip_length: int = 16,
+                 correction_weight: int = 1):
+        """`correction_weight`: each clip of a correction episode is listed this many times, so an
+        epoch (and a shuffled stream of steps) sees a person's corrections that much more often."""
         self.episodes = list(episodes)
         self.window_size, self.chunk_size = window_size, chunk_size
         self.clips = [
@@ -281,6 +315,7 @@ class WindowDataset(torch.utils.data.Dataset):
             for index, episode in enumerate(self.episodes)
             for run_start, run_stop in true_runs(episode.usable_windows)
             for start, stop in episode_clips(run_stop - run_start, clip_length)
+            for _ in range(correction_weight if episode.correction else 1)
         ]
 
     @property

@@ -14,15 +14,15 @@ import sys
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from mobile_vla_ros.control.frame_window import FrameWindow
-from mobile_vla_ros.data.images import ImageError, resize_for_model, rotate_180, stack_window
+from mobile_vla_ros.data.images import ImageError, camera_mismatch, resize_for_model, rotate_180, stack_window
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
-from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.nodes.process import run_node
+from mobile_vla_ros.policy.config import PolicyConfig
 
 LOG_THROTTLE_S = 5.0
 
@@ -41,25 +41,43 @@ class CameraWindowNode(Node):
             description="subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image", read_only=True))
         self.declare_parameter("rotate_180", False, ParameterDescriptor(
             description="rotate frames by 180 degrees (camera mounted upside down)", read_only=True))
+        self.declare_parameter("allow_camera_mismatch", False, ParameterDescriptor(
+            description="drive even when the camera settings differ from those the policy was trained with",
+            read_only=True))
         model_dir = self.get_parameter("model_dir").value
         if not model_dir:
             raise MobileVlaError("parameter model_dir is not set: point it at a policy checkpoint directory")
         config = PolicyConfig.load(model_dir)
         self.image_size = config.image_size
         self.rotate = bool(self.get_parameter("rotate_180").value)
+        self._check_camera_settings(config, model_dir)
         self.window = FrameWindow(config.window_size, config.action_dt)
         self.dropped_frames = 0
         self.windows_published = 0
 
         self.publisher = self.create_publisher(Image, "window", 2)
         if self.get_parameter("compressed").value:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos_profile_sensor_data)
+            subscribe_matching_camera(self, CompressedImage, "image/compressed", self._on_compressed)
         else:
-            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+            subscribe_matching_camera(self, Image, "image", self._on_image)
         self.get_logger().info(
             f"windows of {config.window_size} frames at {1 / config.action_dt:.1f} Hz, "
             f"{self.image_size}x{self.image_size} px, from {model_dir}"
         )
+
+    def _check_camera_settings(self, config: PolicyConfig, model_dir: str) -> None:
+        """An upside-down camera on a policy trained upright drives confidently into the wrong side:
+        refuse to start unless the user says otherwise."""
+        mismatch = camera_mismatch(config.camera, self.rotate)
+        if mismatch is not None:
+            message = f"camera settings differ from the policy's training ({model_dir}): {mismatch}"
+            if not self.get_parameter("allow_camera_mismatch").value:
+                raise MobileVlaError(f"{message}. Set rotate_180 as in training, or allow_camera_mismatch: true")
+            self.get_logger().warning(f"{message} (allowed by allow_camera_mismatch)")
+        elif config.camera.get("rotate_180") is None:
+            self.get_logger().warning(
+                f"{model_dir} does not record whether its training frames were rotated: "
+                f"make sure rotate_180 ({self.rotate}) matches the recordings")
 
     def _on_image(self, msg: Image) -> None:
         self._take(msg, image_msg_to_rgb)

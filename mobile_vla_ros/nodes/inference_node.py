@@ -5,7 +5,9 @@ Topics
   in   instruction (std_msgs/String)        'left' / 'right' / a YAML preset name / free text
   in   enable (std_msgs/Bool)               gate for the policy's motion (initially start_enabled)
   in   joy (sensor_msgs/Joy)                deadman button, used when require_deadman is true
-  in   cmd_vel_teleop (geometry_msgs/Twist) human override: wins for override_hold_s after each message
+  in   cmd_vel_teleop (geometry_msgs/Twist) human override: wins for override_hold_s after each message;
+                                            with record_corrections, each takeover is saved as a
+                                            `correction` episode (control/corrections.py)
   out  cmd_vel (geometry_msgs/Twist)        linear.x, linear.y; everything else zero; published at
                                             control_rate_hz in every state (zero when not driving)
   out  instruction/active (std_msgs/String) the instruction in force, transient local (latched)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -30,10 +33,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, Joy
 from std_msgs.msg import Bool, String
 
+from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
 from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
 from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 from mobile_vla_ros.control.worker import InferenceWorker
+from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
+from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
 from mobile_vla_ros.data.images import ImageError, split_window
 from mobile_vla_ros.errors import InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
@@ -72,6 +78,10 @@ PARAMETERS = {
     "instruction_presets": ([f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
                             "extra names for the instruction topic, 'name=full text'"),
     "status_period_s": (1.0, "period of the /diagnostics status"),
+    "record_corrections": (False, "save each human takeover on cmd_vel_teleop as a correction episode"),
+    "corrections_dir": ("~/mobile_vla_corrections", "directory of the correction episodes"),
+    "correction_context_s": (2.0, "seconds of frames before a takeover kept in its episode"),
+    "correction_end_hold_s": (1.0, "a takeover ends after this long without a teleop command"),
 }
 
 
@@ -120,6 +130,8 @@ class InferenceNode(Node):
                 require_deadman=p["require_deadman"],
             ),
         )
+        self.corrections = self._correction_recorder(p) if p["record_corrections"] else None
+        self._executed = np.zeros(2)
         self.inference_latency = RollingStats()
         self.obs_age = RollingStats()
         self.control_rate = RateMeter()
@@ -171,7 +183,13 @@ class InferenceNode(Node):
         self.counts["windows"] += 1
         with self._lock:
             self.controller.on_window(stamp)
+            now = self.now()
+            override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
         self.worker.submit(frames[-self.config.window_size:], stamp)
+        if self.corrections is not None:
+            self._record_correction(Sample(
+                frames[-1], stamp, self._executed if override is None else override,
+                np.full(2, np.nan) if proposal is None else proposal, human=override is not None))
 
     def _on_instruction(self, msg: String) -> None:
         """Only a change switches: a GUI or `ros2 topic pub` repeating the instruction at 30 Hz costs nothing."""
@@ -232,6 +250,7 @@ class InferenceNode(Node):
             command = self.controller.tick(now)
         twist = Twist()
         twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
+        self._executed = command.velocity
         self.cmd_pub.publish(twist)
         self.control_rate.tick(now)
         if command.obs_age_s is not None:
@@ -240,6 +259,36 @@ class InferenceNode(Node):
             log = self.get_logger().error if command.state == DriveState.FAULT else self.get_logger().info
             log(f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}")
         self.state, self.reason = command.state, command.reason
+
+    # ---- corrections (executor thread) --------------------------------------------------------
+    def _correction_recorder(self, p) -> CorrectionRecorder:
+        directory = Path(p["corrections_dir"]).expanduser()
+        for path in recover_partial_episodes(directory):
+            self.get_logger().warning(f"recovered a correction interrupted by a crash: {path} (flagged truncated)")
+
+        def open_episode() -> EpisodeWriter:
+            self.get_logger().info(f"takeover: recording a correction for {self.active_instruction!r}")
+            return EpisodeWriter(
+                directory, self.active_instruction, 1.0 / self.config.action_dt,
+                rotated_180=self.config.camera.get("rotate_180"), extra_columns=CORRECTION_COLUMNS,
+                **{CORRECTION_ATTR: True},
+                policy_model=str(Path(p["model_dir"]).resolve()), recorder="mobile_vla_ros inference_node",
+            )
+
+        settings = CorrectionSettings(p["correction_context_s"], p["correction_end_hold_s"])
+        self.get_logger().info(f"recording corrections to {directory}")
+        return CorrectionRecorder(settings, self.config.action_dt, open_episode)
+
+    def _record_correction(self, sample: Sample) -> None:
+        """A failing disk must not stop the robot: the error is logged and the takeover dropped."""
+        try:
+            saved = self.corrections.on_sample(sample)
+        except (MobileVlaError, OSError) as error:
+            self.corrections.drop()
+            self.get_logger().error(f"correction not recorded: {error}", throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        if saved is not None:
+            self.get_logger().info(f"correction saved: {saved}")
 
     def status_values(self) -> dict[str, str]:
         def ms(stats: RollingStats, q: float) -> str:
@@ -277,6 +326,8 @@ class InferenceNode(Node):
         """Stop inference and leave the robot with a zero command, delivered before the process ends."""
         self.worker.stop()
         publish_final_stop(self.cmd_pub)
+        if self.corrections is not None and self.corrections.recording:
+            self.get_logger().info(f"correction saved at shutdown: {self.corrections.finish()}")
 
 
 def main(args=None) -> int:

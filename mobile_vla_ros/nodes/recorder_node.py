@@ -32,6 +32,7 @@ from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
 from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.data.images import ImageError, camera_message_to_rgb, rotate_180
+from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
 from mobile_vla_ros.nodes.ros_image import deserialize_camera_message
 from mobile_vla_ros.nodes.process import run_node
 
@@ -93,10 +94,9 @@ class RecorderNode(Node):
                                         on_change=self._on_change)
         self.buttons = EpisodeButtonReader(buttons)
         image_type = CompressedImage if self.compressed else Image
-        # Reliable, depth 2: over best-effort DDS most 720p frames never arrive (docs/performance.md).
-        # A camera driver publishing best-effort does not match; start is then refused ("no camera
-        # frame"). raw=True: frames are read with a light CDR reader, see nodes/ros_image.py.
-        self.create_subscription(image_type, self.image_topic, self._on_image, 2, raw=True)
+        # Reliability matched to the camera's publisher (over best-effort DDS most 720p frames never
+        # arrive: docs/performance.md); raw: frames are read with a light CDR reader (nodes/ros_image.py).
+        subscribe_matching_camera(self, image_type, self.image_topic, self._on_image, raw=True)
         self.cmd_sub = self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_subscription(Joy, "joy", self._on_joy, 10)
         self.create_subscription(String, "instruction", self._on_instruction, 10)

@@ -55,6 +55,9 @@ class PolicyConfig:
     action_high: tuple[float, ...] = (1.0, 1.0)
     instructions: tuple[str, ...] = ()
     base_model: dict = field(default_factory=dict)  # {"name": ..., "fingerprint": ...}
+    # How training frames were made from the camera (data.images.camera_settings): rotation,
+    # colour order, resize. The camera window node refuses frames prepared otherwise.
+    camera: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # provenance: data, steps, metrics
     schema_version: int = SCHEMA_VERSION
 

@@ -45,6 +45,7 @@ class DataSection:
     legacy_action_dt: float = 0.4
     max_idle_s: float = 2.0
     frame_cache_mb: float = 1024
+    correction_weight: int = 3
 
 
 @dataclass
@@ -101,6 +102,7 @@ class TrainConfig:
             (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
             (self.data.clip_length >= 1, "data.clip_length must be >= 1"),
             (self.data.legacy_action_dt > 0, "data.legacy_action_dt must be > 0"),
+            (self.data.correction_weight >= 1, "data.correction_weight must be >= 1"),
             (self.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
             (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
             (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),

@@ -94,7 +94,8 @@ class ClipDataModule(L.LightningDataModule):
     def __init__(self, train: list[TrainingEpisode], val: list[TrainingEpisode], config: TrainConfig):
         super().__init__()
         policy, data = config.policy, config.data
-        self.train_set = WindowDataset(train, policy.window_size, policy.chunk_size, data.clip_length)
+        self.train_set = WindowDataset(train, policy.window_size, policy.chunk_size, data.clip_length,
+                                       data.correction_weight)
         self.val_set = WindowDataset(val, policy.window_size, policy.chunk_size, data.clip_length) if val else None
         self.batch_size, self.num_workers, self.seed = config.trainer.batch_size, config.trainer.num_workers, config.trainer.seed
 

@@ -24,11 +24,12 @@ from mobile_vla_ros.data.windows import (
     common_action_dt,
     load_training_episodes,
     split_by_episode,
+    training_camera,
     with_mirrors,
 )
-from mobile_vla_ros.errors import CheckpointError
+from mobile_vla_ros.errors import CheckpointError, DatasetError
 from mobile_vla_ros.policy.backbone import load_base_model
-from mobile_vla_ros.policy.checkpoint import save_policy
+from mobile_vla_ros.policy.checkpoint import load_policy, save_policy
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.model import VLAPolicy
 from mobile_vla_ros.training.config import TrainConfig, TrainConfigError
@@ -44,6 +45,7 @@ class TrainRun:
     base_model_dir: str
     out_dir: str
     config: TrainConfig
+    init_from: str | None = None  # a trained policy to continue from (e.g. fine-tuning on corrections)
 
     @property
     def work_dir(self) -> Path:
@@ -54,7 +56,8 @@ class TrainRun:
         return self.work_dir / "checkpoints" / "last.ckpt"
 
     def to_dict(self) -> dict:
-        return {"data_dirs": self.data_dirs, "base_model_dir": self.base_model_dir, "config": self.config.to_dict()}
+        return {"data_dirs": self.data_dirs, "base_model_dir": self.base_model_dir, "config": self.config.to_dict(),
+                "init_from": self.init_from}
 
 
 def saved_run(out_dir: str | Path) -> dict:
@@ -69,7 +72,8 @@ def _fixed_part(run: dict) -> dict:
     config = json.loads(json.dumps(run["config"]))
     for key in BUDGET_KEYS:
         config["trainer"].pop(key, None)
-    return {"data_dirs": run["data_dirs"], "base_model_dir": run["base_model_dir"], "config": config}
+    return {"data_dirs": run["data_dirs"], "base_model_dir": run["base_model_dir"], "config": config,
+            "init_from": run.get("init_from")}
 
 
 def _check_resumable(run: TrainRun) -> None:
@@ -143,24 +147,28 @@ def _train(run: TrainRun, resume: bool) -> dict:
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     started = time.monotonic()
 
-    base = load_base_model(run.base_model_dir)
+    initial = _initial_policy(run) if run.init_from else None
+    base = None if initial is not None else load_base_model(run.base_model_dir)
     episodes, skipped = load_training_episodes(
-        run.data_dirs, base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt,
+        run.data_dirs, initial.config.image_size if initial is not None else base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt,
         config.data.max_idle_s, config.data.frame_cache_mb,
     )
     action_dt = common_action_dt(episodes)
     train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
     train_set, val_set = with_mirrors(train_episodes, config.data.mirror), with_mirrors(val_episodes, config.data.mirror)
-    low, high = action_range(train_set)
-    policy = VLAPolicy(
-        PolicyConfig(
-            window_size=config.policy.window_size, chunk_size=config.policy.chunk_size, action_dt=action_dt,
-            prompt_template=config.policy.prompt_template, lora=config.policy.lora, head=config.policy.head,
-            instructions=tuple(sorted({episode.instruction for episode in train_set})),
-        ),
-        base,
-    )
-    policy.set_action_range(low, high)
+    instructions = {episode.instruction for episode in train_set}
+    if initial is not None:
+        policy = _continue(initial, run.init_from, action_dt, instructions, training_camera(episodes))
+    else:
+        policy = VLAPolicy(
+            PolicyConfig(
+                window_size=config.policy.window_size, chunk_size=config.policy.chunk_size, action_dt=action_dt,
+                prompt_template=config.policy.prompt_template, lora=config.policy.lora, head=config.policy.head,
+                instructions=tuple(sorted(instructions)), camera=training_camera(episodes),
+            ),
+            base,
+        )
+        policy.set_action_range(*action_range(train_set))
     LOG.info(
         "%d training episodes (%d with mirrors), %d validation episodes (%d with mirrors); action_dt %.3g s; %s",
         len(train_episodes), len(train_set), len(val_episodes), len(val_set), action_dt, skipped.summary(),
@@ -185,10 +193,38 @@ def _train(run: TrainRun, resume: bool) -> dict:
     policy.eval()
     report = evaluate_policy(policy, val_set) if val_set else None
     summary = _summary(run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started)
-    policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve())}
+    policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve()),
+                              "init_from": run.init_from, "correction_episodes": skipped.corrections}
     save_policy(policy, run.out_dir)
     (run.work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _initial_policy(run: TrainRun) -> VLAPolicy:
+    """The policy to continue from, on the run's base model (refused when the fingerprints differ);
+    its window, chunk, prompt, LoRA and head settings replace the configuration's."""
+    policy = load_policy(run.init_from, run.base_model_dir)
+    section, loaded = run.config.policy, policy.config
+    section.window_size, section.chunk_size, section.prompt_template = (
+        loaded.window_size, loaded.chunk_size, loaded.prompt_template)
+    section.lora, section.head = loaded.lora, loaded.head
+    LOG.info("continuing from %s (window %d, chunk %d)", run.init_from, loaded.window_size, loaded.chunk_size)
+    return policy
+
+
+def _continue(policy: VLAPolicy, init_from: str, action_dt: float, instructions: set[str], camera: dict) -> VLAPolicy:
+    """Check that the data fits the policy being continued; its action ranges stay (the head's
+    outputs keep their meaning)."""
+    config = policy.config
+    if abs(action_dt - config.action_dt) > 1e-6:
+        raise DatasetError(f"the episodes are sampled every {action_dt:g} s, the policy in {init_from} every "
+                           f"{config.action_dt:g} s: a window would span another time")
+    trained, recorded = config.camera.get("rotate_180"), camera.get("rotate_180")
+    if None not in (trained, recorded) and trained != recorded:
+        raise DatasetError(f"the episodes were recorded with rotate_180 {recorded}, the policy in {init_from} "
+                           f"was trained with {trained}")
+    config.instructions = tuple(sorted(set(config.instructions) | instructions))
+    return policy
 
 
 def _metric(trainer, name: str) -> float | None:
@@ -203,7 +239,8 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
         "epochs": int(trainer.current_epoch),
         "seconds": round(seconds, 1),
         "windows_per_second": round(state.windows_per_second, 2) if state.windows_per_second else None,
-        "episodes": {"train": train_count, "validation": val_count, "skipped": len(skipped.skipped), "found": skipped.total},
+        "episodes": {"train": train_count, "validation": val_count, "skipped": len(skipped.skipped), "found": skipped.total,
+                     "corrections": len(skipped.corrections)},
         "windows": {"train": data.train_set.num_windows, "validation": data.val_set.num_windows if data.val_set else 0,
                     "left_out": skipped.windows_left_out, "left_out_by": dict(skipped.left_out_by)},
         "train_loss": _metric(trainer, "train_loss"),
