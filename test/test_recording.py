@@ -143,3 +143,15 @@ def test_buttons_act_on_press_only():
     assert reader.on_joy(axes[:6] + [1.0, 0.0], released) == ["left"]
     assert reader.on_joy(axes[:6] + [-1.0, 0.0], [1] + released[1:]) == ["save", "right"]
     assert reader.on_joy([], []) == []               # a pad with fewer inputs: nothing pressed
+
+
+def test_late_sampling_counts_the_missed_periods_and_the_frame_age(recorder):
+    recorder.set_instruction("left")
+    recorder.on_frame(1, 0.0)
+    recorder.start(0.0, 1)
+    for frame, now in ((1, 0.02), (2, 0.12), (3, 0.42), (4, 0.52)):  # the timer fired late once: 0.12 -> 0.42
+        recorder.on_frame(frame, now - 0.01)
+        recorder.tick(now)
+    status = recorder.status()
+    assert status["missed_samples"] == 2 and status["frames_received"] == 4
+    assert status["sample_lag_ms_p50"] == pytest.approx(10.0) and status["sample_lag_ms_p99"] == pytest.approx(10.0)

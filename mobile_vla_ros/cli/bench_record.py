@@ -10,8 +10,8 @@ frames are serialized once and published as bytes with a fresh stamp, as cheaply
 driver would (rclpy's own conversion of a 720p Image takes ~150 ms, which would starve the
 recorder of the CPU it is measured on).
 
-    samples   frames stored (expected: seconds x sample rate)
-    dropped   expected samples that are not in the file (incl. samples the recorder dropped)
+    samples   frames stored (expected: seconds x sample rate, +-1 for the timer's phase)
+    dropped   sample periods the recorder's timer missed (it was busy) + samples it could not store
     lagged    stored samples flagged camera_lag (the frame was not fresh when sampled)
     lag       age of the sampled frames (capture stamp to sampling), p50 / p99, from the recorder
     CPU       the recorder process's CPU time / wall time while recording
@@ -199,7 +199,7 @@ def run(args) -> int:
         "seconds": round(wall, 1), "camera_published_hz": round(camera_hz, 1),
         "camera_received": state.get("frames_received"), "camera_published": published,
         "samples": episode.num_frames, "expected_samples": expected,
-        "dropped": max(0, expected - episode.num_frames),
+        "dropped": state.get("missed_samples", 0) + state.get("dropped_samples", 0),
         "lagged": int(episode.flags["camera_lag"].sum()),
         # the camera itself (this process's publisher) went silent longer than a sample period
         "camera_stalls": int((gaps > 1 / args.rate).sum()), "camera_gap_ms_max": round(float(gaps.max()) * 1e3, 1),

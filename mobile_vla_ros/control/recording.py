@@ -124,6 +124,8 @@ class EpisodeRecorder:
         self.last_quality: list[dict] = []  # verdicts of the last saved episode
         self.frames_received = 0  # camera messages received during the current (or last) episode
         self._sample_lags: list[float] = []  # seconds from capture to sampling, current (or last) episode
+        self.missed_samples = 0  # sample periods without a tick (the process was busy), current (or last) episode
+        self._last_tick: float | None = None
         self._open_writer = open_writer
         self._prepare_frame = prepare_frame
         self._on_change = on_change or (lambda status, message: None)
@@ -166,7 +168,7 @@ class EpisodeRecorder:
         self._writer = self._open_writer(self.instruction)
         self._sampled_seq = self._frame_seq - 1  # the newest frame is fresh for the first sample
         self._was_moving = False
-        self.frames_received, self._sample_lags = 0, []
+        self.frames_received, self._sample_lags, self.missed_samples, self._last_tick = 0, [], 0, None
         self.state = RecorderState.RECORDING
         self._report("recording started")
         return Outcome(True, "recording started")
@@ -192,6 +194,9 @@ class EpisodeRecorder:
         camera_lag = self._sampled_seq == self._frame_seq or now_s - self._frame_stamp > self.settings.camera_lag_s
         stamp = self._frame_stamp
         self._sample_lags.append(now_s - stamp)
+        if self._last_tick is not None:  # a late timer skips the periods it missed
+            self.missed_samples += max(0, round((now_s - self._last_tick) * self.settings.sample_rate_hz) - 1)
+        self._last_tick = now_s
         try:
             image = self._prepare_frame(self._frame)
             command, command_stale = self._commands.at(stamp)
@@ -257,6 +262,7 @@ class EpisodeRecorder:
             "last_episode": self.last_path.name if self.last_path else "",
             "last_quality": self.last_quality,
             "frames_received": self.frames_received,
+            "missed_samples": self.missed_samples,
         }
         if self._sample_lags:  # age of the sampled frames (capture to sampling), this or the last episode
             p50, p99 = np.percentile(self._sample_lags, [50, 99])
