@@ -67,13 +67,18 @@ def test_camera_lag_is_flagged(recorder):
     recorder.on_frame(1, 0.0)
     recorder.start(0.0, 1)
     recorder.tick(0.0)
-    recorder.tick(0.1)             # same frame again
-    recorder.on_frame(2, 0.1)
-    recorder.tick(0.45)            # new frame, but 0.35 s old when sampled
-    recorder.on_frame(3, 0.5)
+    assert recorder.tick(0.1).message == "waiting for a fresh frame"
+    recorder.tick(0.2)                      # none within the grace: frame 1 again, flagged; waits again
+    assert recorder.on_frame(2, 0.21, now_s=0.23).ok  # within the grace: the waiting sample takes it
+    recorder.tick(0.3)
+    recorder.on_frame(3, 0.25, now_s=0.38)  # after the grace: the waiting sample keeps frame 2, flagged
+    recorder.on_frame(4, 0.5, now_s=0.51)   # nothing waits for it
     recorder.tick(0.55)
+    recorder.on_frame(5, 0.40, now_s=0.62)
+    recorder.tick(0.65)                     # fresh, but captured 0.25 s before: too old
     episode = read_episode(recorder.stop_and_save().path)
-    assert episode.flags["camera_lag"].tolist() == [False, True, True, False]
+    assert episode.images[:, 0, 0, 0].tolist() == [1, 1, 2, 2, 4, 5]
+    assert episode.flags["camera_lag"].tolist() == [False, True, False, True, False, True]
 
 
 def test_stale_inputs_refuse_start(recorder):

@@ -104,7 +104,7 @@ def import_bag(
                 counts["command"] += 1
                 continue
             header = reader.deserialize(rawdata, connection.msgtype)  # for the stamp; pixels decoded when sampled
-            recorder.on_frame(_LoggedFrame(bytes(rawdata), connection), _stamp_s(header, now))
+            recorder.on_frame(_LoggedFrame(bytes(rawdata), connection), _stamp_s(header, now), now)
             counts["camera"] += 1
             if on_progress:
                 on_progress(counts["camera"])

@@ -126,7 +126,10 @@ class RecorderNode(Node):
             self.get_logger().warning(f"camera message ignored: {error}", throttle_duration_sec=5.0)
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.recorder.on_frame(msg, stamp if stamp > 0 else self.now_s())  # kept undecoded until sampled
+        now = self.now_s()
+        outcome = self.recorder.on_frame(msg, stamp if stamp > 0 else now, now)  # kept undecoded until sampled
+        if outcome is not None and not outcome.ok:
+            self.get_logger().warning(outcome.message, throttle_duration_sec=1.0)
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         self.recorder.on_command((msg.linear.x, msg.linear.y, msg.angular.z), self.now_s())
