@@ -205,14 +205,15 @@ class EpisodeRecorder:
         return None
 
     def tick(self, now_s: float) -> Outcome | None:
-        """Take one sample; call at `sample_rate_hz` while recording (a no-op otherwise)."""
+        """Take one sample (or wait for a fresh frame, see the module docstring); call at
+        `sample_rate_hz` while recording (a no-op otherwise)."""
         if self.state is not RecorderState.RECORDING:
             return None
         if self._last_tick is not None:  # a late timer skips the periods it missed
             self.missed_samples += max(0, round((now_s - self._last_tick) * self.settings.sample_rate_hz) - 1)
         self._last_tick = now_s
         outcome = None
-        if self._waiting_tick is not None:  # a whole period without a fresh frame: store the old one
+        if self._waiting_tick is not None:  # no fresh frame since the last tick: that sample keeps the old one
             self._waiting_tick = None
             outcome = self._sample(now_s)
         if self._sampled_seq == self._frame_seq:
