@@ -67,13 +67,18 @@ def test_camera_lag_is_flagged(recorder):
     recorder.on_frame(1, 0.0)
     recorder.start(0.0, 1)
     recorder.tick(0.0)
-    recorder.tick(0.1)             # same frame again
-    recorder.on_frame(2, 0.1)
-    recorder.tick(0.45)            # new frame, but 0.35 s old when sampled
-    recorder.on_frame(3, 0.5)
+    assert recorder.tick(0.1).message == "waiting for a fresh frame"
+    recorder.tick(0.2)                      # none within the grace: frame 1 again, flagged; waits again
+    assert recorder.on_frame(2, 0.21, now_s=0.23).ok  # within the grace: the waiting sample takes it
+    recorder.tick(0.3)
+    recorder.on_frame(3, 0.25, now_s=0.38)  # after the grace: the waiting sample keeps frame 2, flagged
+    recorder.on_frame(4, 0.5, now_s=0.51)   # nothing waits for it
     recorder.tick(0.55)
+    recorder.on_frame(5, 0.40, now_s=0.62)
+    recorder.tick(0.65)                     # fresh, but captured 0.25 s before: too old
     episode = read_episode(recorder.stop_and_save().path)
-    assert episode.flags["camera_lag"].tolist() == [False, True, True, False]
+    assert episode.images[:, 0, 0, 0].tolist() == [1, 1, 2, 2, 4, 5]
+    assert episode.flags["camera_lag"].tolist() == [False, True, False, True, False, True]
 
 
 def test_stale_inputs_refuse_start(recorder):
@@ -143,3 +148,15 @@ def test_buttons_act_on_press_only():
     assert reader.on_joy(axes[:6] + [1.0, 0.0], released) == ["left"]
     assert reader.on_joy(axes[:6] + [-1.0, 0.0], [1] + released[1:]) == ["save", "right"]
     assert reader.on_joy([], []) == []               # a pad with fewer inputs: nothing pressed
+
+
+def test_late_sampling_counts_the_missed_periods_and_the_frame_age(recorder):
+    recorder.set_instruction("left")
+    recorder.on_frame(1, 0.0)
+    recorder.start(0.0, 1)
+    for frame, now in ((1, 0.02), (2, 0.12), (3, 0.42), (4, 0.52)):  # the timer fired late once: 0.12 -> 0.42
+        recorder.on_frame(frame, now - 0.01)
+        recorder.tick(now)
+    status = recorder.status()
+    assert status["missed_samples"] == 2 and status["frames_received"] == 4
+    assert status["sample_lag_ms_p50"] == pytest.approx(10.0) and status["sample_lag_ms_p99"] == pytest.approx(10.0)

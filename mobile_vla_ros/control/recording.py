@@ -5,8 +5,11 @@ idle --start--> recording --stop-and-save--> saving --> idle
 
 While recording, `tick()` runs at the sample rate: it takes the newest camera frame and pairs it
 with the velocity command that was in force at the frame's capture stamp (the robot was doing
-that when the picture was taken). Frames that were not fresh at sampling time are flagged
-`camera_lag`; a moving command whose stream went silent reads as zero and is flagged
+that when the picture was taken). When no fresh frame has arrived since the last sample, the
+sample waits for the next frame up to `FRESH_FRAME_GRACE` of a period (rclpy runs a due timer
+before the frames that arrived meanwhile, so a busy moment would otherwise re-sample the previous
+frame); without one by then, the old frame is stored flagged `camera_lag`, as is a frame older
+than `camera_lag_s` when sampled; a moving command whose stream went silent reads as zero and is flagged
 `command_stale`. All times are seconds on one clock (the node's ROS clock). A saved episode is
 judged by data/quality.py; its verdicts go into the file, the state (`last_quality`) and the log line.
 """
@@ -25,6 +28,7 @@ from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruct
 from mobile_vla_ros.errors import MobileVlaError
 
 MAX_INSTRUCTION_CHARS = 200
+FRESH_FRAME_GRACE = 0.4  # of a sample period: how long a sample may wait for a fresh frame
 _COMMAND_HISTORY_S = 10.0
 
 
@@ -122,6 +126,11 @@ class EpisodeRecorder:
         self.dropped_samples = 0
         self.last_path: Path | None = None
         self.last_quality: list[dict] = []  # verdicts of the last saved episode
+        self.frames_received = 0  # camera messages received during the current (or last) episode
+        self._sample_lags: list[float] = []  # seconds from capture to sampling, current (or last) episode
+        self.missed_samples = 0  # sample periods without a tick (the process was busy), current (or last) episode
+        self._last_tick: float | None = None
+        self._waiting_tick: float | None = None  # a tick that found no fresh frame and waits for one
         self._open_writer = open_writer
         self._prepare_frame = prepare_frame
         self._on_change = on_change or (lambda status, message: None)
@@ -134,9 +143,21 @@ class EpisodeRecorder:
         self._was_moving = False
 
     # ----------------------------------------------------------------------------------- inputs
-    def on_frame(self, frame: Any, stamp_s: float) -> None:
+    def on_frame(self, frame: Any, stamp_s: float, now_s: float | None = None) -> Outcome | None:
+        """A camera frame captured at `stamp_s`, received at `now_s` (default: the stamp); returns
+        the outcome of the sample it completes, if a tick was waiting for a fresh frame."""
+        now_s = stamp_s if now_s is None else now_s
+        waiting = self.state is RecorderState.RECORDING and self._waiting_tick is not None
+        late = waiting and now_s - self._waiting_tick > FRESH_FRAME_GRACE / self.settings.sample_rate_hz
+        outcome = self._sample(now_s) if late else None  # too late: that sample keeps the old frame, flagged
         self._frame, self._frame_stamp = frame, stamp_s
         self._frame_seq += 1
+        self.frames_received += self.state is RecorderState.RECORDING
+        if waiting:
+            self._waiting_tick = None
+            if not late:
+                outcome = self._sample(now_s)
+        return outcome
 
     def on_command(self, command: Sequence[float], stamp_s: float) -> None:
         self._commands.add(command, stamp_s)
@@ -163,6 +184,8 @@ class EpisodeRecorder:
         self._writer = self._open_writer(self.instruction)
         self._sampled_seq = self._frame_seq - 1  # the newest frame is fresh for the first sample
         self._was_moving = False
+        self.frames_received, self._sample_lags, self.missed_samples, self._last_tick = 0, [], 0, None
+        self._waiting_tick = None
         self.state = RecorderState.RECORDING
         self._report("recording started")
         return Outcome(True, "recording started")
@@ -182,11 +205,26 @@ class EpisodeRecorder:
         return None
 
     def tick(self, now_s: float) -> Outcome | None:
-        """Take one sample; call at `sample_rate_hz` while recording (a no-op otherwise)."""
+        """Take one sample (or wait for a fresh frame, see the module docstring); call at
+        `sample_rate_hz` while recording (a no-op otherwise)."""
         if self.state is not RecorderState.RECORDING:
             return None
+        if self._last_tick is not None:  # a late timer skips the periods it missed
+            self.missed_samples += max(0, round((now_s - self._last_tick) * self.settings.sample_rate_hz) - 1)
+        self._last_tick = now_s
+        outcome = None
+        if self._waiting_tick is not None:  # no fresh frame since the last tick: that sample keeps the old one
+            self._waiting_tick = None
+            outcome = self._sample(now_s)
+        if self._sampled_seq == self._frame_seq:
+            self._waiting_tick = now_s
+            return outcome or Outcome(True, "waiting for a fresh frame")
+        return self._sample(now_s)
+
+    def _sample(self, now_s: float) -> Outcome:
         camera_lag = self._sampled_seq == self._frame_seq or now_s - self._frame_stamp > self.settings.camera_lag_s
         stamp = self._frame_stamp
+        self._sample_lags.append(now_s - stamp)
         try:
             image = self._prepare_frame(self._frame)
             command, command_stale = self._commands.at(stamp)
@@ -251,7 +289,12 @@ class EpisodeRecorder:
             "dropped_samples": self.dropped_samples,
             "last_episode": self.last_path.name if self.last_path else "",
             "last_quality": self.last_quality,
+            "frames_received": self.frames_received,
+            "missed_samples": self.missed_samples,
         }
+        if self._sample_lags:  # age of the sampled frames (capture to sampling), this or the last episode
+            p50, p99 = np.percentile(self._sample_lags, [50, 99])
+            status["sample_lag_ms_p50"], status["sample_lag_ms_p99"] = round(p50 * 1e3, 1), round(p99 * 1e3, 1)
         if now_s is not None and self._frame_stamp is not None:
             status["camera_age_s"] = round(now_s - self._frame_stamp, 3)
         return status

@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import cv2
 import h5py
 import numpy as np
+from isal import isal_zlib
 
 from mobile_vla_ros.data.quality import IDLE_SPEED, EpisodeQuality, QualityRules, Verdict, check_episode, verdicts_from_json
 from mobile_vla_ros.errors import EpisodeError
@@ -56,7 +57,9 @@ _PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/ca
 _NUMBER = re.compile(r"^episode_(\d+)_")
 _INSTRUCTION_BYTES = 256
 EXTRA_COLUMNS_ATTR = "extra_columns"  # comma-separated names of the caller's per-frame datasets
-_MAX_PENDING_FRAMES = 8  # frames being compressed before append() waits (bounded memory)
+# Frames waiting for compression before append() waits: enough for seconds of a busy CPU at 720p
+# (a waiting append delays the recorder's next sample), still bounded memory.
+_MAX_PENDING_BYTES = 128 << 20
 
 
 @dataclass
@@ -347,7 +350,7 @@ class EpisodeWriter:
         *,
         image_size: tuple[int, int] | None = None,
         flush_interval_s: float = 1.0,
-        compression_level: int = 1,
+        compression_level: int = 1,  # ISA-L level 0-3
         rotated_180: bool | None = False,
         extra_columns: dict[str, tuple[tuple[int, ...], type]] | None = None,
         quality_rules: QualityRules = QualityRules(),
@@ -376,10 +379,13 @@ class EpisodeWriter:
         self._count = 0
         self._last_flush = 0.0
         self._closed = False
-        # Frames are deflated by worker threads (zlib releases the GIL, so the caller - a ROS
+        # Frames are deflated by worker threads (ISA-L releases the GIL, so the caller - a ROS
         # executor - stays responsive and both cores work) and stored as ready gzip chunks.
+        # ISA-L's deflate is standard zlib output, ~5x faster than zlib level 1 on a noisy 720p
+        # frame (16 vs 78 ms here) for ~20 % more bytes: what lets 720p record at 10 Hz on 2 cores.
         self._compressor: ThreadPoolExecutor | None = None
         self._pending: deque = deque()
+        self._frame_bytes = 0
         self._images_written = 0
 
     @property
@@ -403,7 +409,7 @@ class EpisodeWriter:
         index = self._count
         h5 = self._h5
         pixels = image.tobytes()
-        self._pending.append(self._compressor.submit(zlib.compress, pixels, self.compression_level))
+        self._pending.append(self._compressor.submit(isal_zlib.compress, pixels, self.compression_level))
         for name in _PER_FRAME[1:]:
             h5[name].resize(index + 1, axis=0)
         h5["actions"][index] = action
@@ -416,7 +422,7 @@ class EpisodeWriter:
             h5[name].resize(index + 1, axis=0)
             h5[name][index] = value
         self._count += 1
-        self._store_compressed(wait=len(self._pending) > _MAX_PENDING_FRAMES)
+        self._store_compressed(wait=self._pending_full())
         now = time.monotonic()
         if now - self._last_flush >= self.flush_interval_s:
             h5.flush()
@@ -430,7 +436,11 @@ class EpisodeWriter:
             images.resize(self._images_written + 1, axis=0)
             images.id.write_direct_chunk((self._images_written, 0, 0, 0), chunk)
             self._images_written += 1
-            wait = wait and len(self._pending) > _MAX_PENDING_FRAMES
+            wait = wait and self._pending_full()
+
+    def _pending_full(self) -> bool:
+        return len(self._pending) * self._frame_bytes > _MAX_PENDING_BYTES
+
     def _check_extras(self, extras: dict) -> dict:
         if set(extras) != set(self.extra_columns):
             raise EpisodeError(f"extras {sorted(extras)} differ from the episode's columns {sorted(self.extra_columns)}")
@@ -490,6 +500,7 @@ class EpisodeWriter:
         })
         h5.swmr_mode = True  # from here on, a crash leaves a readable file up to the last flush
         self._last_flush = time.monotonic()
+        self._frame_bytes = int(np.prod(frame_shape))
         self._compressor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                               thread_name_prefix="episode-deflate")
 

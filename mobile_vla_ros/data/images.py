@@ -69,6 +69,14 @@ def decode_compressed(data) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def camera_message_to_rgb(msg) -> np.ndarray:
+    """An Image or CompressedImage message object (rclpy's or the rosbags CDR reader's: the same
+    fields) -> RGB; raises ImageError."""
+    if hasattr(msg, "encoding"):
+        return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    return decode_compressed(msg.data)
+
+
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of an RGB image (for CompressedImage publishers and tests)."""
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(check_rgb(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -30,9 +30,10 @@ def matching_camera_qos(publisher_reliabilities: list[ReliabilityPolicy]) -> QoS
     )
 
 
-def subscribe_matching_camera(node: Node, message_type, topic: str, callback: Callable) -> None:
+def subscribe_matching_camera(node: Node, message_type, topic: str, callback: Callable, raw: bool = False) -> None:
     """Create the camera subscription once a publisher of `topic` is discovered (polled on a timer,
-    so the node keeps spinning meanwhile); log which reliability was chosen and why."""
+    so the node keeps spinning meanwhile); log which reliability was chosen and why. `raw`: the
+    callback gets the serialized message (see nodes/ros_image.deserialize_camera_message)."""
     resolved = node.resolve_topic_name(topic)
     waited = {"polls": 0}
 
@@ -45,7 +46,7 @@ def subscribe_matching_camera(node: Node, message_type, topic: str, callback: Ca
             return
         node.destroy_timer(timer)
         qos = matching_camera_qos([info.qos_profile.reliability for info in publishers])
-        node.create_subscription(message_type, resolved, callback, qos)
+        node.create_subscription(message_type, resolved, callback, qos, raw=raw)
         node.get_logger().info(
             f"camera {resolved}: subscribed {qos.reliability.name.lower().replace('_', ' ')} "
             f"to match {len(publishers)} publisher(s)")

@@ -31,8 +31,9 @@ from mobile_vla_ros.control.recording import (
 from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
 from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
-from mobile_vla_ros.data.images import rotate_180
-from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb
+from mobile_vla_ros.data.images import ImageError, camera_message_to_rgb, rotate_180
+from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
+from mobile_vla_ros.nodes.ros_image import deserialize_camera_message
 from mobile_vla_ros.nodes.process import run_node
 
 STATUS_PERIOD_S = 1.0
@@ -93,9 +94,9 @@ class RecorderNode(Node):
                                         on_change=self._on_change)
         self.buttons = EpisodeButtonReader(buttons)
         image_type = CompressedImage if self.compressed else Image
-        # Reliable, depth 2: large frames over best-effort DDS arrive torn or not at all. A camera
-        # driver publishing best-effort does not match; start is then refused ("no camera frame").
-        self.create_subscription(image_type, self.image_topic, self._on_image, 2)
+        # Reliability matched to the camera's publisher (over best-effort DDS most 720p frames never
+        # arrive: docs/performance.md); raw: frames are read with a light CDR reader (nodes/ros_image.py).
+        subscribe_matching_camera(self, image_type, self.image_topic, self._on_image, raw=True)
         self.cmd_sub = self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_subscription(Joy, "joy", self._on_joy, 10)
         self.create_subscription(String, "instruction", self._on_instruction, 10)
@@ -115,12 +116,20 @@ class RecorderNode(Node):
 
     # ------------------------------------------------------------------------------ callbacks
     def _decode(self, msg):
-        rgb = compressed_msg_to_rgb(msg) if self.compressed else image_msg_to_rgb(msg)
+        rgb = camera_message_to_rgb(msg)
         return rotate_180(rgb) if self.rotate else rgb
 
-    def _on_image(self, msg) -> None:
+    def _on_image(self, raw: bytes) -> None:
+        try:
+            msg = deserialize_camera_message(raw, self.compressed)
+        except ImageError as error:
+            self.get_logger().warning(f"camera message ignored: {error}", throttle_duration_sec=5.0)
+            return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.recorder.on_frame(msg, stamp if stamp > 0 else self.now_s())  # kept undecoded until sampled
+        now = self.now_s()
+        outcome = self.recorder.on_frame(msg, stamp if stamp > 0 else now, now)  # kept undecoded until sampled
+        if outcome is not None and not outcome.ok:
+            self.get_logger().warning(outcome.message, throttle_duration_sec=1.0)
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         self.recorder.on_command((msg.linear.x, msg.linear.y, msg.angular.z), self.now_s())
