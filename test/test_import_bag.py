@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -11,7 +12,6 @@ from rosbags.typesys import Stores, get_typestore
 
 from mobile_vla_ros.cli.main import main
 from mobile_vla_ros.data.episode import list_episodes, read_episode
-from mobile_vla_ros.data.images import encode_jpeg
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE)
@@ -54,8 +54,8 @@ def write_bag(path, storage: StoragePlugin, seconds=3.0, compressed=False, gap=N
                     continue
                 pixels = frame(index)
                 if compressed:
-                    message = Compressed(header=_header(T0 + t), format="png", data=np.frombuffer(
-                        __import__("cv2").imencode(".png", pixels[..., ::-1])[1].tobytes(), np.uint8))
+                    png = cv2.imencode(".png", pixels[..., ::-1])[1]  # lossless, to check which frame was sampled
+                    message = Compressed(header=_header(T0 + t), format="png", data=png.reshape(-1))
                 else:
                     message = Image(header=_header(T0 + t), height=24, width=32, encoding="rgb8", is_bigendian=0,
                                     step=96, data=pixels.reshape(-1))

@@ -7,7 +7,6 @@ import json
 
 import h5py
 import numpy as np
-import pytest
 
 from mobile_vla_ros.cli.inspect import summarise_directory
 from mobile_vla_ros.control.recording import EpisodeRecorder, RecorderSettings
