@@ -163,7 +163,8 @@ def test_gamepad_episode_has_the_frames_actions_and_instruction_sent(nodes, tmp_
     episode = read_episode(path)
     assert episode.instruction == LAB_INSTRUCTIONS["right"] and path.stem.endswith("_right")
     assert 22 <= episode.num_frames <= 32  # about 2.8 s at 10 Hz
-    assert np.all(np.diff(episode.timestamps) > 0.05)  # one fresh frame per sample
+    steps = np.diff(episode.timestamps)  # one fresh frame per sample, at the sample rate (jitter of a busy machine aside)
+    assert np.all(steps > 0) and abs(np.median(steps) - 0.1) < 0.02, steps
     assert not episode.flags["camera_lag"].any() and recorder.recorder.dropped_samples == 0
     for stamp, image in zip(episode.timestamps, episode.images):  # every stored image is the one sent at its stamp
         sent = min(operator.frames_sent, key=lambda s: abs(s - stamp))
