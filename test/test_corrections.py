@@ -6,7 +6,9 @@ import pytest
 
 from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
 from mobile_vla_ros.data.correction_episodes import CORRECTION_COLUMNS, HUMAN, POLICY_ACTIONS, human_frames
-from mobile_vla_ros.data.episode import EpisodeWriter, list_episodes, read_episode, recover_partial_episodes
+from mobile_vla_ros.data.episode import list_episodes, read_episode
+from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 DT = 0.1

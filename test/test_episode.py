@@ -11,16 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from mobile_vla_ros.data.episode import (
-    LAB_INSTRUCTIONS,
-    EpisodeWriter,
-    idle_mask,
-    list_episodes,
-    read_episode,
-    recover_partial_episodes,
-    write_legacy_episode,
-)
+from mobile_vla_ros.data.episode import list_episodes, read_episode
+from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
+from mobile_vla_ros.data.episode_schema import idle_mask
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
+from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.errors import EpisodeError
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 LEFT = LAB_INSTRUCTIONS["left"]
 
@@ -99,7 +96,7 @@ def test_bad_input_is_refused_and_loses_nothing(tmp_path):
 
 _CRASHING_WRITER = """
 import sys, time, numpy as np
-from mobile_vla_ros.data.episode import EpisodeWriter
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 writer = EpisodeWriter(sys.argv[1], "go left", 10.0, flush_interval_s=0.05)
 for index in range(100000):
     writer.append(np.full((24, 32, 3), index % 250, np.uint8), (0.3, 0.1, 0.0), index * 0.1)

@@ -11,7 +11,8 @@ from mobile_vla_ros.control.recording import (
     EpisodeRecorder,
     RecorderSettings,
 )
-from mobile_vla_ros.data.episode import EpisodeWriter, read_episode
+from mobile_vla_ros.data.episode import read_episode
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.images import ImageError
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 

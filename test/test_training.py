@@ -144,7 +144,7 @@ def write_corrections(directory, episodes: int, person_y: float, seed: int = 3) 
     person steering with linear_y = person_y for 1.5 s."""
     from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
     from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
-    from mobile_vla_ros.data.episode import EpisodeWriter
+    from mobile_vla_ros.data.episode_writer import EpisodeWriter
     from mobile_vla_ros.training.synthetic import pair_frames
 
     rng = np.random.default_rng(seed)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mobile_vla_ros.data.episode import EpisodeWriter, write_legacy_episode
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
+from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.data.windows import (
     EpochShuffleSampler,
     TrainingEpisode,

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
 def write_data(data: Path, episodes: int, frames: int, width: int, height: int) -> None:
     from tqdm import tqdm
 
-    from mobile_vla_ros.data.episode import EpisodeWriter, list_episodes
+    from mobile_vla_ros.data.episode import list_episodes
+    from mobile_vla_ros.data.episode_writer import EpisodeWriter
     from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
     from mobile_vla_ros.training.synthetic import SAMPLE_RATE_HZ, camera_frames
 

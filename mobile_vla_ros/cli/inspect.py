@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from mobile_vla_ros.data.correction_episodes import POLICY_ACTIONS, human_frames
-from mobile_vla_ros.data.episode import ACTION_NAMES, Episode, list_episodes, read_episode
+from mobile_vla_ros.data.episode import list_episodes, read_episode
+from mobile_vla_ros.data.episode_schema import ACTION_NAMES, Episode
 from mobile_vla_ros.data.quality import Verdict
 from mobile_vla_ros.errors import EpisodeError, MobileVlaError
 

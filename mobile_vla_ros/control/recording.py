@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mobile_vla_ros.data.episode import IDLE_SPEED, EpisodeWriter
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
+from mobile_vla_ros.data.quality import IDLE_SPEED
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 from mobile_vla_ros.errors import MobileVlaError
 

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from mobile_vla_ros.control.recording import EpisodeRecorder, RecorderSettings
-from mobile_vla_ros.data.episode import EpisodeWriter
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.images import camera_message_to_rgb
 from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.errors import EpisodeError

@@ -45,7 +45,8 @@ from mobile_vla_ros.control.latency import ByStamp, StageLatency
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 from mobile_vla_ros.control.worker import InferenceWorker
 from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
-from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
+from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.images import ImageError, split_window
 from mobile_vla_ros.errors import InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds

@@ -28,7 +28,8 @@ from mobile_vla_ros.control.recording import (
     RecorderSettings,
     status_line,
 )
-from mobile_vla_ros.data.episode import EpisodeWriter, recover_partial_episodes
+from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.data.images import ImageError, camera_message_to_rgb, rotate_180

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from mobile_vla_ros.data.episode import EpisodeWriter
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.sim.expert import ScriptedExpert
 from mobile_vla_ros.sim.render import CameraConfig, Renderer

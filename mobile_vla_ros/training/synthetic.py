@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_vla_ros.data.episode import EpisodeWriter, write_legacy_episode
+from mobile_vla_ros.data.episode_writer import EpisodeWriter
+from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 SAMPLE_RATE_HZ = 10.0
