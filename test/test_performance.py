@@ -83,6 +83,8 @@ def test_int8_checkpoint_loads_without_the_fp32_weights_and_matches_in_place_int
     layer = stored.policy.encoder.kosmos.text_model.model.layers[0].self_attn.q_proj
     assert isinstance(layer, int8_linear_type())
     assert not any(t.is_meta for t in [*stored.policy.parameters(), *stored.policy.buffers()])
+    kosmos = stored.policy.encoder.kosmos
+    assert kosmos.text_model.lm_head.weight is kosmos.text_model.model.embed_tokens.weight  # tied, stored once
     video = frames(10, seed=1)
     for runner in (stored, in_place, fp32):
         runner.set_instruction(LEFT)

@@ -89,8 +89,12 @@ def run(args) -> int:
     camera_pub = probe.create_publisher(Image, "image", qos_profile_sensor_data)
 
     def publish_frame():
+        # A real camera never repeats a frame bit for bit: 30 stored frames cycling unchanged would
+        # hit the runner's per-frame cache by accident (free steps, stale matches), so each frame
+        # is XOR-ed with its cycle count (unique for 256 s).
         counter["frame"] += 1
-        camera_pub.publish(rgb_to_image_msg(frames[counter["frame"] % len(frames)], probe.get_clock().now().to_msg()))
+        frame = frames[counter["frame"] % len(frames)] ^ np.uint8(counter["frame"] // len(frames) % 256)
+        camera_pub.publish(rgb_to_image_msg(frame, probe.get_clock().now().to_msg()))
 
     probe.create_timer(1 / 30.0, publish_frame)
     probe.create_subscription(Twist, "cmd_vel", lambda _: arrivals.append(time.perf_counter()), 100)

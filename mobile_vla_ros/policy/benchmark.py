@@ -224,11 +224,11 @@ def run_benchmark(
 
 
 def _tensor_bytes(module: torch.nn.Module):
-    """Bytes of every parameter and buffer, int8 packed weights included (tied tensors once)."""
+    """Bytes of every parameter and buffer, int8 packed weights included (shared storage once)."""
     seen = set()
     for tensor in [*module.parameters(), *module.buffers()]:
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
             yield tensor.numel() * tensor.element_size()
     for child in module.modules():
         if isinstance(child, int8_linear_type()):

@@ -104,7 +104,8 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     owner_name, _, attribute = name.rpartition(".")
     owner = model.get_submodule(owner_name)
     if attribute in owner._parameters:
-        owner._parameters[attribute] = nn.Parameter(tensor, requires_grad=False)
+        # An alias gets the very Parameter it aliases: tied weights stay one object, as transformers ties them.
+        owner._parameters[attribute] = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False)
     elif attribute in owner._buffers:
         owner._buffers[attribute] = tensor
     else:

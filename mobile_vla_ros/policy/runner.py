@@ -156,6 +156,8 @@ class PolicyRunner:
             prompts = self._prompt.repeat_frames(len(frames))
             for key, feature in zip(keys[first_encoded:], self.policy.frame_features(frames, prompts)):
                 self._features[key] = feature
+            if self.device.type == "cuda":  # kernels run asynchronously: charge them to the backbone
+                torch.cuda.synchronize(self.device)
         encoded = time.perf_counter()
         features = torch.stack([self._features[key] for key in keys[start:]])[None]
         in_window = set(keys[start:])
