@@ -21,6 +21,10 @@ class InstructionError(MobileVlaError, ValueError):
     """An empty, unknown or too long instruction."""
 
 
+class ImageError(MobileVlaError, ValueError):
+    """A frame that cannot be turned into an RGB image (malformed message, wrong shape or dtype)."""
+
+
 class NonFiniteOutputError(MobileVlaError, ArithmeticError):
     """The model produced NaN or infinite actions."""
 

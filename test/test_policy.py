@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mobile_vla_ros.data.images import ImageError
-from mobile_vla_ros.errors import BaseModelError, BaseModelMismatchError, CheckpointError, InstructionError, NonFiniteOutputError
+from mobile_vla_ros.errors import (
+    BaseModelError,
+    BaseModelMismatchError,
+    CheckpointError,
+    ImageError,
+    InstructionError,
+    NonFiniteOutputError,
+)
 from mobile_vla_ros.policy.backbone import PromptEncoder, fingerprint_base_model, load_base_model
 from mobile_vla_ros.policy.checkpoint import HEAD_FILE, load_policy, save_policy
 from mobile_vla_ros.policy.config import PolicyConfig

@@ -13,7 +13,7 @@ from mobile_vla_ros.control.recording import (
 )
 from mobile_vla_ros.data.episode import read_episode
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
-from mobile_vla_ros.data.images import ImageError
+from mobile_vla_ros.errors import ImageError
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 
 SETTINGS = RecorderSettings(sample_rate_hz=10.0, camera_timeout_s=0.5, command_timeout_s=0.5, camera_lag_s=0.2)

@@ -1,7 +1,7 @@
 """`mobile-vla import-bag BAG... --image-topic T --cmd-vel-topic T --instruction TEXT --out DIR`.
 
 Each rosbag2 (a directory with metadata.yaml, MCAP or sqlite3) becomes one episode in DIR,
-sampled and checked exactly as recorder_node records live (data/bag_import.py): same sample
+sampled and checked exactly as recorder_node records live (control/bag_import.py): same sample
 rate, same pairing of each frame with the command in force at its capture stamp, same flags and
 quality verdicts. `--instruction` takes `left`, `right` (the trained sentences) or free text.
 """
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from mobile_vla_ros.data.bag_import import import_bag
+    from mobile_vla_ros.control.bag_import import import_bag
 
     settings = RecorderSettings(sample_rate_hz=args.sample_rate, camera_lag_s=args.camera_lag_s,
                                 command_timeout_s=args.command_timeout_s)

@@ -8,12 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from mobile_vla_ros.errors import MobileVlaError
-
-
-class ImageError(MobileVlaError, ValueError):
-    """A frame that cannot be turned into an RGB image."""
-
+from mobile_vla_ros.errors import ImageError
 
 # encoding -> (channels, conversion to RGB or None when already RGB)
 _RAW_ENCODINGS = {

@@ -20,11 +20,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, TimeReference
 
 from mobile_vla_ros.control.frame_window import FrameWindow
-from mobile_vla_ros.data.images import ImageError, camera_mismatch, resize_for_model, rotate_180, stack_window
-from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.data.images import camera_mismatch, resize_for_model, rotate_180, stack_window
+from mobile_vla_ros.errors import ImageError, MobileVlaError
 from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
-from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from mobile_vla_ros.nodes.process import run_node
+from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from mobile_vla_ros.policy.config import PolicyConfig
 
 LOG_THROTTLE_S = 5.0

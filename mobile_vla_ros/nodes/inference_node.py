@@ -40,19 +40,19 @@ from std_msgs.msg import Bool, String
 
 from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
 from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
-from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.control.latency import ByStamp, StageLatency
+from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 from mobile_vla_ros.control.worker import InferenceWorker
 from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
 from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
-from mobile_vla_ros.data.images import ImageError, split_window
-from mobile_vla_ros.errors import InstructionError, MobileVlaError
+from mobile_vla_ros.data.images import split_window
+from mobile_vla_ros.errors import ImageError, InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
+from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
-from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 
 LOG_THROTTLE_S = 5.0
 _LEVELS = {

@@ -30,12 +30,13 @@ from mobile_vla_ros.control.recording import (
 )
 from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
+from mobile_vla_ros.data.images import camera_message_to_rgb, rotate_180
 from mobile_vla_ros.data.quality import QualityRules
-from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
-from mobile_vla_ros.data.images import ImageError, camera_message_to_rgb, rotate_180
+from mobile_vla_ros.errors import ImageError
 from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
-from mobile_vla_ros.nodes.ros_image import deserialize_camera_message
 from mobile_vla_ros.nodes.process import run_node
+from mobile_vla_ros.nodes.ros_image import deserialize_camera_message
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 STATUS_PERIOD_S = 1.0
 

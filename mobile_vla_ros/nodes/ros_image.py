@@ -14,7 +14,8 @@ import numpy as np
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 
-from mobile_vla_ros.data.images import ImageError, check_raw_layout, check_rgb, decode_compressed, decode_raw
+from mobile_vla_ros.data.images import check_raw_layout, check_rgb, decode_compressed, decode_raw
+from mobile_vla_ros.errors import ImageError
 
 try:  # pragma: no cover - depends on the ROS installation
     from cv_bridge import CvBridge, CvBridgeError

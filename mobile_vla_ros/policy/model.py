@@ -6,7 +6,7 @@ import warnings
 import torch
 from torch import nn
 
-from mobile_vla_ros.data.images import ImageError
+from mobile_vla_ros.errors import ImageError
 from mobile_vla_ros.policy.backbone import BaseModel, FrameEncoder, PromptBatch, PromptEncoder
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.head import ActionHead

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobile_vla_ros.data.images import ImageError
-from mobile_vla_ros.errors import NonFiniteOutputError
+from mobile_vla_ros.errors import ImageError, NonFiniteOutputError
 from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype, torch_dtype
 from mobile_vla_ros.policy.checkpoint import load_policy
 from mobile_vla_ros.policy.model import VLAPolicy
