@@ -20,10 +20,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mobile_vla_ros.data.episode import IDLE_SPEED, EpisodeWriter
-from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, MAX_INSTRUCTION_CHARS, expand_instruction
 from mobile_vla_ros.errors import MobileVlaError
 
-MAX_INSTRUCTION_CHARS = 200
 _COMMAND_HISTORY_S = 10.0
 
 

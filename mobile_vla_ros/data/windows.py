@@ -29,7 +29,7 @@ import torch
 from mobile_vla_ros.data.episode import list_episodes, read_episode
 from mobile_vla_ros.data.images import resize_for_model
 from mobile_vla_ros.errors import DatasetError, EpisodeError
-from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
+from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS, instruction_side, mirror_instruction
 
 LOG = logging.getLogger(__name__)
 
@@ -109,6 +109,9 @@ def _problem(episode) -> str | None:
     """Why an episode that was read cannot be trained on, or None."""
     if not episode.instruction or not episode.instruction.strip():
         return "no instruction"
+    length = len(" ".join(episode.instruction.split()))
+    if length > MAX_INSTRUCTION_CHARS:
+        return f"instruction too long: {length} characters, the limit is {MAX_INSTRUCTION_CHARS}"
     if not np.isfinite(episode.actions).all():
         return "non-finite actions"
     return None

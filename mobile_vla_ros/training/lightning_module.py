@@ -42,6 +42,10 @@ class PolicyModule(L.LightningModule):
     def trainable_names(self) -> list[str]:
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
 
+    def saved_names(self) -> set[str]:
+        """What a resume checkpoint holds: the trainable weights and the head's feature statistics."""
+        return set(self.trainable_names()) | {f"policy.head.{name}" for name, _ in self.policy.head.named_buffers()}
+
     def predict_batch(self, batch: dict) -> torch.Tensor:
         """Normalised chunks (windows, chunk, A): each frame encoded once, windows gathered."""
         policy = self.policy
@@ -70,7 +74,7 @@ class PolicyModule(L.LightningModule):
         return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = set(self.trainable_names())
+        keep = self.saved_names()
         checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in keep}
         checkpoint["base_model"] = dict(self.policy.config.base_model)
 
@@ -82,7 +86,7 @@ class PolicyModule(L.LightningModule):
                 f"the training run was started on base model {saved.get('name')!r} ({saved.get('fingerprint')}), "
                 f"but the base model given is {current.get('name')!r} ({current.get('fingerprint')})"
             )
-        expected, found = set(self.trainable_names()), set(checkpoint["state_dict"])
+        expected, found = self.saved_names(), set(checkpoint["state_dict"])
         if expected != found:
             raise CheckpointError(
                 "the training checkpoint does not fit this policy configuration "

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from mobile_vla_ros.data.windows import (
     SkipReport,
     action_range,
@@ -160,6 +162,8 @@ def _train(run: TrainRun, resume: bool) -> dict:
         base,
     )
     policy.set_action_range(low, high)
+    if not resume:  # a resumed run restores the statistics its head was trained with
+        set_feature_statistics(policy, train_set)
     LOG.info(
         "%d training episodes (%d with mirrors), %d validation episodes (%d with mirrors); action_dt %.3g s; %s",
         len(train_episodes), len(train_set), len(val_episodes), len(val_set), action_dt, skipped.summary(),
@@ -188,6 +192,20 @@ def _train(run: TrainRun, resume: bool) -> dict:
     save_policy(policy, run.out_dir)
     (run.work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
+    """The head's per-dimension feature standardisation from every training frame (one forward
+    pass of the untrained encoder: LoRA starts as the identity)."""
+    from tqdm import tqdm
+
+    from mobile_vla_ros.training.metrics import encode_episode
+
+    policy.eval()
+    features = [encode_episode(policy, episode.frames, episode.instruction)
+                for episode in tqdm(episodes, desc="feature statistics", unit="episode", leave=False)]
+    policy.head.set_feature_statistics(torch.cat(features))
+    policy.train()
 
 
 def _metric(trainer, name: str) -> float | None:
