@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -135,3 +136,23 @@ def test_config_file_matches_built_in_defaults_and_rejects_unknown_keys(tmp_path
         load_train_config(None, ["optim.lr=1"])
     with pytest.raises(TrainConfigError, match="must be of type int"):
         load_train_config(None, ["trainer.max_steps=lots"])
+
+
+def test_loss_ignores_targets_past_the_episode_end(tiny_checkpoint, tiny_base_model):
+    from mobile_vla_ros.data.windows import TrainingEpisode, WindowDataset, collate_clips
+    from mobile_vla_ros.policy.checkpoint import load_policy
+    from mobile_vla_ros.training.lightning_module import PolicyModule
+
+    policy = load_policy(tiny_checkpoint, tiny_base_model)
+    module = PolicyModule(policy, 1e-3, 0.0, 1.0)
+    frames = np.random.default_rng(0).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)
+    actions = np.tile(np.float32([[0.3, 0.5, 0.0]]), (6, 1))
+    dataset = WindowDataset([TrainingEpisode(frames, actions, LAB_INSTRUCTIONS["left"], "x.h5", 0.1)], 8, 5, 6)
+    batch = collate_clips([dataset[0]])
+    assert batch["target_mask"].sum() < batch["target_mask"].numel()
+    with torch.no_grad():
+        before = module.loss(batch)
+        batch["targets"][~batch["target_mask"]] = -1.0  # a made-up ending changes nothing
+        assert module.loss(batch) == pytest.approx(float(before), abs=1e-6)
+        batch["targets"][batch["target_mask"]] = -1.0
+        assert module.loss(batch) > before + 0.1

@@ -42,15 +42,15 @@ def episode(count=12, instruction=LEFT, dt=0.1, y=0.5) -> TrainingEpisode:
     return TrainingEpisode(numbered_frames(count), actions, instruction, "test.h5", dt)
 
 
-def test_window_clamps_at_the_start_and_targets_stop_after_the_end():
+def test_window_clamps_at_the_start_and_targets_past_the_end_are_masked():
     assert window_indices(0, 8).tolist() == [0] * 8
     assert window_indices(3, 8).tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
     assert window_indices(10, 8).tolist() == list(range(3, 11))
     actions = episode(12).actions
-    targets = action_targets(actions, 9, chunk_size=5)
+    targets, valid = action_targets(actions, 9, chunk_size=5)
     assert targets.shape == (5, 2)
     np.testing.assert_allclose(targets[:3], actions[9:12, :2])
-    assert not targets[3:].any()  # past the end the robot stops
+    assert valid.tolist() == [True, True, True, False, False]  # past the end: no target, masked
 
 
 def test_clips_hold_exactly_the_per_window_samples():
@@ -67,6 +67,8 @@ def test_clips_hold_exactly_the_per_window_samples():
         assert torch.equal(windows_frames, item["frames"][item["windows"][0]])
         assert windows_frames[:, 0, 1, 0].tolist() == window_indices(t, 8).tolist()
         assert torch.equal(batch["targets"][t], item["targets"][0])
+        assert torch.equal(batch["target_mask"][t], item["target_mask"][0])
+    assert batch["target_mask"].sum(1).tolist() == [min(4, 19 - t) for t in range(19)]
     assert batch["frame_clip"].tolist() == [0] * 6 + [1] * 13 + [2] * 13
 
 
@@ -170,3 +172,17 @@ def test_no_usable_episode_is_a_clear_error(tmp_path):
         load_training_episodes([tmp_path], 24, 8)
     with pytest.raises(DatasetError, match="not a directory"):
         load_training_episodes([tmp_path / "missing"], 24, 8)
+
+
+def test_instruction_over_the_limit_is_skipped_with_a_count(tmp_path):
+    """201-256 characters fit the episode file but not the policy: skipped when loading, not a
+    crash at the first training batch."""
+    from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS
+
+    write_episode(tmp_path, LEFT, [(0.1, 0.2, 0.0)] * 10)
+    write_episode(tmp_path, "go " + "x" * (MAX_INSTRUCTION_CHARS + 20) + " left", [(0.1, 0.2, 0.0)] * 10)
+    write_episode(tmp_path, "y" * MAX_INSTRUCTION_CHARS, [(0.1, 0.2, 0.0)] * 10)  # exactly the limit: kept
+    episodes, report = load_training_episodes([tmp_path], 24, 8)
+    assert len(episodes) == 2
+    assert "skipped 1 of 3 episodes (1 instruction too long)" in report.summary()
+    assert f"the limit is {MAX_INSTRUCTION_CHARS}" in report.skipped[0][1]

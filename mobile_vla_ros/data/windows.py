@@ -2,8 +2,8 @@
 
 A training sample for frame t is the window of frames [t-7 .. t] (repeating frame 0 before the
 episode start, exactly as the runtime pads a short window by repeating its oldest feature) and the
-targets are the actions [t .. t+chunk-1] (linear_x, linear_y), zero past the episode end: when
-the recording stops, so does the robot.
+targets are the actions [t .. t+chunk-1] (linear_x, linear_y); steps past the episode end have no
+recorded action and are masked out of the loss.
 
 Consecutive windows share seven of their eight frames. The dataset therefore hands out *clips*:
 a run of consecutive windows of one episode together with the frames they need, so the model
@@ -94,12 +94,17 @@ def window_indices(t: int, window_size: int) -> np.ndarray:
     return np.maximum(np.arange(t - window_size + 1, t + 1), 0)
 
 
-def action_targets(actions: np.ndarray, t: int, chunk_size: int, dims: int = ACTION_DIMS) -> np.ndarray:
-    """Actions [t .. t+chunk-1] of the first `dims` dimensions, zero past the episode end."""
+def action_targets(actions: np.ndarray, t: int, chunk_size: int, dims: int = ACTION_DIMS) -> tuple[np.ndarray, np.ndarray]:
+    """Actions [t .. t+chunk-1] of the first `dims` dimensions and which of them exist.
+
+    Steps past the episode end have no recorded action: they are zero and marked invalid, and
+    the loss leaves them out (filling them in would teach a made-up ending, 7 of 18 windows'
+    worth of targets in an 18-frame episode with chunk 10)."""
     targets = np.zeros((chunk_size, dims), np.float32)
     future = actions[t : t + chunk_size, :dims]
     targets[: len(future)] = future
-    return targets
+    valid = np.arange(chunk_size) < len(future)
+    return targets, valid
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -266,23 +271,26 @@ class WindowDataset(torch.utils.data.Dataset):
         episode = self.episodes[clip.episode]
         first = max(clip.start - self.window_size + 1, 0)
         windows = np.stack([window_indices(t, self.window_size) - first for t in range(clip.start, clip.stop)])
-        targets = np.stack([action_targets(episode.actions, t, self.chunk_size) for t in range(clip.start, clip.stop)])
+        targets, valid = map(np.stack, zip(*(action_targets(episode.actions, t, self.chunk_size)
+                                              for t in range(clip.start, clip.stop))))
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(episode.frames[first : clip.stop])),
             "windows": torch.from_numpy(windows),
             "targets": torch.from_numpy(targets),
+            "target_mask": torch.from_numpy(valid),
             "instruction": episode.instruction,
         }
 
 
 def collate_clips(items: list[dict]) -> dict:
     """Concatenate clips: frames (N, S, S, 3), windows (W, window) indexing those frames,
-    targets (W, chunk, A); `frame_clip`/`window_clip` map rows to `instructions`."""
+    targets (W, chunk, A) with target_mask (W, chunk) of the steps that exist; `frame_clip`/`window_clip` map rows to `instructions`."""
     offsets = np.cumsum([0] + [len(item["frames"]) for item in items])
     return {
         "frames": torch.cat([item["frames"] for item in items]),
         "windows": torch.cat([item["windows"] + int(offset) for item, offset in zip(items, offsets)]),
         "targets": torch.cat([item["targets"] for item in items]),
+        "target_mask": torch.cat([item["target_mask"] for item in items]),
         "frame_clip": torch.cat([torch.full((len(item["frames"]),), i) for i, item in enumerate(items)]),
         "window_clip": torch.cat([torch.full((len(item["windows"]),), i) for i, item in enumerate(items)]),
         "instructions": [item["instruction"] for item in items],

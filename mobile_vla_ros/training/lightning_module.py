@@ -23,7 +23,7 @@ def select_rows(prompts: PromptBatch, rows: torch.Tensor) -> PromptBatch:
 
 
 class PolicyModule(L.LightningModule):
-    """Huber loss on normalised action chunks; only LoRA, the action token and the head train.
+    """Huber loss on normalised action chunks (steps past an episode's end masked); only LoRA, the action token and the head train.
 
     Checkpoints hold the trainable weights only (the frozen Kosmos-2 is the base model directory,
     identified by its fingerprint), so a resume checkpoint of the full-size model stays small.
@@ -57,7 +57,9 @@ class PolicyModule(L.LightningModule):
     def loss(self, batch: dict) -> torch.Tensor:
         predicted = self.predict_batch(batch).float()
         target = self.policy.normalize_actions(batch["targets"])
-        return torch.nn.functional.huber_loss(predicted, target, delta=self.huber_delta)
+        per_step = torch.nn.functional.huber_loss(predicted, target, delta=self.huber_delta, reduction="none").mean(-1)
+        mask = batch["target_mask"].to(per_step.dtype)  # steps past the episode end have no target
+        return (per_step * mask).sum() / mask.sum().clamp_min(1.0)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         loss = self.loss(batch)
