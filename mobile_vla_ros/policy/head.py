@@ -11,6 +11,10 @@ Frame features are first standardised per dimension with statistics of the train
 training did). Kosmos-2's action-token features of different frames share one dominant component
 (cosine 1.000 between frames on the tiny model) that hides the per-frame differences from a
 per-sample LayerNorm; across-frame standardisation removes it and the head can read the images.
+The statistics come from one pass over the training frames before training. When LoRA and the
+action token train they move the features, so the statistics then follow them (a moving average
+per training batch): left at their start values they went stale within 300 steps on the tiny
+model (a common offset of ~29 standard deviations that hid the frames again).
 """
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ import torch
 from torch import nn
 
 from mobile_vla_ros.policy.config import HeadSettings
+
+# Weight of one training batch in the moving feature statistics: ~50 batches (about a pass over a
+# small dataset) make up the estimate, so between-episode spread is in it, not just one batch's.
+FEATURE_STATISTICS_MOMENTUM = 0.02
 
 
 class AttentionPool(nn.Module):
@@ -76,15 +84,26 @@ class ActionHead(nn.Module):
 
     @torch.no_grad()
     def set_feature_statistics(self, features: torch.Tensor) -> None:
-        """Per-dimension mean and spread of (N, feature_dim) training-frame features.
-
-        A dimension that barely varies is divided by a floor (1e-3 of the median spread) instead
-        of its own spread, so numerical noise is not blown up into a signal."""
-        features = features.float()
-        std = features.std(dim=0)
-        floor = 1e-3 * float(std.median()) + 1e-12
+        """Per-dimension mean and spread of (N, feature_dim) training-frame features."""
+        features = features.double()
         self.feature_mean.copy_(features.mean(dim=0))
-        self.feature_std.copy_(std.clamp_min(floor))
+        self.feature_std.copy_(self._floored(features.var(dim=0)))
+
+    @torch.no_grad()
+    def track_feature_statistics(self, features: torch.Tensor, momentum: float = FEATURE_STATISTICS_MOMENTUM) -> None:
+        """Move the statistics towards one training batch's (N, feature_dim) features, for runs
+        whose LoRA and action token train and so move the features."""
+        features = features.detach().double().flatten(0, -2)
+        mean, var = self.feature_mean.double(), self.feature_std.double().square()
+        self.feature_mean.copy_(mean + momentum * (features.mean(dim=0) - mean))
+        self.feature_std.copy_(self._floored(var + momentum * (features.var(dim=0, unbiased=False) - var)))
+
+    @staticmethod
+    def _floored(var: torch.Tensor) -> torch.Tensor:
+        """Standard deviation; a dimension that barely varies is divided by a floor (1e-3 of the
+        median spread) instead of its own spread, so numerical noise is not blown up into a signal."""
+        std = var.clamp_min(0).sqrt()
+        return std.clamp_min(1e-3 * float(std.median()) + 1e-12).float()
 
     def instruction_vector(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.instruction_pool(tokens, mask)

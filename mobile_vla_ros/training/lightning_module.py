@@ -38,6 +38,10 @@ class PolicyModule(L.LightningModule):
         self.learning_rate, self.weight_decay, self.huber_delta = learning_rate, weight_decay, huber_delta
         self.backbone_learning_rate = learning_rate if backbone_learning_rate is None else backbone_learning_rate
         self.strict_loading = False  # the frozen base model is not in the checkpoint
+        if self.backbone_learning_rate == 0:  # a fixed feature extractor: no backward pass through Kosmos-2
+            for parameter in policy.encoder.parameters():
+                parameter.requires_grad_(False)
+        self.backbone_trains = any(parameter.requires_grad for parameter in policy.encoder.parameters())
 
     def trainable_names(self) -> list[str]:
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
@@ -51,6 +55,8 @@ class PolicyModule(L.LightningModule):
         policy = self.policy
         prompts = policy.encode_prompts(batch["instructions"])
         features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
+        if self.training and self.backbone_trains:  # the head's standardisation follows the moving features
+            policy.head.track_feature_statistics(features)
         instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
         return policy.predict(features[batch["windows"]], instruction)
 
@@ -72,7 +78,9 @@ class PolicyModule(L.LightningModule):
     def configure_optimizers(self):
         head = [parameter for parameter in self.policy.head.parameters() if parameter.requires_grad]
         backbone = [parameter for parameter in self.policy.encoder.parameters() if parameter.requires_grad]
-        groups = [{"params": head, "lr": self.learning_rate}, {"params": backbone, "lr": self.backbone_learning_rate}]
+        groups = [{"params": head, "lr": self.learning_rate}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.backbone_learning_rate})
         return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -184,14 +184,28 @@ def _train(run: TrainRun, resume: bool) -> dict:
         trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
     if not trainer.is_global_zero:
         return {}
+    cut_short = _cut_by_clock(trainer, config.trainer)
+    if cut_short:
+        LOG.warning("%s", cut_short)
 
     policy.eval()
     report = evaluate_policy(policy, val_set) if val_set else None
     summary = _summary(run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started)
+    summary["cut_by_max_minutes"] = cut_short
     policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve())}
     save_policy(policy, run.out_dir)
     (run.work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _cut_by_clock(trainer, settings) -> str | None:
+    """A warning when --max-minutes, not the step budget, ended training: how far the run got
+    then depends on the machine's speed and load, so its results do not reproduce."""
+    if not settings.max_minutes or trainer.global_step >= settings.max_steps >= 1:
+        return None
+    return (f"training was cut short by max_minutes={settings.max_minutes:g} at step {trainer.global_step} of "
+            f"{settings.max_steps}: the result depends on how fast and busy this machine was; "
+            "train by steps for a result that reproduces")
 
 
 def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
@@ -226,6 +240,7 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
         "val_loss": _metric(trainer, "val_loss"),
         "validation": report,
         "instruction_separation": report["instruction_separation"] if report else None,
+        "mae_vs_blind": report["mae_vs_blind"] if report else None,
         "config": run.config.to_dict(),
     }
 
@@ -250,6 +265,13 @@ def format_summary(summary: dict, out_dir) -> str:
     ]
     for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
         mae = ", ".join(f"{name} {value:.3f}" for name, value in report["mae"][instruction].items())
-        lines.append(f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}")
+        lines.append(
+            f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}, "
+            f"vs blind {number(report['mae_vs_blind'][instruction], 3)}, "
+            f"frame sensitivity {number(report['frame_sensitivity'][instruction], 3)}"
+        )
+    lines.extend(f"  WARNING: {warning}" for warning in report.get("warnings", []))
+    if summary.get("cut_by_max_minutes"):
+        lines.append(f"  WARNING: {summary['cut_by_max_minutes']}")
     lines.append(f"  policy written to       {out_dir}")
     return "\n".join(lines)
