@@ -156,3 +156,19 @@ def test_loss_ignores_targets_past_the_episode_end(tiny_checkpoint, tiny_base_mo
         assert module.loss(batch) == pytest.approx(float(before), abs=1e-6)
         batch["targets"][batch["target_mask"]] = -1.0
         assert module.loss(batch) > before + 0.1
+
+
+def test_resume_refuses_changed_episodes(mirrored_data, tiny_base_model, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    data = shutil.copytree(mirrored_data / "train", tmp_path / "data")
+    out = tmp_path / "run"
+    assert train(data, tiny_base_model, out, "--max-steps", "2") == 0
+    assert json.loads((out / "training" / "run.json").read_text())["inputs"]["dataset_sha256"].startswith("sha256:")
+    with h5py.File(sorted(data.glob("*.h5"))[0], "r+") as h5:
+        h5["actions"][3, 0] += 0.05  # one recorded action changed
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 2
+    assert "are not the ones the run" in capsys.readouterr().err

@@ -101,12 +101,24 @@ def test_split_is_by_episode_seeded_and_keeps_both_instructions():
 
 
 def test_action_range_covers_zero_and_never_collapses():
-    low, high = action_range([episode(5, y=0.5), episode(5, y=0.7)])
+    low, high, outliers = action_range([episode(5, y=0.5), episode(5, y=0.7)])
+    assert outliers == []
     assert low[0] == 0.0 and high[0] == pytest.approx(0.4) and low[1] == 0.0 and high[1] == pytest.approx(0.7)
     still = episode(5)
     still.actions[:] = 0.0
-    low, high = action_range([still])
+    low, high, _ = action_range([still])
     assert low == [-1.0, -1.0] and high == [1.0, 1.0]
+
+
+def test_one_outlier_action_is_reported_and_does_not_set_the_range():
+    episodes = [episode(40, y=0.6), episode(40, instruction=RIGHT, y=-0.6)]
+    for item in episodes:
+        item.actions[:, 0] = np.linspace(0.1, 0.4, 40)
+    episodes[1].actions[7, 1] = -25.0  # a glitch: 25 m/s sideways
+    low, high, outliers = action_range(episodes)
+    assert low[1] == pytest.approx(-0.6) and high[1] == pytest.approx(0.6)
+    assert high[0] == pytest.approx(0.4)  # legitimate extremes stay in
+    assert [(o.source, o.frame, o.dim, o.value) for o in outliers] == [("test.h5", 7, 1, -25.0)]
 
 
 def test_sampler_order_depends_only_on_seed_and_epoch_and_can_skip():

@@ -215,18 +215,46 @@ def with_mirrors(episodes: Sequence[TrainingEpisode], enabled: bool = True) -> l
     return list(episodes) + [episode.mirror() for episode in episodes if episode.side is not None]
 
 
-def action_range(episodes: Sequence[TrainingEpisode], dims: int = ACTION_DIMS) -> tuple[list[float], list[float]]:
-    """Per-dimension low/high of the training actions, always including 0 (the padded stop).
+OUTLIER_QUANTILE = 0.01  # the range is judged from the 1st..99th percentile of each dimension
+OUTLIER_FENCE = 0.5  # beyond that by more than half its span (or half its size): an outlier
 
-    A dimension that never moves gets a unit range so that normalisation stays finite.
+
+@dataclass
+class ActionOutlier:
+    source: str
+    frame: int
+    dim: int
+    value: float
+
+
+def action_range(
+    episodes: Sequence[TrainingEpisode], dims: int = ACTION_DIMS
+) -> tuple[list[float], list[float], list[ActionOutlier]]:
+    """Per-dimension low/high of the training actions, always including 0 (the robot at rest),
+    and the outlier actions left out of it.
+
+    One glitched command (a joystick spike, a unit mix-up) must not stretch the normalisation
+    for every other action, so values far outside the 1st..99th percentile band do not count;
+    they are returned for reporting (their targets are clamped to the range in training). A
+    dimension that never moves gets a unit range so that normalisation stays finite.
     """
     actions = np.concatenate([episode.actions[:, :dims] for episode in episodes])
-    low = np.minimum(actions.min(axis=0), 0.0)
-    high = np.maximum(actions.max(axis=0), 0.0)
+    band_low, band_high = np.quantile(actions, [OUTLIER_QUANTILE, 1 - OUTLIER_QUANTILE], axis=0)
+    fence = OUTLIER_FENCE * np.maximum(band_high - band_low, np.maximum(np.abs(band_low), np.abs(band_high)))
+    inside = (actions >= band_low - fence) & (actions <= band_high + fence)
+    low = np.minimum(np.where(inside, actions, np.inf).min(axis=0), 0.0)
+    high = np.maximum(np.where(inside, actions, -np.inf).max(axis=0), 0.0)
     flat = high - low < 1e-6
     low[flat] -= 1.0
     high[flat] += 1.0
-    return low.tolist(), high.tolist()
+    outliers = []
+    for episode in episodes:
+        if episode.mirrored:  # the same recorded action again
+            continue
+        part = episode.actions[:, :dims]
+        for frame, dim in zip(*np.nonzero((part < band_low - fence) | (part > band_high + fence))):
+            outliers.append(ActionOutlier(episode.source, int(frame), int(dim), float(part[frame, dim])))
+    return low.tolist(), high.tolist(), outliers
 
 
 # ------------------------------------------------------------------------------------- dataset

@@ -86,6 +86,45 @@ def _check_resumable(run: TrainRun) -> None:
         )
 
 
+def dataset_hash(episodes) -> str:
+    """sha256 over the episode files a run trains on (names and bytes, in a fixed order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for source in sorted({str(episode.source) for episode in episodes}):
+        digest.update(Path(source).name.encode() + b"\0")
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _check_same_inputs(run: TrainRun, inputs: dict) -> None:
+    """--resume continues on exactly the data (and so the action normalisation) it started on."""
+    saved = saved_run(run.out_dir).get("inputs")
+    if saved is None:
+        raise CheckpointError(f"{run.work_dir / RUN_FILE} does not record its dataset; the run cannot be resumed safely")
+    if saved["dataset_sha256"] != inputs["dataset_sha256"]:
+        raise TrainConfigError(
+            f"--resume: the episodes in {', '.join(run.data_dirs)} are not the ones the run in {run.out_dir} started on "
+            f"(content {inputs['dataset_sha256'][:19]}..., then {saved['dataset_sha256'][:19]}...); "
+            "start a new run in another --out to train on changed data"
+        )
+    if [saved["action_low"], saved["action_high"]] != [inputs["action_low"], inputs["action_high"]]:
+        raise TrainConfigError(
+            f"--resume: the action normalisation range would change from {saved['action_low']}..{saved['action_high']} "
+            f"to {inputs['action_low']}..{inputs['action_high']}; start a new run in another --out"
+        )
+
+
+def _report_outliers(outliers, low, high) -> None:
+    for outlier in outliers[:10]:
+        LOG.warning("outlier action %.4g (dimension %d) at frame %d of %s: left out of the normalisation range "
+                    "%s..%s and clamped in training", outlier.value, outlier.dim, outlier.frame, outlier.source, low, high)
+    if len(outliers) > 10:
+        LOG.warning("%d outlier actions in all", len(outliers))
+
+
 def _trainer(run: TrainRun, has_val: bool, callbacks: list):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -152,7 +191,11 @@ def _train(run: TrainRun, resume: bool) -> dict:
     action_dt = common_action_dt(episodes)
     train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
     train_set, val_set = with_mirrors(train_episodes, config.data.mirror), with_mirrors(val_episodes, config.data.mirror)
-    low, high = action_range(train_set)
+    low, high, outliers = action_range(train_set)
+    _report_outliers(outliers, low, high)
+    inputs = {"dataset_sha256": dataset_hash(episodes), "action_low": low, "action_high": high}
+    if resume:
+        _check_same_inputs(run, inputs)
     policy = VLAPolicy(
         PolicyConfig(
             window_size=config.policy.window_size, chunk_size=config.policy.chunk_size, action_dt=action_dt,
@@ -171,7 +214,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     run.work_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (run.work_dir / RUN_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        (run.work_dir / RUN_FILE).write_text(json.dumps({**run.to_dict(), "inputs": inputs}, indent=2) + "\n")
     module = PolicyModule(policy, config.optim.learning_rate, config.optim.weight_decay, config.optim.huber_delta,
                           config.optim.backbone_learning_rate)
     data = ClipDataModule(train_set, val_set, config)
@@ -192,6 +235,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
     report = evaluate_policy(policy, val_set) if val_set else None
     summary = _summary(run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started)
     summary["cut_by_max_minutes"] = cut_short
+    summary["action_outliers"] = [vars(outlier) for outlier in outliers]
     policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve())}
     save_policy(policy, run.out_dir)
     (run.work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
