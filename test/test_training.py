@@ -172,3 +172,15 @@ def test_resume_refuses_changed_episodes(mirrored_data, tiny_base_model, tmp_pat
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 2
     assert "are not the ones the run" in capsys.readouterr().err
+
+
+def test_a_wall_clock_budget_that_cut_training_is_warned_about():
+    from types import SimpleNamespace
+
+    from mobile_vla_ros.training.config import TrainerSection
+    from mobile_vla_ros.training.train import _cut_by_clock
+
+    budget = TrainerSection(max_steps=100, max_minutes=1.0)
+    assert "cut short by max_minutes=1 at step 40 of 100" in _cut_by_clock(SimpleNamespace(global_step=40), budget)
+    assert _cut_by_clock(SimpleNamespace(global_step=100), budget) is None
+    assert _cut_by_clock(SimpleNamespace(global_step=40), TrainerSection(max_steps=100)) is None
