@@ -196,7 +196,7 @@ def test_the_demo_layouts_need_eyes_the_blind_baseline_fails_half_or_more():
     from mobile_vla_ros.sim.demo import Trial, blind_baseline, mean_expert_trajectories, summarize, trial_sides
     from mobile_vla_ros.sim.world import sample_layout
 
-    means = mean_expert_trajectories(40, seed=0, sample_rate_hz=10.0)
+    means = mean_expert_trajectories(60, seed=0, sample_rate_hz=10.0)
     trials = [Trial(index, side, index + 1, sample_layout(1, index + 1), np.zeros((0, 3)), "running", 0.0)
               for index, side in enumerate(trial_sides(10))]
     results = summarize(blind_baseline(trials, means, dt=0.1))

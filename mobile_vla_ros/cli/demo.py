@@ -32,7 +32,7 @@ TINY_MODEL = {"width": 64, "layers": 2, "seed": 0, "text_init_std": 0.1, "vision
 # On top of config/train.yaml + config/train_tiny.yaml. One torch thread: on a small, busy CPU two
 # threads that wait for each other are several times slower than one.
 TRAIN_SETTINGS = ("trainer.threads=1",)
-TRAIN_MAX_STEPS = 1500
+TRAIN_MAX_STEPS = 2500
 STAGE_COUNT = 6
 
 
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
                         help="where the base model, episodes and policy are cached (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_default_dir("runs") / "demo",
                         help="where the report goes (default: %(default)s)")
-    parser.add_argument("--episodes", type=int, default=40, metavar="N", help="expert episodes per instruction")
+    parser.add_argument("--episodes", type=int, default=60, metavar="N", help="expert episodes per instruction")
     parser.add_argument("--train-steps", type=int, default=TRAIN_MAX_STEPS, metavar="N",
                         help="training steps (the demo trains by steps, so a slow or busy machine gets the "
                         "same policy, only later)")
