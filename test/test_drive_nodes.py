@@ -381,7 +381,7 @@ def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(broken, ros,
     if broken == "policy_json":
         model_dir = tmp_path / "model"
         model_dir.mkdir()
-        (model_dir / "policy.json").write_text(json.dumps({"window_size": 8, "bogus": 1}))
+        (model_dir / "policy.json").write_text(json.dumps({"schema_version": 2, "window_size": 8, "bogus": 1}))
     else:
         base_dir = tmp_path / "not_a_model"
         base_dir.mkdir()

@@ -46,15 +46,15 @@ def episode(count=12, instruction=LEFT, dt=0.1, y=0.5) -> TrainingEpisode:
     return TrainingEpisode(numbered_frames(count), actions, instruction, "test.h5", dt)
 
 
-def test_window_clamps_at_the_start_and_targets_stop_after_the_end():
+def test_window_clamps_at_the_start_and_targets_past_the_end_are_masked():
     assert window_indices(0, 8).tolist() == [0] * 8
     assert window_indices(3, 8).tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
     assert window_indices(10, 8).tolist() == list(range(3, 11))
     actions = episode(12).actions
-    targets = action_targets(actions, 9, chunk_size=5)
+    targets, valid = action_targets(actions, 9, chunk_size=5)
     assert targets.shape == (5, 2)
     np.testing.assert_allclose(targets[:3], actions[9:12, :2])
-    assert not targets[3:].any()  # past the end the robot stops
+    assert valid.tolist() == [True, True, True, False, False]  # past the end: no target, masked
 
 
 def test_clips_hold_exactly_the_per_window_samples():
@@ -71,6 +71,8 @@ def test_clips_hold_exactly_the_per_window_samples():
         assert torch.equal(windows_frames, item["frames"][item["windows"][0]])
         assert windows_frames[:, 0, 1, 0].tolist() == window_indices(t, 8).tolist()
         assert torch.equal(batch["targets"][t], item["targets"][0])
+        assert torch.equal(batch["target_mask"][t], item["target_mask"][0])
+    assert batch["target_mask"].sum(1).tolist() == [min(4, 19 - t) for t in range(19)]
     assert batch["frame_clip"].tolist() == [0] * 6 + [1] * 13 + [2] * 13
 
 
@@ -103,12 +105,24 @@ def test_split_is_by_episode_seeded_and_keeps_both_instructions():
 
 
 def test_action_range_covers_zero_and_never_collapses():
-    low, high = action_range([episode(5, y=0.5), episode(5, y=0.7)])
+    low, high, outliers = action_range([episode(5, y=0.5), episode(5, y=0.7)])
+    assert outliers == []
     assert low[0] == 0.0 and high[0] == pytest.approx(0.4) and low[1] == 0.0 and high[1] == pytest.approx(0.7)
     still = episode(5)
     still.actions[:] = 0.0
-    low, high = action_range([still])
+    low, high, _ = action_range([still])
     assert low == [-1.0, -1.0] and high == [1.0, 1.0]
+
+
+def test_one_outlier_action_is_reported_and_does_not_set_the_range():
+    episodes = [episode(40, y=0.6), episode(40, instruction=RIGHT, y=-0.6)]
+    for item in episodes:
+        item.actions[:, 0] = np.linspace(0.1, 0.4, 40)
+    episodes[1].actions[7, 1] = -25.0  # a glitch: 25 m/s sideways
+    low, high, outliers = action_range(episodes)
+    assert low[1] == pytest.approx(-0.6) and high[1] == pytest.approx(0.6)
+    assert high[0] == pytest.approx(0.4)  # legitimate extremes stay in
+    assert [(o.source, o.frame, o.dim, o.value) for o in outliers] == [("test.h5", 7, 1, -25.0)]
 
 
 def test_sampler_order_depends_only_on_seed_and_epoch_and_can_skip():
@@ -183,3 +197,17 @@ def test_the_checkpoint_learns_one_camera_mounting():
     assert training_camera([legacy])["rotate_180"] is None  # not recorded: the node warns instead
     with pytest.raises(DatasetError, match=r"1 rotated by 180°, e.g. b.h5; 1 not, e.g. a.h5"):
         training_camera([upright, flipped, legacy])
+
+
+def test_instruction_over_the_limit_is_skipped_with_a_count(tmp_path):
+    """201-256 characters fit the episode file but not the policy: skipped when loading, not a
+    crash at the first training batch."""
+    from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS
+
+    write_episode(tmp_path, LEFT, [(0.1, 0.2, 0.0)] * 10)
+    write_episode(tmp_path, "go " + "x" * (MAX_INSTRUCTION_CHARS + 20) + " left", [(0.1, 0.2, 0.0)] * 10)
+    write_episode(tmp_path, "y" * MAX_INSTRUCTION_CHARS, [(0.1, 0.2, 0.0)] * 10)  # exactly the limit: kept
+    episodes, report = load_training_episodes([tmp_path], 24, 8)
+    assert len(episodes) == 2
+    assert "skipped 1 of 3 episodes (1 instruction too long)" in report.summary()
+    assert f"the limit is {MAX_INSTRUCTION_CHARS}" in report.skipped[0][1]

@@ -8,11 +8,15 @@ settings; --fresh redoes them):
   3. policy       `mobile-vla train` on them (same entry point)              WORKDIR/demo-policy
   4. drive        closed loop through sim_node, camera_window_node and inference_node over
                   DDS, alternating left/right on layouts never used for training
-  5. report       success table per instruction, OUT/trajectories.png, OUT/summary.json
+  5. frozen camera the same trials with a camera that keeps showing each episode's first view
+  6. report       success table per instruction beside the frozen-camera run and the image-blind
+                  baseline (the expert's mean path per instruction replayed without looking, on
+                  the same layouts), OUT/trajectories.png, OUT/summary.json
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -29,6 +33,7 @@ TINY_MODEL = {"width": 64, "layers": 2, "seed": 0, "text_init_std": 0.1, "vision
 # threads that wait for each other are several times slower than one.
 TRAIN_SETTINGS = ("trainer.threads=1",)
 TRAIN_MAX_STEPS = 2500
+STAGE_COUNT = 6
 
 
 def _default_dir(name: str) -> Path:
@@ -45,10 +50,10 @@ def register(subparsers) -> None:
                         help="where the base model, episodes and policy are cached (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_default_dir("runs") / "demo",
                         help="where the report goes (default: %(default)s)")
-    parser.add_argument("--episodes", type=int, default=40, metavar="N", help="expert episodes per instruction")
-    parser.add_argument("--train-minutes", type=float, default=8.0, metavar="M", help="training time budget")
+    parser.add_argument("--episodes", type=int, default=60, metavar="N", help="expert episodes per instruction")
     parser.add_argument("--train-steps", type=int, default=TRAIN_MAX_STEPS, metavar="N",
-                        help="training step budget (whichever budget runs out first ends training)")
+                        help="training steps (the demo trains by steps, so a slow or busy machine gets the "
+                        "same policy, only later)")
     parser.add_argument("--trials", type=int, default=10, metavar="N", help="closed-loop trials per instruction")
     parser.add_argument("--image-size", type=int, default=112, metavar="PX",
                         help="input size of the tiny model (a multiple of 14)")
@@ -66,13 +71,13 @@ class Stages:
         self.started = time.monotonic()
 
     def run(self, number: int, name: str, cached: bool, work):
-        print(f"[{number}/5] {name}: {'cached, skipping' if cached else 'running'}", flush=True)
+        print(f"[{number}/{STAGE_COUNT}] {name}: {'cached, skipping' if cached else 'running'}", flush=True)
         started = time.monotonic()
         result = None if cached else work()
         seconds = time.monotonic() - started
         self.records[name] = {"seconds": round(seconds, 1), "cached": cached}
         if not cached:
-            print(f"[{number}/5] {name}: done in {seconds:.0f} s", flush=True)
+            print(f"[{number}/{STAGE_COUNT}] {name}: done in {seconds:.0f} s", flush=True)
         return result
 
     @property
@@ -85,8 +90,8 @@ def run(args) -> int:
 
     if args.seed == TRAINING_LAYOUT_SEED:
         raise DemoError(f"--seed {args.seed} is the training layouts' series; trials need unseen layouts")
-    if args.episodes < 2 or args.trials < 1 or args.train_minutes <= 0 or args.train_steps < 1:
-        raise DemoError("--episodes must be >= 2, --trials >= 1, --train-minutes and --train-steps > 0")
+    if args.episodes < 2 or args.trials < 1 or args.train_steps < 1:
+        raise DemoError("--episodes must be >= 2, --trials >= 1, --train-steps > 0")
     if args.image_size < 14 or args.image_size % 14:
         raise DemoError(f"--image-size must be a positive multiple of 14 (the patch size), got {args.image_size}")
 
@@ -113,8 +118,10 @@ def run(args) -> int:
 
     trials = stages.run(4, "closed-loop driving", False,
                         lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device))
-    print("[5/5] report", flush=True)
-    _report(args, trials, stages, policy_dir)
+    frozen = stages.run(5, "closed loop, frozen camera", False,
+                        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device, freeze_camera=True))
+    print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
+    _report(args, trials, frozen, stages, policy_dir)
     return 0
 
 
@@ -167,7 +174,7 @@ def _train_config(args):
     from mobile_vla_ros.nodes.closed_loop import config_file
     from mobile_vla_ros.training.config import load_train_config
 
-    settings = [*TRAIN_SETTINGS, f"trainer.max_minutes={args.train_minutes}", f"trainer.max_steps={args.train_steps}"]
+    settings = [*TRAIN_SETTINGS, "trainer.max_minutes=null", f"trainer.max_steps={args.train_steps}"]
     if args.device != "auto":
         settings.append(f"trainer.accelerator={'cpu' if args.device == 'cpu' else 'gpu'}")
     return load_train_config(config_file("train_tiny.yaml"), settings)
@@ -193,7 +200,8 @@ def _train(directory: Path, key: dict, episodes_dir: Path, base_dir: Path, confi
     mark_stage_done(directory, key)
 
 
-def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, device: str) -> list:
+def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, device: str,
+           freeze_camera: bool = False) -> list:
     import torch
     from tqdm import tqdm
 
@@ -204,7 +212,7 @@ def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, de
     sides = trial_sides(per_instruction)
     trials = []
     print("    starting sim_node, camera_window_node, inference_node ...", flush=True)
-    with ClosedLoopSim(policy_dir, base_dir, seed, device=device, quiet=True) as loop:
+    with ClosedLoopSim(policy_dir, base_dir, seed, device=device, quiet=True, freeze_camera=freeze_camera) as loop:
         with tqdm(total=len(sides), desc="trials", unit="trial", file=sys.stdout) as bar:
             for index, side in enumerate(sides):
                 trial = loop.run_trial(index, side)
@@ -218,32 +226,46 @@ def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, de
     return trials
 
 
-def _report(args, trials: list, stages: Stages, policy_dir: Path) -> None:
+def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) -> None:
     from mobile_vla_ros.policy.config import PolicyConfig
-    from mobile_vla_ros.sim.demo import format_table, summarize
+    from mobile_vla_ros.sim.demo import blind_baseline, format_table, mean_expert_trajectories, summarize
     from mobile_vla_ros.sim.plot import plot_trajectories
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results = summarize(trials)
+    means = mean_expert_trajectories(args.episodes, TRAINING_LAYOUT_SEED, DEMO_SAMPLE_RATE_HZ)
+    comparisons = {
+        "frozen camera": summarize(frozen),
+        "image-blind": summarize(blind_baseline(trials, means, 1.0 / DEMO_SAMPLE_RATE_HZ)),
+    }
     figure = plot_trajectories(trials, out / "trajectories.png",
                                title=f"mobile-vla demo: {len(trials)} closed-loop trials on unseen layouts")
     training = PolicyConfig.load(policy_dir).training
     report = {
         "results": results,
+        "frozen_camera": comparisons["frozen camera"],
+        "image_blind_baseline": comparisons["image-blind"],
+        "seeds": {"training_layouts": TRAINING_LAYOUT_SEED, "trial_layouts": args.seed,
+                  "training": training.get("config", {}).get("trainer", {}).get("seed")},
         "stages": stages.records,
         "total_seconds": round(stages.total_seconds, 1),
         "settings": {key: str(value) if isinstance(value, Path) else value
                      for key, value in vars(args).items() if key != "func"},
         "training": {key: training.get(key) for key in ("steps", "seconds", "train_loss", "val_loss",
-                                                         "instruction_separation")},
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
+                                                         "instruction_separation", "mae_vs_blind")},
+        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                    "load_average": [round(value, 2) for value in os.getloadavg()]},
         "trials": [trial.to_dict() for trial in trials],
+        "frozen_camera_trials": [trial.to_dict() for trial in frozen],
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(f"closed-loop success on {len(trials)} unseen layouts (seed {args.seed}), measured now:")
-    print(format_table(results))
+    print(f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.seed}, training seed "
+          f"{report['seeds']['training']}), measured now:")
+    print(format_table(results, comparisons))
+    print("frozen camera: the policy driving with each episode's first view only; image-blind: the expert's mean "
+          "path per instruction replayed without looking, on the same layouts")
     print()
     durations = ", ".join(f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
                           for name, record in stages.records.items())

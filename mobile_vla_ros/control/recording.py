@@ -25,10 +25,9 @@ import numpy as np
 
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.quality import IDLE_SPEED
-from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, MAX_INSTRUCTION_CHARS, expand_instruction
 
-MAX_INSTRUCTION_CHARS = 200
 FRESH_FRAME_GRACE = 0.4  # of a sample period: how long a sample may wait for a fresh frame
 _COMMAND_HISTORY_S = 10.0
 

@@ -2,8 +2,8 @@
 
 A training sample for frame t is the window of frames [t-7 .. t] (repeating frame 0 before the
 episode start, exactly as the runtime pads a short window by repeating its oldest feature) and the
-targets are the actions [t .. t+chunk-1] (linear_x, linear_y), zero past the episode end: when
-the recording stops, so does the robot.
+targets are the actions [t .. t+chunk-1] (linear_x, linear_y); steps past the episode end have no
+recorded action and are masked out of the loss.
 
 Consecutive windows share seven of their eight frames. The dataset therefore hands out *clips*:
 a run of consecutive windows of one episode together with the frames they need, so the model
@@ -39,7 +39,7 @@ from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.images import camera_settings
 from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
 from mobile_vla_ros.errors import DatasetError, EpisodeError
-from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
+from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS, instruction_side, mirror_instruction
 
 LOG = logging.getLogger(__name__)
 
@@ -119,12 +119,17 @@ def window_indices(t: int, window_size: int) -> np.ndarray:
     return np.maximum(np.arange(t - window_size + 1, t + 1), 0)
 
 
-def action_targets(actions: np.ndarray, t: int, chunk_size: int, dims: int = ACTION_DIMS) -> np.ndarray:
-    """Actions [t .. t+chunk-1] of the first `dims` dimensions, zero past the episode end."""
+def action_targets(actions: np.ndarray, t: int, chunk_size: int, dims: int = ACTION_DIMS) -> tuple[np.ndarray, np.ndarray]:
+    """Actions [t .. t+chunk-1] of the first `dims` dimensions and which of them exist.
+
+    Steps past the episode end have no recorded action: they are zero and marked invalid, and
+    the loss leaves them out (filling them in would teach a made-up ending, 7 of 18 windows'
+    worth of targets in an 18-frame episode with chunk 10)."""
     targets = np.zeros((chunk_size, dims), np.float32)
     future = actions[t : t + chunk_size, :dims]
     targets[: len(future)] = future
-    return targets
+    valid = np.arange(chunk_size) < len(future)
+    return targets, valid
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -134,6 +139,9 @@ def _problem(episode) -> str | None:
     """Why an episode that was read cannot be trained on, or None."""
     if not episode.instruction or not episode.instruction.strip():
         return "no instruction"
+    length = len(" ".join(episode.instruction.split()))
+    if length > MAX_INSTRUCTION_CHARS:
+        return f"instruction too long: {length} characters, the limit is {MAX_INSTRUCTION_CHARS}"
     if not np.isfinite(episode.actions).all():
         return "non-finite actions"
     return None
@@ -269,18 +277,46 @@ def with_mirrors(episodes: Sequence[TrainingEpisode], enabled: bool = True) -> l
     return list(episodes) + [episode.mirror() for episode in episodes if episode.side is not None]
 
 
-def action_range(episodes: Sequence[TrainingEpisode], dims: int = ACTION_DIMS) -> tuple[list[float], list[float]]:
-    """Per-dimension low/high of the training actions, always including 0 (the padded stop).
+OUTLIER_QUANTILE = 0.01  # the range is judged from the 1st..99th percentile of each dimension
+OUTLIER_FENCE = 0.5  # beyond that by more than half its span (or half its size): an outlier
 
-    A dimension that never moves gets a unit range so that normalisation stays finite.
+
+@dataclass
+class ActionOutlier:
+    source: str
+    frame: int
+    dim: int
+    value: float
+
+
+def action_range(
+    episodes: Sequence[TrainingEpisode], dims: int = ACTION_DIMS
+) -> tuple[list[float], list[float], list[ActionOutlier]]:
+    """Per-dimension low/high of the training actions, always including 0 (the robot at rest),
+    and the outlier actions left out of it.
+
+    One glitched command (a joystick spike, a unit mix-up) must not stretch the normalisation
+    for every other action, so values far outside the 1st..99th percentile band do not count;
+    they are returned for reporting (their targets are clamped to the range in training). A
+    dimension that never moves gets a unit range so that normalisation stays finite.
     """
     actions = np.concatenate([episode.actions[:, :dims] for episode in episodes])
-    low = np.minimum(actions.min(axis=0), 0.0)
-    high = np.maximum(actions.max(axis=0), 0.0)
+    band_low, band_high = np.quantile(actions, [OUTLIER_QUANTILE, 1 - OUTLIER_QUANTILE], axis=0)
+    fence = OUTLIER_FENCE * np.maximum(band_high - band_low, np.maximum(np.abs(band_low), np.abs(band_high)))
+    inside = (actions >= band_low - fence) & (actions <= band_high + fence)
+    low = np.minimum(np.where(inside, actions, np.inf).min(axis=0), 0.0)
+    high = np.maximum(np.where(inside, actions, -np.inf).max(axis=0), 0.0)
     flat = high - low < 1e-6
     low[flat] -= 1.0
     high[flat] += 1.0
-    return low.tolist(), high.tolist()
+    outliers = []
+    for episode in episodes:
+        if episode.mirrored:  # the same recorded action again
+            continue
+        part = episode.actions[:, :dims]
+        for frame, dim in zip(*np.nonzero((part < band_low - fence) | (part > band_high + fence))):
+            outliers.append(ActionOutlier(episode.source, int(frame), int(dim), float(part[frame, dim])))
+    return low.tolist(), high.tolist(), outliers
 
 
 # ------------------------------------------------------------------------------------- dataset
@@ -330,23 +366,26 @@ class WindowDataset(torch.utils.data.Dataset):
         episode = self.episodes[clip.episode]
         first = max(clip.start - self.window_size + 1, 0)
         windows = np.stack([window_indices(t, self.window_size) - first for t in range(clip.start, clip.stop)])
-        targets = np.stack([action_targets(episode.actions, t, self.chunk_size) for t in range(clip.start, clip.stop)])
+        targets, valid = map(np.stack, zip(*(action_targets(episode.actions, t, self.chunk_size)
+                                              for t in range(clip.start, clip.stop))))
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(episode.frames[first : clip.stop])),
             "windows": torch.from_numpy(windows),
             "targets": torch.from_numpy(targets),
+            "target_mask": torch.from_numpy(valid),
             "instruction": episode.instruction,
         }
 
 
 def collate_clips(items: list[dict]) -> dict:
     """Concatenate clips: frames (N, S, S, 3), windows (W, window) indexing those frames,
-    targets (W, chunk, A); `frame_clip`/`window_clip` map rows to `instructions`."""
+    targets (W, chunk, A) with target_mask (W, chunk) of the steps that exist; `frame_clip`/`window_clip` map rows to `instructions`."""
     offsets = np.cumsum([0] + [len(item["frames"]) for item in items])
     return {
         "frames": torch.cat([item["frames"] for item in items]),
         "windows": torch.cat([item["windows"] + int(offset) for item, offset in zip(items, offsets)]),
         "targets": torch.cat([item["targets"] for item in items]),
+        "target_mask": torch.cat([item["target_mask"] for item in items]),
         "frame_clip": torch.cat([torch.full((len(item["frames"]),), i) for i, item in enumerate(items)]),
         "window_clip": torch.cat([torch.full((len(item["windows"]),), i) for i, item in enumerate(items)]),
         "instructions": [item["instruction"] for item in items],

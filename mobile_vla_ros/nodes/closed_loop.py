@@ -127,7 +127,7 @@ class ClosedLoopSim:
     """
 
     def __init__(self, model_dir, base_model_dir, seed: int, time_limit_s: float = 20.0, device: str = "auto",
-                 dtype: str = "fp32", quiet: bool = False, torch_threads: int = 1):
+                 dtype: str = "fp32", quiet: bool = False, torch_threads: int = 1, freeze_camera: bool = False):
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
         # The window must hold frames of the new layout only, plus one sample and some delivery slack.
@@ -143,7 +143,8 @@ class ClosedLoopSim:
         output = subprocess.DEVNULL if quiet else None
         try:
             node_args = {
-                "sim_node": ("sim.yaml", ["-p", f"seed:={int(seed)}", "-p", f"time_limit_s:={self.time_limit_s}"]),
+                "sim_node": ("sim.yaml", ["-p", f"seed:={int(seed)}", "-p", f"time_limit_s:={self.time_limit_s}",
+                                          "-p", f"freeze_camera:={str(bool(freeze_camera)).lower()}"]),
                 "camera_window_node": ("drive.yaml", ["-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"]),
                 "inference_node": ("drive.yaml", [
                     "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_model_dir}",

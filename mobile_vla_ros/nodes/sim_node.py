@@ -41,6 +41,8 @@ PARAMETERS = {
     "max_speed": (1.15, "per-axis speed limit in m/s; faster commands are clipped", True),
     "time_limit_s": (20.0, "an episode that has not ended by then is timed_out", True),
     "cmd_timeout_s": (0.5, "a cmd_vel older than this counts as zero velocity", False),
+    "freeze_camera": (False, "camera/image_raw shows the episode's first view throughout (the demo's check of "
+                      "what a policy does when its images stop changing)", False),
     "camera_frame_id": ("sim_camera", "header.frame_id of the camera images", True),
     "world_frame_id": ("sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)", True),
 }
@@ -132,8 +134,9 @@ class SimNode(Node):
 
     def _on_camera_tick(self) -> None:
         now = self._advance()
-        state = self._world.state
-        image = self._renderer.render(self._world.layout, state.x, state.y)
+        state, layout = self._world.state, self._world.layout
+        x, y = layout.start if self.get_parameter("freeze_camera").value else (state.x, state.y)
+        image = self._renderer.render(layout, x, y)
         self._image_pub.publish(rgb_to_image_msg(image, now.to_msg(), self._camera_frame))
 
 

@@ -21,6 +21,12 @@ from mobile_vla_ros.errors import BaseModelError, InstructionError
 FULL_RANDOM = "full-random"
 # Config keys that describe how a model was saved, not what it is.
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "torch_dtype", "dtype", "_name_or_path", "architectures", "use_cache"}
+# What turns text and pixels into model inputs: a changed vocabulary or image normalisation changes
+# what the policy sees as surely as changed weights. Hashed whole (they are small) when present.
+_PREPROCESSING_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "sentencepiece.bpe.model", "preprocessor_config.json", "processor_config.json",
+)
 _SAMPLE_BLOCKS = 16
 _SAMPLE_BYTES = 4096
 
@@ -96,7 +102,8 @@ def _canonical_config(config: dict) -> dict:
 
 
 def fingerprint_base_model(directory: str | Path) -> str:
-    """Identity of a base model directory: its architecture config plus sampled weight bytes.
+    """Identity of a base model directory: its architecture config, its tokenizer and image
+    processor settings, plus sampled weight bytes.
 
     Reading the safetensors headers (names, dtypes, shapes) and 16 evenly spaced 4 KiB blocks of
     each file takes milliseconds even for the 6.6 GB Kosmos-2, yet any retraining, a different
@@ -106,6 +113,13 @@ def fingerprint_base_model(directory: str | Path) -> str:
     digest = hashlib.sha256()
     config = json.loads((directory / "config.json").read_text())
     digest.update(json.dumps(_canonical_config(config), sort_keys=True).encode())
+    for name in _PREPROCESSING_FILES:
+        path = directory / name
+        if path.is_file():
+            content = path.read_bytes()
+            if name.endswith(".json"):  # settings, not formatting or the transformers version that wrote them
+                content = json.dumps(_canonical_config(json.loads(content)), sort_keys=True).encode()
+            digest.update(name.encode() + b"\0" + content)
     weight_files = sorted(directory.glob("*.safetensors"))
     if not weight_files:
         raise BaseModelError(f"{directory} has no *.safetensors weights (pickled .bin weights are not loaded)")

@@ -47,7 +47,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def check_base_matches(config: PolicyConfig, name: str, fingerprint: str, model_dir) -> None:
     expected = config.base_model.get("fingerprint")
-    if expected and expected != fingerprint:
+    if not expected:  # PolicyConfig.load refuses this already; kept for configs built in code
+        raise CheckpointError(f"the policy in {model_dir} names no base model fingerprint; it cannot be checked")
+    if expected != fingerprint:
         raise BaseModelMismatchError(
             f"the policy in {model_dir} was trained on base model {config.base_model.get('name')!r} "
             f"({expected}), but the base model given is {name!r} ({fingerprint}). "
@@ -55,10 +57,23 @@ def check_base_matches(config: PolicyConfig, name: str, fingerprint: str, model_
         )
 
 
+def _check_tensor_names(path: Path, found, expected, what: str) -> None:
+    """Every expected tensor present, nothing else: a partial or foreign file is never half-loaded."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} {what} tensor(s), e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+    if problems:
+        raise CheckpointError(f"{path} does not match its policy.json: " + "; ".join(problems))
+
+
 def load_policy(
     model_dir: str | Path, base_model_dir: str | Path, dtype: torch.dtype = torch.float32
 ) -> VLAPolicy:
-    """Load a checkpoint onto its base model; refuses a base model with another fingerprint."""
+    """Load a checkpoint onto its base model; refuses a base model with another fingerprint and
+    any adapter or head file whose tensors are not exactly the ones this configuration needs."""
     model_dir = Path(model_dir)
     config = PolicyConfig.load(model_dir)
     missing = [name for name in (ADAPTER_FILE, HEAD_FILE) if not (model_dir / name).is_file()]
@@ -67,6 +82,12 @@ def load_policy(
     adapter, head = _read_tensors(model_dir / ADAPTER_FILE), _read_tensors(model_dir / HEAD_FILE)
     if ACTION_TOKEN_KEY not in adapter:
         raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
+    if not any("lora_" in key for key in adapter):
+        # The lab's mistake: a plain base model taken for a fine-tuned policy.
+        raise CheckpointError(
+            f"{model_dir / ADAPTER_FILE} holds no LoRA tensors: this is not a fine-tuned policy "
+            "(the adapter was never trained or not saved)"
+        )
 
     if str(base_model_dir) == FULL_RANDOM:
         raise CheckpointError("a trained policy needs its real base model directory, not full-random")
@@ -75,15 +96,15 @@ def load_policy(
     check_base_matches(config, base_dir.name, fingerprint, model_dir)  # before loading gigabytes
     base = load_base_model(base_dir, dtype=dtype, fingerprint=fingerprint)
     policy = VLAPolicy(config, base)
-    from peft import set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     action_token = adapter.pop(ACTION_TOKEN_KEY)
+    _check_tensor_names(model_dir / ADAPTER_FILE, adapter, get_peft_model_state_dict(policy.encoder.kosmos), "LoRA")
+    _check_tensor_names(model_dir / HEAD_FILE, head, policy.head.state_dict(), "head")
     try:
-        result = set_peft_model_state_dict(policy.encoder.kosmos, adapter)
+        set_peft_model_state_dict(policy.encoder.kosmos, adapter)
         policy.head.load_state_dict(head)
         policy.encoder.action_token.data.copy_(action_token)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
-    if getattr(result, "unexpected_keys", None):
-        raise CheckpointError(f"checkpoint {model_dir} has adapter weights this model lacks: {result.unexpected_keys[:3]}")
     return policy.eval()

@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobile_vla_ros.errors import CheckpointError
+from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS
 
 CONFIG_FILE = "policy.json"
-SCHEMA_VERSION = 1
+# 2: the head standardises frame features with training-set statistics (head.safetensors holds them).
+SCHEMA_VERSION = 2
+# Provenance only; every other key must be present: a missing one would be a silent default.
+OPTIONAL_KEYS = frozenset({"training"})
 
 # The lab's prompt (DESIGN.md section 1). `{instruction}` is replaced by the instruction text.
 DEFAULT_PROMPT_TEMPLATE = "<grounding>An image of a robot {instruction}"
@@ -44,7 +48,7 @@ class PolicyConfig:
     action_names: tuple[str, ...] = ("linear_x", "linear_y")
     action_dt: float = 0.1
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    max_instruction_chars: int = 200
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS
     image_size: int = 224
     image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -87,19 +91,17 @@ class PolicyConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PolicyConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"policy.json has unknown keys {unknown}; was it written by a newer version?")
+    def from_dict(cls, data: dict, where: str = CONFIG_FILE) -> "PolicyConfig":
+        """Strict: unknown keys and missing keys (but `training`) are errors, never defaults."""
+        _check_keys(data, cls, where)
         values = dict(data)
-        if "lora" in values:
-            values["lora"] = LoraSettings(**values["lora"])
-        if "head" in values:
-            values["head"] = HeadSettings(**values["head"])
+        for key, settings in (("lora", LoraSettings), ("head", HeadSettings)):
+            if not isinstance(values[key], dict):
+                raise CheckpointError(f"{where}: {key!r} must be a mapping, got {values[key]!r}")
+            _check_keys(values[key], settings, f"{where} {key!r}")
+            values[key] = settings(**values[key])
         for key in ("action_names", "image_mean", "image_std", "action_low", "action_high", "instructions"):
-            if key in values:
-                values[key] = tuple(values[key])
+            values[key] = tuple(values[key])
         return cls(**values).validate()
 
     def save(self, directory: str | Path) -> Path:
@@ -119,11 +121,34 @@ class PolicyConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise CheckpointError(f"cannot read {path}: {error}") from error
-        if data.get("schema_version", 0) > SCHEMA_VERSION:
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path} is malformed: expected a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
             raise CheckpointError(
-                f"{path} has schema_version {data['schema_version']}, this package reads up to {SCHEMA_VERSION}"
+                f"{path} has schema_version {version!r}; this package reads schema_version {SCHEMA_VERSION} only"
+                + (" (written by an older version: retrain the policy)" if isinstance(version, int) and version < SCHEMA_VERSION
+                   else " (written by a newer version of mobile-vla?)")
             )
         try:
-            return cls.from_dict(data)
+            config = cls.from_dict(data, str(path))
         except TypeError as error:
             raise CheckpointError(f"{path} is malformed: {error}") from error
+        base = config.base_model if isinstance(config.base_model, dict) else {}
+        missing = [key for key in ("name", "fingerprint") if not base.get(key)]
+        if missing:
+            raise CheckpointError(
+                f"{path} names no base model {' and '.join(missing)}: the base model it was trained on cannot be "
+                "checked, so it is not loaded"
+            )
+        return config
+
+
+def _check_keys(data: dict, settings_class, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(settings_class)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CheckpointError(f"{where} has unknown keys {unknown}; was it written by a newer version?")
+    missing = sorted(known - set(data) - OPTIONAL_KEYS)
+    if missing:
+        raise CheckpointError(f"{where} lacks required keys {missing}; the checkpoint is incomplete or was edited")

@@ -11,6 +11,10 @@ LAB_INSTRUCTIONS = {
     "right": "Navigate around obstacles and reach the front of the beverage bottle on the right",
 }
 
+# The one instruction length limit: the instruction topic, recording and training data loading all
+# apply it, so an instruction a robot can be given is one a policy can be trained on.
+MAX_INSTRUCTION_CHARS = 200
+
 _SIDE_WORDS = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
@@ -32,7 +36,7 @@ def mirror_instruction(text: str) -> str:
 
 
 def expand_instruction(
-    text: str, trained: tuple[str, ...] | list[str] = (), presets: dict | None = None, max_chars: int = 200
+    text: str, trained: tuple[str, ...] | list[str] = (), presets: dict | None = None, max_chars: int = MAX_INSTRUCTION_CHARS
 ) -> str:
     """Turn operator input into the instruction the policy sees.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_vla_ros.errors import MobileVlaError
-from mobile_vla_ros.sim.world import SIDES, Layout, Outcome
+from mobile_vla_ros.sim.world import SIDES, Layout, Outcome, RoomConfig, World, sample_layout
 
 STAMP_FILE = "demo-stage.json"
 
@@ -108,6 +108,48 @@ class Trial:
         }
 
 
+# ------------------------------------------------------------------------- image-blind baseline
+
+
+def mean_expert_trajectories(episodes_per_side: int, seed: int, sample_rate_hz: float,
+                             room: RoomConfig = RoomConfig()) -> dict[str, np.ndarray]:
+    """Per instruction, the expert's mean command at each time step over the training layouts
+    (the successful rollouts the demo records; a step is averaged over the rollouts still running).
+    This is what a policy that listens but does not look can at best learn."""
+    from mobile_vla_ros.sim.demonstrations import expert_rollouts
+
+    rollouts = expert_rollouts(episodes_per_side, seed, sample_rate_hz, room)
+    means = {}
+    for side in SIDES:
+        actions = [r.actions for r in rollouts if r.side == side and r.outcome.succeeded(side)]
+        if not actions:
+            raise DemoError(f"no successful expert rollout for {side!r}")
+        length = max(map(len, actions))
+        means[side] = np.stack([np.mean([a[t] for a in actions if len(a) > t], axis=0) for t in range(length)])
+    return means
+
+
+def replay_open_loop(commands: np.ndarray, layout: Layout, dt: float, room: RoomConfig = RoomConfig()) -> Outcome:
+    """Drive `commands` (then stand still) without looking; returns how the episode ended."""
+    world = World(layout, room)
+    step = 0
+    while not world.outcome.finished:
+        world.step(commands[step] if step < len(commands) else np.zeros(2), dt)
+        step += 1
+    return world.outcome
+
+
+def blind_baseline(trials: list[Trial], means: dict[str, np.ndarray], dt: float,
+                   room: RoomConfig = RoomConfig()) -> list[Trial]:
+    """The image-blind baseline on exactly the trials' layouts: each trial's instruction's mean
+    expert trajectory replayed open loop."""
+    results = []
+    for trial in trials:
+        outcome = replay_open_loop(means[trial.side], trial.layout, dt, room)
+        results.append(Trial(trial.index, trial.side, trial.episode, trial.layout, np.zeros((0, 3)), outcome.value, 0.0))
+    return results
+
+
 def summarize(trials: list[Trial]) -> dict:
     """Per instruction: trial count, successes, success rate and the outcomes seen."""
     summary = {}
@@ -123,11 +165,16 @@ def summarize(trials: list[Trial]) -> dict:
     return summary
 
 
-def format_table(summary: dict) -> str:
-    """The success table the demo prints."""
-    lines = [f"{'instruction':<12} {'trials':>6} {'success':>8} {'rate':>6}  outcomes", "-" * 64]
+def format_table(summary: dict, baselines: dict[str, dict] | None = None) -> str:
+    """The success table the demo prints; `baselines` adds a column per comparison
+    (name -> summarize() of its trials), e.g. the image-blind baseline and the frozen camera."""
+    baselines = baselines or {}
+    extra = "".join(f" {name:>14}" for name in baselines)
+    lines = [f"{'instruction':<12} {'trials':>6} {'success':>8} {'rate':>6}{extra}  outcomes", "-" * (64 + 15 * len(baselines))]
     for side, row in summary.items():
         rate = "n/a" if row["success_rate"] is None else f"{100 * row['success_rate']:.0f}%"
         outcomes = ", ".join(f"{name} {count}" for name, count in row["outcomes"].items())
-        lines.append(f"{side:<12} {row['trials']:>6} {row['succeeded']:>8} {rate:>6}  {outcomes}")
+        others = "".join(" {:>14}".format(f"{other[side]['succeeded']}/{other[side]['trials']}")
+                         for other in baselines.values())
+        lines.append(f"{side:<12} {row['trials']:>6} {row['succeeded']:>8} {rate:>6}{others}  {outcomes}")
     return "\n".join(lines)

@@ -60,6 +60,18 @@ def rollout_expert(layout: Layout, side: str, room: RoomConfig = RoomConfig(), s
                    world.outcome, np.array(world.state.path))
 
 
+def expert_rollouts(episodes_per_side: int, seed: int = 0, sample_rate_hz: float = 10.0, room: RoomConfig = RoomConfig(),
+                    expert_speed: float = 0.6, noise_std: float = 0.1) -> list[Rollout]:
+    """The rollouts `record_demonstrations` records (same layouts, same noise), without rendering."""
+    rollouts = []
+    for episode in range(episodes_per_side):
+        layout = sample_layout(seed, episode, room)
+        for side_index, side in enumerate(SIDES):
+            rng = np.random.default_rng([int(seed), episode, side_index])
+            rollouts.append(rollout_expert(layout, side, room, sample_rate_hz, expert_speed, noise_std, rng))
+    return rollouts
+
+
 @dataclass
 class DemonstrationSet:
     paths: list  # the saved episode files
@@ -88,18 +100,14 @@ def record_demonstrations(
     renderer = Renderer(room, camera)
     paths, rollouts, skipped = [], [], 0
     total = episodes_per_side * len(SIDES)
-    for episode in range(episodes_per_side):
-        layout = sample_layout(seed, episode, room)
-        for side_index, side in enumerate(SIDES):
-            rng = np.random.default_rng([int(seed), episode, side_index])
-            rollout = rollout_expert(layout, side, room, sample_rate_hz, expert_speed, noise_std, rng)
-            rollouts.append(rollout)
-            if rollout.outcome.succeeded(side):
-                paths.append(_write_episode(directory, rollout, renderer, sample_rate_hz, image_size, seed, episode))
-            else:
-                skipped += 1
-            if progress is not None:
-                progress(len(rollouts), total, rollout)
+    for index, rollout in enumerate(expert_rollouts(episodes_per_side, seed, sample_rate_hz, room, expert_speed, noise_std)):
+        rollouts.append(rollout)
+        if rollout.outcome.succeeded(rollout.side):
+            paths.append(_write_episode(directory, rollout, renderer, sample_rate_hz, image_size, seed, index // len(SIDES)))
+        else:
+            skipped += 1
+        if progress is not None:
+            progress(len(rollouts), total, rollout)
     return DemonstrationSet(paths, rollouts, skipped)
 
 

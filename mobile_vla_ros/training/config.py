@@ -31,6 +31,7 @@ class OptimSection:
     # LoRA adapters and the action token; null = learning_rate. A lower rate than the head's keeps
     # the adapters from learning the shortcut of image-independent features before the head has
     # learned to read the frames (seen on the tiny model: frame-to-frame feature spread fell 8x).
+    # 0: LoRA and the action token stay fixed and Kosmos-2 is a frozen feature extractor.
     backbone_learning_rate: float | None = None
     weight_decay: float = 0.01
     huber_delta: float = 1.0
@@ -104,6 +105,8 @@ class TrainConfig:
             (self.data.legacy_action_dt > 0, "data.legacy_action_dt must be > 0"),
             (self.data.correction_weight >= 1, "data.correction_weight must be >= 1"),
             (self.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
+            (self.optim.backbone_learning_rate is None or self.optim.backbone_learning_rate >= 0,
+             "optim.backbone_learning_rate must be >= 0 (0 keeps LoRA and the action token fixed)"),
             (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
             (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
             (self.trainer.max_steps >= 1 or self.trainer.max_minutes, "give trainer.max_steps >= 1 or a max_minutes budget"),

@@ -68,6 +68,8 @@ def evaluate(model_dir, data_dirs, base_model_dir=None, device: str = "auto", dt
         replays.append(replay_with_runner(runner, episode))
         LOG.info("replayed %d/%d %s", index, len(episodes), Path(episode.source).name)
     report = summarize(replays, config.action_names, feature_cosine(runner, episodes))
+    for warning in report["warnings"]:
+        LOG.warning("%s", warning)
     report["model_dir"], report["skipped_episodes"] = str(model_dir), len(skipped.skipped)
     return report, replays
 
@@ -76,12 +78,18 @@ def format_report(report: dict) -> str:
     def number(value, digits=3):
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{'instruction':<64} {'frames':>6} {'sign y':>7} " + " ".join(f"{'MAE ' + n:>14}" for n in next(iter(report['mae'].values())))]
+    names = list(next(iter(report["mae"].values())))
+    lines = [f"{'instruction':<64} {'frames':>6} {'sign y':>7} " + " ".join(f"{'MAE ' + n:>14}" for n in names)
+             + " " + " ".join(f"{'blind ' + n:>14}" for n in names) + f" {'vs blind':>8} {'frames→':>7}"]
     for instruction, mae in report["mae"].items():
         lines.append(
             f"{short_instruction(instruction, 64):<64} {report['frames'][instruction]:>6} {number(report['sign_accuracy'][instruction]):>7} "
-            + " ".join(f"{value:>14.4f}" for value in mae.values())
+            + " ".join(f"{value:>14.4f}" for value in mae.values()) + " "
+            + " ".join(f"{value:>14.4f}" for value in report["blind_mae"][instruction].values())
+            + f" {number(report['mae_vs_blind'][instruction], 2):>8} {number(report['frame_sensitivity'][instruction], 2):>7}"
         )
+    lines.append("vs blind: MAE / MAE of the best constant per instruction (>= 0.9: the images barely help); "
+                 "frames→: prediction change / recorded change when the frames come from another episode")
     lines.append(f"instruction separation: {number(report['instruction_separation'])}  (1 = follows left/right, 0 = ignores it)")
     lines.append(f"left/right feature cosine: {number(report['feature_cosine'])}")
     if report.get("mean_linear_y"):
@@ -90,6 +98,7 @@ def format_report(report: dict) -> str:
             f"mean linear_y: left prompt {number(mean['left_prompt'])}, right prompt {number(mean['right_prompt'])}; "
             f"recorded left {number(mean['true_left'])}, right {number(mean['true_right'])}"
         )
+    lines.extend(f"WARNING: {warning}" for warning in report.get("warnings", []))
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ def select_rows(prompts: PromptBatch, rows: torch.Tensor) -> PromptBatch:
 
 
 class PolicyModule(L.LightningModule):
-    """Huber loss on normalised action chunks; only LoRA, the action token and the head train.
+    """Huber loss on normalised action chunks (steps past an episode's end masked); only LoRA, the action token and the head train.
 
     Checkpoints hold the trainable weights only (the frozen Kosmos-2 is the base model directory,
     identified by its fingerprint), so a resume checkpoint of the full-size model stays small.
@@ -38,22 +38,34 @@ class PolicyModule(L.LightningModule):
         self.learning_rate, self.weight_decay, self.huber_delta = learning_rate, weight_decay, huber_delta
         self.backbone_learning_rate = learning_rate if backbone_learning_rate is None else backbone_learning_rate
         self.strict_loading = False  # the frozen base model is not in the checkpoint
+        if self.backbone_learning_rate == 0:  # a fixed feature extractor: no backward pass through Kosmos-2
+            for parameter in policy.encoder.parameters():
+                parameter.requires_grad_(False)
+        self.backbone_trains = any(parameter.requires_grad for parameter in policy.encoder.parameters())
 
     def trainable_names(self) -> list[str]:
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
+
+    def saved_names(self) -> set[str]:
+        """What a resume checkpoint holds: the trainable weights and the head's feature statistics."""
+        return set(self.trainable_names()) | {f"policy.head.{name}" for name, _ in self.policy.head.named_buffers()}
 
     def predict_batch(self, batch: dict) -> torch.Tensor:
         """Normalised chunks (windows, chunk, A): each frame encoded once, windows gathered."""
         policy = self.policy
         prompts = policy.encode_prompts(batch["instructions"])
         features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
+        if self.training and self.backbone_trains:  # the head's standardisation follows the moving features
+            policy.head.track_feature_statistics(features)
         instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
         return policy.predict(features[batch["windows"]], instruction)
 
     def loss(self, batch: dict) -> torch.Tensor:
         predicted = self.predict_batch(batch).float()
         target = self.policy.normalize_actions(batch["targets"])
-        return torch.nn.functional.huber_loss(predicted, target, delta=self.huber_delta)
+        per_step = torch.nn.functional.huber_loss(predicted, target, delta=self.huber_delta, reduction="none").mean(-1)
+        mask = batch["target_mask"].to(per_step.dtype)  # steps past the episode end have no target
+        return (per_step * mask).sum() / mask.sum().clamp_min(1.0)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -66,11 +78,13 @@ class PolicyModule(L.LightningModule):
     def configure_optimizers(self):
         head = [parameter for parameter in self.policy.head.parameters() if parameter.requires_grad]
         backbone = [parameter for parameter in self.policy.encoder.parameters() if parameter.requires_grad]
-        groups = [{"params": head, "lr": self.learning_rate}, {"params": backbone, "lr": self.backbone_learning_rate}]
+        groups = [{"params": head, "lr": self.learning_rate}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.backbone_learning_rate})
         return torch.optim.AdamW(groups, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = set(self.trainable_names())
+        keep = self.saved_names()
         checkpoint["state_dict"] = {key: value for key, value in checkpoint["state_dict"].items() if key in keep}
         checkpoint["base_model"] = dict(self.policy.config.base_model)
 
@@ -82,7 +96,7 @@ class PolicyModule(L.LightningModule):
                 f"the training run was started on base model {saved.get('name')!r} ({saved.get('fingerprint')}), "
                 f"but the base model given is {current.get('name')!r} ({current.get('fingerprint')})"
             )
-        expected, found = set(self.trainable_names()), set(checkpoint["state_dict"])
+        expected, found = self.saved_names(), set(checkpoint["state_dict"])
         if expected != found:
             raise CheckpointError(
                 "the training checkpoint does not fit this policy configuration "

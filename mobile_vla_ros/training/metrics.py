@@ -14,7 +14,16 @@ instructions that name a side - with the "left" and the "right" wording on the s
   is ignored (the lab's policy: 0.0012 / ~0.8). On a dataset whose left and right episodes share
   their frames the denominator is exactly "the same difference in the ground truth";
 - `feature_cosine`: cosine similarity of the action-token features of the two prompts on the
-  same frames (the lab's diagnostic: 0.74 for their policy).
+  same frames (the lab's diagnostic: 0.74 for their policy);
+- `blind_mae[instruction][action]`: the MAE of the image-blind baseline, the best constant per
+  instruction (the median recorded action over the evaluated episodes of that instruction), and
+  `mae_vs_blind[instruction]`: the policy's MAE summed over the actions divided by the baseline's.
+  A policy that listens but does not look cannot beat that constant: at `BLIND_WARNING` (0.9)
+  or above the report carries a warning;
+- `frame_sensitivity[instruction]`: how much the predicted actions change when the window's
+  frames come from another episode with the same instruction (episode A's prediction at step t
+  against episode B's at step t), divided by how much the recorded actions differ there. 0 = the
+  images change nothing, 1 = the predictions differ as much as the demonstrations do.
 
 `eval` replays through PolicyRunner (the robot's incremental path), training through the batched
 feature path on its validation episodes; everything after the replay is this module.
@@ -30,6 +39,7 @@ import torch
 from mobile_vla_ros.data.windows import LINEAR_Y, TrainingEpisode, window_indices
 from mobile_vla_ros.policy.instructions import instruction_side, mirror_instruction
 
+BLIND_WARNING = 0.9  # mae_vs_blind at or above this: the policy is hardly better than not looking
 MOVING = 1e-3  # |linear_y| above this counts as a sideways command with a sign
 SIDES = ("left", "right")
 
@@ -90,14 +100,47 @@ def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosi
             float((np.sign(predicted[moving, LINEAR_Y]) == np.sign(true[moving, LINEAR_Y])).mean()) if moving.any() else None
         )
         frames[instruction], episodes[instruction] = int(len(true)), len(group)
+    blind = {instruction: _blind_baseline(group, action_names) for instruction, group in sorted(by_instruction.items())}
+    ratio = {
+        instruction: (sum(mae[instruction].values()) / sum(blind[instruction].values())
+                      if sum(blind[instruction].values()) > 0 else None)
+        for instruction in blind
+    }
     return {
         "mae": mae,
         "sign_accuracy": sign_accuracy,
         **_separation(replays),
         "feature_cosine": feature_cosine,
+        "blind_mae": blind,
+        "mae_vs_blind": ratio,
+        "frame_sensitivity": {instruction: _frame_sensitivity(group) for instruction, group in sorted(by_instruction.items())},
+        "warnings": [
+            f"{short_instruction(instruction, 60)}: MAE is {value:.2f}x the image-blind baseline "
+            f"(>= {BLIND_WARNING}): the policy is hardly using its images"
+            for instruction, value in ratio.items() if value is not None and value >= BLIND_WARNING
+        ],
         "frames": frames,
         "episodes": episodes,
     }
+
+
+def _blind_baseline(group: list[Replay], action_names) -> dict[str, float]:
+    """MAE of the median recorded action of these episodes, predicted for every frame."""
+    true = np.concatenate([replay.true for replay in group])
+    median = np.median(true, axis=0)
+    return {name: float(np.abs(true[:, i] - median[i]).mean()) for i, name in enumerate(action_names)}
+
+
+def _frame_sensitivity(group: list[Replay]) -> float | None:
+    """Each episode against the next of the same instruction, step by step (see the module doc)."""
+    if len(group) < 2:
+        return None
+    predicted_change = recorded_change = 0.0
+    for first, second in zip(group, group[1:] + group[:1]):
+        steps = min(len(first.true), len(second.true))
+        predicted_change += float(np.abs(first.predicted[:steps] - second.predicted[:steps]).sum())
+        recorded_change += float(np.abs(first.true[:steps] - second.true[:steps]).sum())
+    return predicted_change / recorded_change if recorded_change > 0 else None
 
 
 def _separation(replays: list[Replay]) -> dict:

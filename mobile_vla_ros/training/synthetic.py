@@ -23,20 +23,24 @@ SAMPLE_RATE_HZ = 10.0
 def pair_frames(rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A moving box on a plain background, and the (T, 2) [linear_x, |linear_y|] it calls for.
 
-    The forward speed follows the box's size (the image decides it), the sideways speed rises
-    and falls over the episode and is never zero.
+    Both speeds are read off the frame: forward from the box's size, sideways from where the box
+    is across the image (0.2 at the left edge to 0.8 at the right, never zero). The box moves, so
+    the sideways speed changes along the episode with what the camera sees and the median action
+    per instruction (an image-blind policy's best guess) is far from right.
     """
     background = rng.integers(30, 200, 3)
     colour = rng.integers(0, 256, 3)
-    start, velocity = rng.uniform(0.2, 0.8, 2), rng.uniform(-0.03, 0.03, 2)
+    start, velocity = rng.uniform(0.1, 0.9, 2), rng.uniform(-0.04, 0.04, 2)
     box = int(rng.integers(size // 8, size // 3))
     images = np.empty((frames, size, size, 3), np.uint8)
     images[:] = background
+    across = np.empty(frames)
     for t in range(frames):
-        x, y = ((start + velocity * t) % 1.0 * (size - box)).astype(int)
+        position = 1.0 - np.abs((start + velocity * t) % 2.0 - 1.0)  # bounces between the edges
+        x, y = (position * (size - box)).astype(int)
         images[t, y : y + box, x : x + box] = colour
-    phase = np.arange(1, frames + 1) / (frames + 1)
-    actions = np.stack([np.full(frames, 0.1 + box / size), 0.2 + 0.4 * np.sin(np.pi * phase)], axis=1)
+        across[t] = x / (size - box)
+    actions = np.stack([np.full(frames, 0.1 + box / size), 0.2 + 0.6 * across], axis=1)
     return images, actions.astype(np.float32)
 
 

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from mobile_vla_ros.data.windows import (
     SkipReport,
     action_range,
@@ -88,6 +90,45 @@ def _check_resumable(run: TrainRun) -> None:
         )
 
 
+def dataset_hash(episodes) -> str:
+    """sha256 over the episode files a run trains on (names and bytes, in a fixed order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for source in sorted({str(episode.source) for episode in episodes}):
+        digest.update(Path(source).name.encode() + b"\0")
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _check_same_inputs(run: TrainRun, inputs: dict) -> None:
+    """--resume continues on exactly the data (and so the action normalisation) it started on."""
+    saved = saved_run(run.out_dir).get("inputs")
+    if saved is None:
+        raise CheckpointError(f"{run.work_dir / RUN_FILE} does not record its dataset; the run cannot be resumed safely")
+    if saved["dataset_sha256"] != inputs["dataset_sha256"]:
+        raise TrainConfigError(
+            f"--resume: the episodes in {', '.join(run.data_dirs)} are not the ones the run in {run.out_dir} started on "
+            f"(content {inputs['dataset_sha256'][:19]}..., then {saved['dataset_sha256'][:19]}...); "
+            "start a new run in another --out to train on changed data"
+        )
+    if [saved["action_low"], saved["action_high"]] != [inputs["action_low"], inputs["action_high"]]:
+        raise TrainConfigError(
+            f"--resume: the action normalisation range would change from {saved['action_low']}..{saved['action_high']} "
+            f"to {inputs['action_low']}..{inputs['action_high']}; start a new run in another --out"
+        )
+
+
+def _report_outliers(outliers, low, high) -> None:
+    for outlier in outliers[:10]:
+        LOG.warning("outlier action %.4g (dimension %d) at frame %d of %s: left out of the normalisation range "
+                    "%s..%s and clamped in training", outlier.value, outlier.dim, outlier.frame, outlier.source, low, high)
+    if len(outliers) > 10:
+        LOG.warning("%d outlier actions in all", len(outliers))
+
+
 def _trainer(run: TrainRun, has_val: bool, callbacks: list):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -156,8 +197,13 @@ def _train(run: TrainRun, resume: bool) -> dict:
     action_dt = common_action_dt(episodes)
     train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
     train_set, val_set = with_mirrors(train_episodes, config.data.mirror), with_mirrors(val_episodes, config.data.mirror)
+    low, high, outliers = action_range(train_set)
+    _report_outliers(outliers, low, high)
+    inputs = {"dataset_sha256": dataset_hash(episodes), "action_low": low, "action_high": high}
+    if resume:
+        _check_same_inputs(run, inputs)
     instructions = {episode.instruction for episode in train_set}
-    if initial is not None:
+    if initial is not None:  # its action ranges and feature statistics stay: the head keeps its meaning
         policy = _continue(initial, run.init_from, action_dt, instructions, training_camera(episodes))
     else:
         policy = VLAPolicy(
@@ -168,7 +214,9 @@ def _train(run: TrainRun, resume: bool) -> dict:
             ),
             base,
         )
-        policy.set_action_range(*action_range(train_set))
+        policy.set_action_range(low, high)
+        if not resume:  # a resumed run restores the statistics its head was trained with
+            set_feature_statistics(policy, train_set)
     LOG.info(
         "%d training episodes (%d with mirrors), %d validation episodes (%d with mirrors); action_dt %.3g s; %s",
         len(train_episodes), len(train_set), len(val_episodes), len(val_set), action_dt, skipped.summary(),
@@ -176,7 +224,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     run.work_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (run.work_dir / RUN_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+        (run.work_dir / RUN_FILE).write_text(json.dumps({**run.to_dict(), "inputs": inputs}, indent=2) + "\n")
     module = PolicyModule(policy, config.optim.learning_rate, config.optim.weight_decay, config.optim.huber_delta,
                           config.optim.backbone_learning_rate)
     data = ClipDataModule(train_set, val_set, config)
@@ -189,10 +237,15 @@ def _train(run: TrainRun, resume: bool) -> dict:
         trainer.fit(module, datamodule=data, ckpt_path=str(run.last_checkpoint) if resume else None)
     if not trainer.is_global_zero:
         return {}
+    cut_short = _cut_by_clock(trainer, config.trainer)
+    if cut_short:
+        LOG.warning("%s", cut_short)
 
     policy.eval()
     report = evaluate_policy(policy, val_set) if val_set else None
     summary = _summary(run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started)
+    summary["cut_by_max_minutes"] = cut_short
+    summary["action_outliers"] = [vars(outlier) for outlier in outliers]
     policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve()),
                               "init_from": run.init_from, "correction_episodes": skipped.corrections}
     save_policy(policy, run.out_dir)
@@ -227,6 +280,30 @@ def _continue(policy: VLAPolicy, init_from: str, action_dt: float, instructions:
     return policy
 
 
+def _cut_by_clock(trainer, settings) -> str | None:
+    """A warning when --max-minutes, not the step budget, ended training: how far the run got
+    then depends on the machine's speed and load, so its results do not reproduce."""
+    if not settings.max_minutes or trainer.global_step >= settings.max_steps >= 1:
+        return None
+    return (f"training was cut short by max_minutes={settings.max_minutes:g} at step {trainer.global_step} of "
+            f"{settings.max_steps}: the result depends on how fast and busy this machine was; "
+            "train by steps for a result that reproduces")
+
+
+def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
+    """The head's per-dimension feature standardisation from every training frame (one forward
+    pass of the untrained encoder: LoRA starts as the identity)."""
+    from tqdm import tqdm
+
+    from mobile_vla_ros.training.metrics import encode_episode
+
+    policy.eval()
+    features = [encode_episode(policy, episode.frames, episode.instruction)
+                for episode in tqdm(episodes, desc="feature statistics", unit="episode", leave=False)]
+    policy.head.set_feature_statistics(torch.cat(features))
+    policy.train()
+
+
 def _metric(trainer, name: str) -> float | None:
     value = trainer.callback_metrics.get(name)
     return float(value) if value is not None and math.isfinite(float(value)) else None
@@ -247,6 +324,7 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
         "val_loss": _metric(trainer, "val_loss"),
         "validation": report,
         "instruction_separation": report["instruction_separation"] if report else None,
+        "mae_vs_blind": report["mae_vs_blind"] if report else None,
         "config": run.config.to_dict(),
     }
 
@@ -274,6 +352,13 @@ def format_summary(summary: dict, out_dir) -> str:
     ]
     for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
         mae = ", ".join(f"{name} {value:.3f}" for name, value in report["mae"][instruction].items())
-        lines.append(f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}")
+        lines.append(
+            f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}, "
+            f"vs blind {number(report['mae_vs_blind'][instruction], 3)}, "
+            f"frame sensitivity {number(report['frame_sensitivity'][instruction], 3)}"
+        )
+    lines.extend(f"  WARNING: {warning}" for warning in report.get("warnings", []))
+    if summary.get("cut_by_max_minutes"):
+        lines.append(f"  WARNING: {summary['cut_by_max_minutes']}")
     lines.append(f"  policy written to       {out_dir}")
     return "\n".join(lines)
