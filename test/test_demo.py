@@ -8,18 +8,15 @@ import numpy as np
 import pytest
 
 from mobile_vla_ros.cli.main import build_parser
-from mobile_vla_ros.sim.demo import (
+from mobile_vla_ros.demo.stages import (
     STAMP_FILE,
     DemoError,
-    Trial,
     claim_stage,
     clear_stage,
-    format_table,
     mark_stage_done,
     stage_is_current,
-    summarize,
-    trial_sides,
 )
+from mobile_vla_ros.demo.trials import Trial, format_table, summarize, trial_sides
 from mobile_vla_ros.sim.world import Layout, sample_layout
 
 # ------------------------------------------------------------------------------ closed loop (ROS)
@@ -28,7 +25,7 @@ from mobile_vla_ros.sim.world import Layout, sample_layout
 @pytest.mark.ros
 def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_side(tiny_checkpoint, tiny_base_model):
     pytest.importorskip("rclpy")
-    from mobile_vla_ros.nodes.closed_loop import ClosedLoopSim
+    from mobile_vla_ros.demo.closed_loop import ClosedLoopSim
 
     # 5 s of simulated time per episode: about 1 s filling the window, then up to 4 s of driving
     # (slack for a busy machine: a late first chunk only shortens the drive).
@@ -77,21 +74,22 @@ def test_clearing_refuses_a_directory_the_demo_did_not_write(tmp_path):
 
 
 def test_recorded_episodes_are_reused_and_a_policy_on_another_base_is_not(tmp_path, tiny_checkpoint):
-    from mobile_vla_ros.cli import demo
     from mobile_vla_ros.data.episode import list_episodes, read_episode
+    from mobile_vla_ros.demo import pipeline
+    from mobile_vla_ros.demo.stages import is_current
 
     episodes = tmp_path / "episodes"
     key = {"stage": "episodes", "per_instruction": 1, "image_size": 56}
-    demo._record(episodes, key, 1, 56)
+    pipeline._record(episodes, key, 1, 56)
     paths = list_episodes(episodes)
     assert len(paths) == 2 and {read_episode(path).images.shape[1:] for path in paths} == {(56, 56, 3)}
-    assert demo._current(episodes, key, fresh=False)
-    assert not demo._current(episodes, key, fresh=True)
+    assert is_current(episodes, key, fresh=False)
+    assert not is_current(episodes, key, fresh=True)
 
     fingerprint = json.loads((tiny_checkpoint / "policy.json").read_text())["base_model"]["fingerprint"]
-    assert demo._policy_matches_base(tiny_checkpoint, {"base_fingerprint": fingerprint})
-    assert not demo._policy_matches_base(tiny_checkpoint, {"base_fingerprint": "sha256:another"})
-    assert not demo._policy_matches_base(tmp_path / "no-policy", {"base_fingerprint": fingerprint})
+    assert pipeline._policy_matches_base(tiny_checkpoint, {"base_fingerprint": fingerprint})
+    assert not pipeline._policy_matches_base(tiny_checkpoint, {"base_fingerprint": "sha256:another"})
+    assert not pipeline._policy_matches_base(tmp_path / "no-policy", {"base_fingerprint": fingerprint})
 
 
 @pytest.mark.parametrize("arguments, message", [

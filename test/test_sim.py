@@ -193,7 +193,7 @@ def test_trajectory_plot_is_written(tmp_path):
 def test_the_demo_layouts_need_eyes_the_blind_baseline_fails_half_or_more():
     """The expert's mean path per instruction, replayed without looking, on the demo's trial
     layouts (seed 1, episodes 1..20 alternating left/right): at most 5 of 10 per instruction."""
-    from mobile_vla_ros.sim.demo import Trial, blind_baseline, mean_expert_trajectories, summarize, trial_sides
+    from mobile_vla_ros.demo.trials import Trial, blind_baseline, mean_expert_trajectories, summarize, trial_sides
     from mobile_vla_ros.sim.world import sample_layout
 
     means = mean_expert_trajectories(60, seed=0, sample_rate_hz=10.0)

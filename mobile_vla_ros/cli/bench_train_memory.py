@@ -68,7 +68,7 @@ def write_data(data: Path, episodes: int, frames: int, width: int, height: int) 
 
 
 def run(args) -> int:
-    from mobile_vla_ros.nodes.closed_loop import config_file
+    from mobile_vla_ros.paths import config_file
     from mobile_vla_ros.policy.tiny import make_tiny_model
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_train_memory_"))

@@ -1,39 +1,13 @@
-"""`mobile-vla demo`: the whole record -> train -> drive loop in the simulated room, no robot needed.
-
-Stages (the first three are cached in --workdir and skipped when already done with the same
-settings; --fresh redoes them):
-
-  1. base model   a tiny Kosmos-2 (real architecture, small widths)         WORKDIR/tiny-kosmos2
-  2. episodes     scripted-expert demonstrations, both instructions, H5    WORKDIR/demo-episodes
-  3. policy       `mobile-vla train` on them (same entry point)              WORKDIR/demo-policy
-  4. drive        closed loop through sim_node, camera_window_node and inference_node over
-                  DDS, alternating left/right on layouts never used for training
-  5. frozen camera the same trials with a camera that keeps showing each episode's first view
-  6. report       success table per instruction beside the frozen-camera run and the image-blind
-                  baseline (the expert's mean path per instruction replayed without looking, on
-                  the same layouts), OUT/trajectories.png, OUT/summary.json
-"""
+"""`mobile-vla demo`: argument parsing only; the stages are mobile_vla_ros/demo (see its docstring)."""
 from __future__ import annotations
 
-import json
-import os
-import platform
-import sys
-import time
+import argparse
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+import mobile_vla_ros.demo
+from mobile_vla_ros.demo.pipeline import TRAIN_MAX_STEPS, run_demo
 
-DEMO_SAMPLE_RATE_HZ = 10.0  # becomes the policy's action_dt (0.1 s)
-TRAINING_LAYOUT_SEED = 0  # expert episodes use layouts of this series; trials must use another
-# text_init_std 0.1 instead of Kosmos-2's 0.02: with 0.02 the random tiny decoder's action-token
-# feature varies by ~0.02% between frames (the policy is blind); with 0.1 by ~6%.
-TINY_MODEL = {"width": 64, "layers": 2, "seed": 0, "text_init_std": 0.1, "vision_init_factor": 1.0}
-# On top of config/train.yaml + config/train_tiny.yaml. One torch thread: on a small, busy CPU two
-# threads that wait for each other are several times slower than one.
-TRAIN_SETTINGS = ("trainer.threads=1",)
-TRAIN_MAX_STEPS = 2500
-STAGE_COUNT = 6
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _default_dir(name: str) -> Path:
@@ -44,7 +18,7 @@ def _default_dir(name: str) -> Path:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo", help="record, train and drive closed loop in the simulated room (no robot, no GPU)",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        description=mobile_vla_ros.demo.__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workdir", type=Path, default=_default_dir("models"),
                         help="where the base model, episodes and policy are cached (default: %(default)s)")
@@ -63,212 +37,5 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-class Stages:
-    """Times each stage and prints one readable line when it starts and ends."""
-
-    def __init__(self):
-        self.records: dict[str, dict] = {}
-        self.started = time.monotonic()
-
-    def run(self, number: int, name: str, cached: bool, work):
-        print(f"[{number}/{STAGE_COUNT}] {name}: {'cached, skipping' if cached else 'running'}", flush=True)
-        started = time.monotonic()
-        result = None if cached else work()
-        seconds = time.monotonic() - started
-        self.records[name] = {"seconds": round(seconds, 1), "cached": cached}
-        if not cached:
-            print(f"[{number}/{STAGE_COUNT}] {name}: done in {seconds:.0f} s", flush=True)
-        return result
-
-    @property
-    def total_seconds(self) -> float:
-        return time.monotonic() - self.started
-
-
 def run(args) -> int:
-    from mobile_vla_ros.sim.demo import DemoError
-
-    if args.seed == TRAINING_LAYOUT_SEED:
-        raise DemoError(f"--seed {args.seed} is the training layouts' series; trials need unseen layouts")
-    if args.episodes < 2 or args.trials < 1 or args.train_steps < 1:
-        raise DemoError("--episodes must be >= 2, --trials >= 1, --train-steps > 0")
-    if args.image_size < 14 or args.image_size % 14:
-        raise DemoError(f"--image-size must be a positive multiple of 14 (the patch size), got {args.image_size}")
-
-    stages = Stages()
-    workdir = args.workdir.resolve()
-    base_dir, episodes_dir, policy_dir = workdir / "tiny-kosmos2", workdir / "demo-episodes", workdir / "demo-policy"
-
-    base_key = {"stage": "base-model", "image_size": args.image_size, **TINY_MODEL}
-    stages.run(1, "base model", _current(base_dir, base_key, args.fresh),
-               lambda: _build_base_model(base_dir, base_key, args.image_size))
-
-    episodes_key = {"stage": "episodes", "per_instruction": args.episodes, "layout_seed": TRAINING_LAYOUT_SEED,
-                    "image_size": args.image_size, "sample_rate_hz": DEMO_SAMPLE_RATE_HZ}
-    stages.run(2, "expert episodes", _current(episodes_dir, episodes_key, args.fresh),
-               lambda: _record(episodes_dir, episodes_key, args.episodes, args.image_size))
-
-    from mobile_vla_ros.policy.backbone import fingerprint_base_model
-
-    config = _train_config(args)
-    policy_key = {"stage": "policy", "base_fingerprint": fingerprint_base_model(base_dir), "episodes": episodes_key,
-                  "train": config.to_dict()}
-    trained = _current(policy_dir, policy_key, args.fresh) and _policy_matches_base(policy_dir, policy_key)
-    stages.run(3, "training", trained, lambda: _train(policy_dir, policy_key, episodes_dir, base_dir, config))
-
-    trials = stages.run(4, "closed-loop driving", False,
-                        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device))
-    frozen = stages.run(5, "closed loop, frozen camera", False,
-                        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device, freeze_camera=True))
-    print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
-    _report(args, trials, frozen, stages, policy_dir)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------- stages
-
-
-def _current(directory: Path, key: dict, fresh: bool) -> bool:
-    from mobile_vla_ros.sim.demo import stage_is_current
-
-    return not fresh and stage_is_current(directory, key)
-
-
-def _redo(directory: Path) -> Path:
-    from mobile_vla_ros.sim.demo import claim_stage, clear_stage
-
-    clear_stage(directory)
-    return claim_stage(directory)
-
-
-def _build_base_model(directory: Path, key: dict, image_size: int) -> None:
-    from mobile_vla_ros.policy.tiny import make_tiny_model
-    from mobile_vla_ros.sim.demo import mark_stage_done
-
-    make_tiny_model(_redo(directory), image_size=image_size, **TINY_MODEL)
-    mark_stage_done(directory, key)
-
-
-def _record(directory: Path, key: dict, per_instruction: int, image_size: int) -> None:
-    from tqdm import tqdm
-
-    from mobile_vla_ros.sim.demo import mark_stage_done
-    from mobile_vla_ros.sim.demonstrations import record_demonstrations
-
-    _redo(directory)
-    with tqdm(total=2 * per_instruction, desc="expert episodes", unit="ep", file=sys.stdout) as bar:
-        def progress(done, total, rollout):
-            bar.update(1)
-            bar.set_postfix_str(f"{rollout.side}: {rollout.outcome.value}")
-
-        recorded = record_demonstrations(directory, per_instruction, seed=TRAINING_LAYOUT_SEED,
-                                         sample_rate_hz=DEMO_SAMPLE_RATE_HZ, image_size=(image_size, image_size),
-                                         progress=progress)
-    frames = sum(len(rollout.times) for rollout in recorded.rollouts)
-    print(f"    {len(recorded.paths)} episodes ({frames} frames) in {directory}; "
-          f"{recorded.skipped} expert runs failed and were not saved", flush=True)
-    mark_stage_done(directory, key)
-
-
-def _train_config(args):
-    from mobile_vla_ros.nodes.closed_loop import config_file
-    from mobile_vla_ros.training.config import load_train_config
-
-    settings = [*TRAIN_SETTINGS, "trainer.max_minutes=null", f"trainer.max_steps={args.train_steps}"]
-    if args.device != "auto":
-        settings.append(f"trainer.accelerator={'cpu' if args.device == 'cpu' else 'gpu'}")
-    return load_train_config(config_file("train_tiny.yaml"), settings)
-
-
-def _policy_matches_base(directory: Path, key: dict) -> bool:
-    from mobile_vla_ros.errors import CheckpointError
-    from mobile_vla_ros.policy.config import PolicyConfig
-
-    try:
-        return PolicyConfig.load(directory).base_model.get("fingerprint") == key["base_fingerprint"]
-    except CheckpointError:
-        return False
-
-
-def _train(directory: Path, key: dict, episodes_dir: Path, base_dir: Path, config) -> None:
-    from mobile_vla_ros.sim.demo import mark_stage_done
-    from mobile_vla_ros.training.train import TrainRun, format_summary, train
-
-    _redo(directory)
-    summary = train(TrainRun([str(episodes_dir)], str(base_dir), str(directory), config))
-    print(format_summary(summary, directory), flush=True)
-    mark_stage_done(directory, key)
-
-
-def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, device: str,
-           freeze_camera: bool = False) -> list:
-    import torch
-    from tqdm import tqdm
-
-    from mobile_vla_ros.nodes.closed_loop import ClosedLoopSim
-    from mobile_vla_ros.sim.demo import trial_sides
-
-    torch.set_num_threads(1)  # the simulator and the nodes need the other core
-    sides = trial_sides(per_instruction)
-    trials = []
-    print("    starting sim_node, camera_window_node, inference_node ...", flush=True)
-    with ClosedLoopSim(policy_dir, base_dir, seed, device=device, quiet=True, freeze_camera=freeze_camera) as loop:
-        with tqdm(total=len(sides), desc="trials", unit="trial", file=sys.stdout) as bar:
-            for index, side in enumerate(sides):
-                trial = loop.run_trial(index, side)
-                trials.append(trial)
-                wins = {s: sum(t.succeeded for t in trials if t.side == s) for s in ("left", "right")}
-                runs = {s: sum(t.side == s for t in trials) for s in ("left", "right")}
-                bar.write(f"    trial {index + 1:2d}: {side:<5} -> {trial.outcome:<13} ({trial.duration_s:4.1f} s, "
-                          f"layout {trial.episode} of seed {seed})")
-                bar.set_postfix_str(f"left {wins['left']}/{runs['left']}  right {wins['right']}/{runs['right']}")
-                bar.update(1)
-    return trials
-
-
-def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) -> None:
-    from mobile_vla_ros.policy.config import PolicyConfig
-    from mobile_vla_ros.sim.demo import blind_baseline, format_table, mean_expert_trajectories, summarize
-    from mobile_vla_ros.sim.plot import plot_trajectories
-
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    results = summarize(trials)
-    means = mean_expert_trajectories(args.episodes, TRAINING_LAYOUT_SEED, DEMO_SAMPLE_RATE_HZ)
-    comparisons = {
-        "frozen camera": summarize(frozen),
-        "image-blind": summarize(blind_baseline(trials, means, 1.0 / DEMO_SAMPLE_RATE_HZ)),
-    }
-    figure = plot_trajectories(trials, out / "trajectories.png",
-                               title=f"mobile-vla demo: {len(trials)} closed-loop trials on unseen layouts")
-    training = PolicyConfig.load(policy_dir).training
-    report = {
-        "results": results,
-        "frozen_camera": comparisons["frozen camera"],
-        "image_blind_baseline": comparisons["image-blind"],
-        "seeds": {"training_layouts": TRAINING_LAYOUT_SEED, "trial_layouts": args.seed,
-                  "training": training.get("config", {}).get("trainer", {}).get("seed")},
-        "stages": stages.records,
-        "total_seconds": round(stages.total_seconds, 1),
-        "settings": {key: str(value) if isinstance(value, Path) else value
-                     for key, value in vars(args).items() if key != "func"},
-        "training": {key: training.get(key) for key in ("steps", "seconds", "train_loss", "val_loss",
-                                                         "instruction_separation", "mae_vs_blind")},
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-                    "load_average": [round(value, 2) for value in os.getloadavg()]},
-        "trials": [trial.to_dict() for trial in trials],
-        "frozen_camera_trials": [trial.to_dict() for trial in frozen],
-    }
-    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
-    print()
-    print(f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.seed}, training seed "
-          f"{report['seeds']['training']}), measured now:")
-    print(format_table(results, comparisons))
-    print("frozen camera: the policy driving with each episode's first view only; image-blind: the expert's mean "
-          "path per instruction replayed without looking, on the same layouts")
-    print()
-    durations = ", ".join(f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
-                          for name, record in stages.records.items())
-    print(f"stages: {durations}; total {stages.total_seconds / 60:.1f} min")
-    print(f"trajectories: {figure}")
-    print(f"summary:      {out / 'summary.json'}")
+    return run_demo(args)

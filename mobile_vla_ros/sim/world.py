@@ -53,7 +53,7 @@ class RoomConfig:
     # The ranges are wide enough that the way around the box and the bottle's place must be seen:
     # the expert's mean path per instruction, replayed without looking, succeeds in at most half
     # of the demo's trial layouts (left 3/10, right 4/10 on seed 1; measured with
-    # `mobile_vla_ros.sim.demo.blind_baseline`). With the box and bottle within +-0.2 m it
+    # `mobile_vla_ros.demo.trials.blind_baseline`). With the box and bottle within +-0.2 m it
     # succeeded in 19 of 20.
     start_x: float = 0.4
     start_y_range: tuple = (-0.2, 0.2)

@@ -1,80 +1,15 @@
-"""The pure parts of `mobile-vla demo`: stage caching, the trial plan, trial results and the report.
-
-The demo has four cached stages (tiny base model, expert episodes, trained policy) and one that
-always runs (closed-loop trials). Each cached stage writes a small JSON stamp into its directory
-describing exactly what produced it; a later run reuses the directory only when the stamp equals
-what it would produce now, so changing `--episodes` re-records, a new base model retrains, and an
-interrupted stage (no stamp) is redone from scratch. No ROS imports here.
+"""The demo's trials: the plan (alternating instructions), results, the image-blind baseline and the
+report table. No ROS imports here.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from mobile_vla_ros.errors import MobileVlaError
-from mobile_vla_ros.sim.world import SIDES, Layout, Outcome, RoomConfig, World, sample_layout
-
-STAMP_FILE = "demo-stage.json"
-
-
-class DemoError(MobileVlaError):
-    """A demo directory or setting that cannot be used."""
-
-
-# ---------------------------------------------------------------------------------- stage cache
-
-
-def read_stamp(directory: str | Path) -> dict | None:
-    path = Path(directory) / STAMP_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def stage_is_current(directory: str | Path, key: dict) -> bool:
-    """True when `directory` was completed by a stage with exactly this key."""
-    return read_stamp(directory) == _jsonable(key)
-
-
-def mark_stage_done(directory: str | Path, key: dict) -> None:
-    """Written last, so a stage that was interrupted leaves no stamp."""
-    path = Path(directory) / STAMP_FILE
-    path.write_text(json.dumps(_jsonable(key), indent=2, sort_keys=True) + "\n")
-
-
-def clear_stage(directory: str | Path) -> None:
-    """Empty a stage directory before redoing it; refuses a non-empty one the demo did not create."""
-    directory = Path(directory)
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise DemoError(f"{directory} is a file; the demo needs it as a directory")
-    if any(directory.iterdir()) and not (directory / STAMP_FILE).exists() and not (directory / ".demo-owned").exists():
-        raise DemoError(
-            f"{directory} holds files the demo did not write; move them away or choose another --workdir"
-        )
-    shutil.rmtree(directory)
-
-
-def claim_stage(directory: str | Path) -> Path:
-    """Create a fresh stage directory, marked as the demo's even before the stage completes."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / ".demo-owned").touch()
-    return directory
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
-# ---------------------------------------------------------------------------------- trials
+from mobile_vla_ros.demo.stages import DemoError
+from mobile_vla_ros.sim.world import SIDES, Layout, Outcome, RoomConfig, World
 
 
 def trial_sides(trials_per_side: int) -> list[str]:
@@ -106,9 +41,6 @@ class Trial:
             "outcome": self.outcome, "succeeded": self.succeeded, "duration_s": round(self.duration_s, 2),
             "path": np.round(np.asarray(self.path, dtype=float), 3).tolist(),
         }
-
-
-# ------------------------------------------------------------------------- image-blind baseline
 
 
 def mean_expert_trajectories(episodes_per_side: int, seed: int, sample_rate_hz: float,

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -32,10 +31,11 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
+from mobile_vla_ros.demo.trials import Trial
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.paths import config_file
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import instruction_side
-from mobile_vla_ros.sim.demo import Trial
 from mobile_vla_ros.sim.world import Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -44,16 +44,6 @@ RESULT_MARGIN_S = 5.0  # beyond the simulator's own time limit before a trial co
 
 class ClosedLoopError(MobileVlaError):
     """The closed loop did not come up or stopped answering."""
-
-
-def config_file(name: str) -> Path:
-    """A file of this package's config/: the source tree when running from it, else the installed share."""
-    source = Path(__file__).resolve().parents[2] / "config" / name
-    if source.is_file():
-        return source
-    from ament_index_python.packages import get_package_share_directory
-
-    return Path(get_package_share_directory("mobile_vla_ros")) / "config" / name
 
 
 def _wait(predicate, timeout_s: float, what: str) -> None:
