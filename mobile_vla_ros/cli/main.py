@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mobile_vla_ros.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"mobile_vla_ros.cli.{name}":
-                raise
-            continue  # a command not built yet
-        module.register(subparsers)
+        importlib.import_module(f"mobile_vla_ros.cli.{name}").register(subparsers)
     return parser
 
 

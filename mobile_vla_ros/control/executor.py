@@ -40,10 +40,6 @@ class ChunkExecutor:
     def has_chunk(self) -> bool:
         return self._chunk is not None
 
-    @property
-    def obs_stamp(self) -> float | None:
-        return self._obs_stamp if self._chunk is not None else None
-
     def set_chunk(self, chunk: np.ndarray, obs_stamp: float) -> bool:
         """Adopt `chunk` unless a chunk from a newer observation is already held."""
         if self._chunk is not None and obs_stamp < self._obs_stamp:

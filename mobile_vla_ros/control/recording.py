@@ -76,10 +76,6 @@ class CommandHistory:
         if keep_from:
             del self._stamps[:keep_from], self._commands[:keep_from]
 
-    @property
-    def last_stamp(self) -> float | None:
-        return self._stamps[-1] if self._stamps else None
-
     def stalled_while_moving(self, now_s: float) -> bool:
         """The newest command is a motion that nobody has renewed or stopped in time."""
         return bool(self._stamps) and _moving(self._commands[-1]) and now_s - self._stamps[-1] > self.timeout_s

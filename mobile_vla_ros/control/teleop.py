@@ -22,10 +22,6 @@ class VelocityCommand(NamedTuple):
     linear_y: float = 0.0
     angular_z: float = 0.0
 
-    @property
-    def is_zero(self) -> bool:
-        return self.linear_x == 0.0 and self.linear_y == 0.0 and self.angular_z == 0.0
-
 
 STOP = VelocityCommand()
 

@@ -41,7 +41,6 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 AUTO_DTYPE = "auto"
-DTYPE_CHOICES = (AUTO_DTYPE, *DTYPES)
 # CPU feature flags (/proc/cpuinfo) that mean native bf16 arithmetic: x86 AVX-512-BF16 and AMX,
 # ARMv8.6 BF16. Without them PyTorch emulates bf16 (measured ~15x slower than fp32 on AVX2).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
