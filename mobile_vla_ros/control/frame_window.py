@@ -28,6 +28,7 @@ class FrameWindow:
         self._frames: deque[np.ndarray] = deque(maxlen=window_size)
         self._last_stamp: float | None = None
         self._next_due: float | None = None
+        self.resets = 0
 
     def wants(self, stamp: float) -> bool:
         """Whether a frame captured at `stamp` is due (call before the costly conversion)."""
@@ -44,6 +45,7 @@ class FrameWindow:
             stamp < self._last_stamp or stamp - self._last_stamp > MAX_GAP_PERIODS * self.action_dt
         ):
             self._frames.clear()
+            self.resets += 1
             self._next_due = None
         self._next_due = stamp + self.action_dt if self._next_due is None else self._next_due + self.action_dt
         # Keep the schedule anchored to real frames when the camera drifts.

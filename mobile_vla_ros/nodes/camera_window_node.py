@@ -103,7 +103,12 @@ class CameraWindowNode(Node):
             return
         if self.rotate:
             rgb = rotate_180(rgb)
+        resets = self.window.resets
         frames = self.window.add(resize_for_model(rgb, self.image_size), stamp)
+        if self.window.resets != resets:
+            self.get_logger().warning(
+                f"camera stamps jumped (gap or time going backwards): window restarted ({self.window.resets} so far); "
+                "no windows until it has refilled", throttle_duration_sec=LOG_THROTTLE_S)
         slow_rate = self.window.camera_slower_than_model()
         if slow_rate is not None:
             self.get_logger().warning(
