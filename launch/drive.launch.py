@@ -16,11 +16,12 @@ camera_window_node and inference_node are both required: when either exits (a mo
 load, camera settings that differ from the policy's training), the whole launch shuts down, and
 inference_node leaves a zero command on cmd_vel.
 """
+
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from mobile_vla_ros.nodes.launch_arguments import gamepad_profile, given, overrides, params_file, parse_bool
 
 PACKAGE = "mobile_vla_ros"
@@ -41,8 +42,11 @@ ARGUMENTS = [
     ("gamepad", "xbox", "gamepad profile by name: config/gamepads/<gamepad>.yaml (xbox, dragonrise)"),
     ("gamepad_config", OPTIONAL, "gamepad profile by path (wins over gamepad)"),
     ("use_sim", "false", "drive the simulated room (sim_node) instead of a robot"),
-    ("record_corrections", OPTIONAL, "true: save each takeover on cmd_vel_teleop as a correction episode "
-                                     "(overrides drive.yaml)"),
+    (
+        "record_corrections",
+        OPTIONAL,
+        "true: save each takeover on cmd_vel_teleop as a correction episode (overrides drive.yaml)",
+    ),
     ("corrections_dir", OPTIONAL, "directory of the correction episodes (overrides drive.yaml)"),
 ]
 
@@ -57,11 +61,17 @@ def _nodes(context):
     model = {"model_dir": arguments["model_dir"]}
 
     camera_overrides = overrides(arguments, {"compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool)})
-    inference_overrides = overrides(arguments, {
-        "instruction": ("instruction", str), "device": ("device", str), "dtype": ("dtype", str),
-        "enable": ("start_enabled", bool), "record_corrections": ("record_corrections", bool),
-        "corrections_dir": ("corrections_dir", str),
-    })
+    inference_overrides = overrides(
+        arguments,
+        {
+            "instruction": ("instruction", str),
+            "device": ("device", str),
+            "dtype": ("dtype", str),
+            "enable": ("start_enabled", bool),
+            "record_corrections": ("record_corrections", bool),
+            "corrections_dir": ("corrections_dir", str),
+        },
+    )
     if use_sim and not given(arguments, "enable"):
         inference_overrides["start_enabled"] = True  # the simulator is safe to drive in
     if use_joy:
@@ -73,29 +83,53 @@ def _nodes(context):
         inference_files.append(gamepad)
         teleop = [
             Node(package="joy", executable="joy_node", name="joy_node", parameters=[config]),
-            Node(package=PACKAGE, executable="teleop_node", name="teleop_node", parameters=[config, gamepad],
-                 remappings=[("cmd_vel", "cmd_vel_teleop")], output="screen"),
+            Node(
+                package=PACKAGE,
+                executable="teleop_node",
+                name="teleop_node",
+                parameters=[config, gamepad],
+                remappings=[("cmd_vel", "cmd_vel_teleop")],
+                output="screen",
+            ),
         ]
     nodes = [
-        Node(package=PACKAGE, executable="camera_window_node", name="camera_window_node",
-             parameters=[config, model, camera_overrides],
-             remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
-             output="screen", on_exit=Shutdown(reason="camera_window_node exited")),
-        Node(package=PACKAGE, executable="inference_node", name="inference_node",
-             parameters=[*inference_files, model, {"base_model_dir": arguments["base_model_dir"]}, inference_overrides],
-             output="screen", on_exit=Shutdown(reason="inference_node exited")),
+        Node(
+            package=PACKAGE,
+            executable="camera_window_node",
+            name="camera_window_node",
+            parameters=[config, model, camera_overrides],
+            remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
+            output="screen",
+            on_exit=Shutdown(reason="camera_window_node exited"),
+        ),
+        Node(
+            package=PACKAGE,
+            executable="inference_node",
+            name="inference_node",
+            parameters=[*inference_files, model, {"base_model_dir": arguments["base_model_dir"]}, inference_overrides],
+            output="screen",
+            on_exit=Shutdown(reason="inference_node exited"),
+        ),
         *teleop,
     ]
     if use_sim:
-        nodes.append(Node(package=PACKAGE, executable="sim_node", name="sim_node",
-                          parameters=[f"{share}/config/sim.yaml"], remappings=[("camera/image_raw", image_topic)],
-                          output="screen"))
+        nodes.append(
+            Node(
+                package=PACKAGE,
+                executable="sim_node",
+                name="sim_node",
+                parameters=[f"{share}/config/sim.yaml"],
+                remappings=[("camera/image_raw", image_topic)],
+                output="screen",
+            )
+        )
     return nodes
 
 
 def generate_launch_description():
     declared = [
-        DeclareLaunchArgument(name, description=description) if default is None
+        DeclareLaunchArgument(name, description=description)
+        if default is None
         else DeclareLaunchArgument(name, default_value=default, description=description)
         for name, default, description in ARGUMENTS
     ]

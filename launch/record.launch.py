@@ -7,11 +7,12 @@ Every parameter value lives in config/record.yaml (or `params_file:=`) and the g
 (config/gamepads/<gamepad>.yaml, or `gamepad_config:=/path.yaml`). An argument below that you leave
 out changes nothing; one you give overrides its one key.
 """
+
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from mobile_vla_ros.nodes.launch_arguments import gamepad_profile, overrides, params_file, parse_bool
 
 PACKAGE = "mobile_vla_ros"
@@ -35,15 +36,27 @@ def _nodes(context):
     share = get_package_share_directory(PACKAGE)
     config = params_file(arguments, share, "record.yaml")
     gamepad = gamepad_profile(arguments, share)
-    recorder_overrides = overrides(arguments, {
-        "image_topic": ("image_topic", str), "compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool),
-        "output_dir": ("output_dir", str), "instruction": ("instruction", str),
-    })
+    recorder_overrides = overrides(
+        arguments,
+        {
+            "image_topic": ("image_topic", str),
+            "compressed": ("compressed", bool),
+            "rotate_180": ("rotate_180", bool),
+            "output_dir": ("output_dir", str),
+            "instruction": ("instruction", str),
+        },
+    )
     nodes = [
-        Node(package=PACKAGE, executable="teleop_node", name="teleop_node", parameters=[config, gamepad],
-             output="screen"),
-        Node(package=PACKAGE, executable="recorder_node", name="recorder_node",
-             parameters=[config, gamepad, recorder_overrides], output="screen"),
+        Node(
+            package=PACKAGE, executable="teleop_node", name="teleop_node", parameters=[config, gamepad], output="screen"
+        ),
+        Node(
+            package=PACKAGE,
+            executable="recorder_node",
+            name="recorder_node",
+            parameters=[config, gamepad, recorder_overrides],
+            output="screen",
+        ),
     ]
     if parse_bool("use_joy", arguments["use_joy"]):
         nodes.insert(0, Node(package="joy", executable="joy_node", name="joy_node", parameters=[config]))
@@ -51,6 +64,8 @@ def _nodes(context):
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, default_value=default, description=description)
-                for name, default, description in ARGUMENTS]
+    declared = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, default, description in ARGUMENTS
+    ]
     return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

@@ -1,4 +1,5 @@
 """Where the package's own files are, from a source checkout or a colcon install."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Shared fixtures. ROS traffic of one test run stays on loopback in its own DDS domain, so
 parallel runs on one machine never hear each other."""
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,12 @@ def tiny_checkpoint(tiny_base_model, tmp_path_factory):
     torch.manual_seed(0)
     instructions = (LAB_INSTRUCTIONS["left"], LAB_INSTRUCTIONS["right"])
     config = PolicyConfig(
-        chunk_size=5, action_dt=0.1, instructions=instructions, head=HeadSettings(hidden_dim=32, lstm_layers=1),
-        action_low=(-1.15, -1.15), action_high=(1.15, 1.15),
+        chunk_size=5,
+        action_dt=0.1,
+        instructions=instructions,
+        head=HeadSettings(hidden_dim=32, lstm_layers=1),
+        action_low=(-1.15, -1.15),
+        action_high=(1.15, 1.15),
     )
     policy = VLAPolicy(config, load_base_model(tiny_base_model))
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 4, 224, 224, 3), dtype=np.uint8))
@@ -84,9 +89,22 @@ def colcon_install(tmp_path_factory):
     (root / "src").mkdir()
     (root / "src" / "mobile_vla_ros").symlink_to(Path(__file__).resolve().parents[1])
     result = subprocess.run(
-        [colcon, "--log-base", "log", "build", "--base-paths", "src", "--build-base", "build",
-         "--install-base", "install"],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        [
+            colcon,
+            "--log-base",
+            "log",
+            "build",
+            "--base-paths",
+            "src",
+            "--build-base",
+            "build",
+            "--install-base",
+            "install",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root / "install"

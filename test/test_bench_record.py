@@ -1,5 +1,6 @@
 """`mobile-vla bench-record` runs the real recorder_node over DDS and reports its figures
 (briefly and at a small size here; the 720p figures come from the command, docs/performance.md)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,22 @@ from mobile_vla_ros.cli.main import main
 @pytest.mark.parametrize("compressed", [False, True])
 def test_bench_record_reports_samples_drops_lag_and_cpu(tmp_path, compressed, capsys):
     out = tmp_path / "figures.json"
-    status = main(["bench-record", "--width", "160", "--height", "120", "--seconds", "2", "--json", str(out),
-                   "--keep", str(tmp_path / "episodes"), *(["--compressed"] if compressed else [])])
+    status = main(
+        [
+            "bench-record",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--seconds",
+            "2",
+            "--json",
+            str(out),
+            "--keep",
+            str(tmp_path / "episodes"),
+            *(["--compressed"] if compressed else []),
+        ]
+    )
     figures = json.loads(out.read_text())
     assert figures["compressed"] == compressed and 18 <= figures["expected_samples"] <= 22
     assert figures["samples"] + figures["dropped"] >= figures["expected_samples"] - 1

@@ -1,4 +1,5 @@
 """Strict checkpoint loading: every corruption of a policy directory ends in its own named error."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ def test_the_intact_checkpoint_loads(tiny_checkpoint, tiny_base_model):
 
 def test_missing_lora_tensor_is_named(checkpoint_copy, tiny_base_model):
     dropped = []
-    _edit_tensors(checkpoint_copy, ADAPTER_FILE,
-                  lambda t: dropped.append(next(k for k in t if "lora_B" in k)) or t.pop(dropped[0]))
+    _edit_tensors(
+        checkpoint_copy,
+        ADAPTER_FILE,
+        lambda t: dropped.append(next(k for k in t if "lora_B" in k)) or t.pop(dropped[0]),
+    )
     with pytest.raises(CheckpointError, match="missing 1 LoRA tensor") as raised:
         load_policy(checkpoint_copy, tiny_base_model)
     assert dropped[0] in str(raised.value)
@@ -57,8 +61,7 @@ def test_unexpected_tensor_is_named(checkpoint_copy, tiny_base_model):
 
 def test_adapter_without_lora_tensors_is_not_a_policy(checkpoint_copy, tiny_base_model):
     """The lab's failure: an adapter file with nothing trained in it must not pass for a policy."""
-    _edit_tensors(checkpoint_copy, ADAPTER_FILE,
-                  lambda t: [t.pop(k) for k in list(t) if k != ACTION_TOKEN_KEY])
+    _edit_tensors(checkpoint_copy, ADAPTER_FILE, lambda t: [t.pop(k) for k in list(t) if k != ACTION_TOKEN_KEY])
     with pytest.raises(CheckpointError, match="holds no LoRA tensors"):
         load_policy(checkpoint_copy, tiny_base_model)
 
@@ -90,10 +93,13 @@ def test_policy_json_without_base_model_fingerprint_is_refused(checkpoint_copy, 
         load_policy(checkpoint_copy, tiny_base_model)
 
 
-@pytest.mark.parametrize("file, edit", [
-    ("tokenizer_config.json", lambda data: data.update(model_max_length=77)),
-    ("preprocessor_config.json", lambda data: data.update(image_mean=[0.5, 0.5, 0.5])),
-])
+@pytest.mark.parametrize(
+    "file, edit",
+    [
+        ("tokenizer_config.json", lambda data: data.update(model_max_length=77)),
+        ("preprocessor_config.json", lambda data: data.update(image_mean=[0.5, 0.5, 0.5])),
+    ],
+)
 def test_fingerprint_covers_tokenizer_and_image_processor(tiny_checkpoint, tiny_base_model, tmp_path, file, edit):
     base = shutil.copytree(tiny_base_model, tmp_path / "base")
     assert fingerprint_base_model(base) == fingerprint_base_model(tiny_base_model)

@@ -1,4 +1,5 @@
 """The `mobile-vla` command line: sub-commands a user runs first."""
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,20 @@ def test_make_tiny_model_writes_a_loadable_kosmos2(tmp_path, capsys):
 
 def test_bench_on_a_local_model_writes_the_figures(tiny_base_model, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--base-model", str(tiny_base_model), "--dtype", "fp32", "--repeats", "2",
-                 "--json", str(out)]) == 0
+    assert (
+        main(["bench", "--base-model", str(tiny_base_model), "--dtype", "fp32", "--repeats", "2", "--json", str(out)])
+        == 0
+    )
     figures = json.loads(out.read_text())
-    for key in ("bare_forward_ms_p50", "naive_step_ms_p50", "cached_step_ms_p50", "peak_rss_mb",
-                "naive_step_ms_p95", "cached_step_ms_p95", "bare_forward_ms_p95"):
+    for key in (
+        "bare_forward_ms_p50",
+        "naive_step_ms_p50",
+        "cached_step_ms_p50",
+        "peak_rss_mb",
+        "naive_step_ms_p95",
+        "cached_step_ms_p95",
+        "bare_forward_ms_p95",
+    ):
         assert figures[key] > 0, key
     assert figures["versions"]["torch"] and figures["device"] == "cpu"
     assert "cached step" in capsys.readouterr().out

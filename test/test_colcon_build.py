@@ -1,4 +1,5 @@
 """`colcon build` of the package into a scratch workspace, as on a robot."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,16 @@ def test_executables_are_installed_where_ros2_run_looks(workspace):
 
 def test_launch_config_and_index_files_are_installed(workspace):
     share = workspace / "share" / "mobile_vla_ros"
-    for name in ("package.xml", "launch/drive.launch.py", "launch/record.launch.py", "config/drive.yaml",
-                 "config/record.yaml", "config/gamepads/xbox.yaml", "config/gamepads/dragonrise.yaml",
-                 "models/README.md"):
+    for name in (
+        "package.xml",
+        "launch/drive.launch.py",
+        "launch/record.launch.py",
+        "config/drive.yaml",
+        "config/record.yaml",
+        "config/gamepads/xbox.yaml",
+        "config/gamepads/dragonrise.yaml",
+        "models/README.md",
+    ):
         assert (share / name).is_file(), name
     assert (workspace / "share" / "ament_index" / "resource_index" / "packages" / "mobile_vla_ros").is_file()
 
@@ -34,7 +42,13 @@ def test_launch_config_and_index_files_are_installed(workspace):
 def test_installed_cli_runs_from_the_install_space(workspace):
     site = next((workspace / "lib").glob("python3*/site-packages"))
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    result = subprocess.run([str(workspace / "lib" / "mobile_vla_ros" / "mobile-vla"), "--help"],
-                            capture_output=True, text=True, env=env, cwd=workspace, timeout=120)
+    result = subprocess.run(
+        [str(workspace / "lib" / "mobile_vla_ros" / "mobile-vla"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workspace,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "make-tiny-model" in result.stdout and "bench" in result.stdout

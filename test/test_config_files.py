@@ -1,6 +1,7 @@
 """The YAML under config/ is the one home of every parameter: each key is declared by its node with
 the same type, the shipped values agree with the nodes' own defaults, and an edited value reaches
 the node. (The `joy` package's joy_node declares its own parameters; it is not ours to check.)"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,13 @@ from mobile_vla_ros.nodes.teleop_node import TeleopNode  # noqa: E402
 pytestmark = pytest.mark.ros
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
-NODES = {"camera_window_node": CameraWindowNode, "inference_node": InferenceNode, "recorder_node": RecorderNode,
-         "sim_node": SimNode, "teleop_node": TeleopNode}
+NODES = {
+    "camera_window_node": CameraWindowNode,
+    "inference_node": InferenceNode,
+    "recorder_node": RecorderNode,
+    "sim_node": SimNode,
+    "teleop_node": TeleopNode,
+}
 NOT_OURS = {"joy_node"}
 NODE_FILES = [CONFIG / name for name in ("drive.yaml", "record.yaml", "sim.yaml")]  # train*.yaml: mobile-vla train
 CONFIG_FILES = NODE_FILES + sorted(CONFIG.glob("gamepads/*.yaml"))
@@ -52,9 +58,11 @@ def ros():
 @pytest.fixture(scope="module")
 def required(tiny_checkpoint, tiny_base_model, tmp_path_factory):
     """The parameters a launch file passes on the command line (no YAML holds them)."""
-    return {"camera_window_node": {"model_dir": str(tiny_checkpoint)},
-            "inference_node": {"model_dir": str(tiny_checkpoint), "base_model_dir": str(tiny_base_model)},
-            "recorder_node": {"output_dir": str(tmp_path_factory.mktemp("episodes"))}}
+    return {
+        "camera_window_node": {"model_dir": str(tiny_checkpoint)},
+        "inference_node": {"model_dir": str(tiny_checkpoint), "base_model_dir": str(tiny_base_model)},
+        "recorder_node": {"output_dir": str(tmp_path_factory.mktemp("episodes"))},
+    }
 
 
 def make_node(name: str, values: dict):
@@ -84,8 +92,11 @@ def test_shipped_values_agree_with_the_node_defaults(ros, required, path):
     for name, values in sections(path).items():
         node = make_node(name, required.get(name, {}))
         try:
-            disagree = {key: (value, node.get_parameter(key).value) for key, value in values.items()
-                        if key not in required.get(name, {}) and node.get_parameter(key).value != value}
+            disagree = {
+                key: (value, node.get_parameter(key).value)
+                for key, value in values.items()
+                if key not in required.get(name, {}) and node.get_parameter(key).value != value
+            }
             assert not disagree, f"{path.name}: {name} yaml vs code default: {disagree}"
         finally:
             if name == "inference_node":

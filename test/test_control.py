@@ -1,6 +1,6 @@
 """Pure drive-runtime logic: chunk execution, limits, the safety state machine, frame sampling."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -184,7 +184,9 @@ def test_override_wins_even_when_disabled_and_expires():
 
 
 def test_limits_apply_to_policy_output():
-    ctl = DriveController(DT, PERIOD, VelocityLimits(max_linear_x=0.2, max_accel=1.0), SafetySettings(start_enabled=True))
+    ctl = DriveController(
+        DT, PERIOD, VelocityLimits(max_linear_x=0.2, max_accel=1.0), SafetySettings(start_enabled=True)
+    )
     drive_ready(ctl, chunk=np.full((10, 2), 2.0))
     velocities = []
     for k in range(15):

@@ -1,4 +1,5 @@
 """Takeovers as correction episodes (control/corrections.py) on real H5 files, without ROS."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,14 @@ PERSON = np.array([0.2, -0.4])
 
 def recorder(directory, context_s=0.5, end_hold_s=0.3, flush_interval_s=1.0):
     def open_episode():
-        return EpisodeWriter(directory, LAB_INSTRUCTIONS["left"], 1 / DT, extra_columns=CORRECTION_COLUMNS,
-                             correction=True, flush_interval_s=flush_interval_s)
+        return EpisodeWriter(
+            directory,
+            LAB_INSTRUCTIONS["left"],
+            1 / DT,
+            extra_columns=CORRECTION_COLUMNS,
+            correction=True,
+            flush_interval_s=flush_interval_s,
+        )
 
     return CorrectionRecorder(CorrectionSettings(context_s, end_hold_s), DT, open_episode)
 

@@ -1,5 +1,6 @@
 """`mobile-vla demo`: the closed loop through the real nodes over DDS (short budget, a policy whose
 head gives +linear_y for 'left' and -linear_y for 'right'), and the demo's stage caching."""
+
 from __future__ import annotations
 
 import json
@@ -92,11 +93,14 @@ def test_recorded_episodes_are_reused_and_a_policy_on_another_base_is_not(tmp_pa
     assert not pipeline._policy_matches_base(tmp_path / "no-policy", {"base_fingerprint": fingerprint})
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--seed", "0"], "training layouts"),
-    (["--trials", "0"], "--trials"),
-    (["--image-size", "100"], "multiple of 14"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--seed", "0"], "training layouts"),
+        (["--trials", "0"], "--trials"),
+        (["--image-size", "100"], "multiple of 14"),
+    ],
+)
 def test_bad_demo_options_are_refused_before_any_work(tmp_path, arguments, message):
     args = build_parser().parse_args(["demo", "--workdir", str(tmp_path / "work"), *arguments])
     with pytest.raises(DemoError, match=message):
@@ -115,11 +119,19 @@ def test_trials_alternate_and_the_table_counts_only_the_instructed_side():
     assert trial_sides(2) == ["left", "right", "left", "right"]
     with pytest.raises(DemoError):
         trial_sides(0)
-    trials = [_trial(0, "left", "reached_left"), _trial(1, "right", "reached_left"),
-              _trial(2, "left", "collided"), _trial(3, "right", "reached_right")]
+    trials = [
+        _trial(0, "left", "reached_left"),
+        _trial(1, "right", "reached_left"),
+        _trial(2, "left", "collided"),
+        _trial(3, "right", "reached_right"),
+    ]
     summary = summarize(trials)
-    assert summary["left"] == {"trials": 2, "succeeded": 1, "success_rate": 0.5,
-                               "outcomes": {"collided": 1, "reached_left": 1}}
+    assert summary["left"] == {
+        "trials": 2,
+        "succeeded": 1,
+        "success_rate": 0.5,
+        "outcomes": {"collided": 1, "reached_left": 1},
+    }
     assert summary["right"]["succeeded"] == 1 and summary["right"]["outcomes"]["reached_left"] == 1
     table = format_table(summary)
     assert "left" in table and "50%" in table

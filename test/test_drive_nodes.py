@@ -1,5 +1,6 @@
 """The drive runtime over real DDS: camera_window_node + inference_node (tiny checkpoint) in this
 process, driven by a harness node that plays the camera, the operator and the robot base."""
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,9 @@ class Harness(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def frame_msg(self, height=120, width=160) -> Image:
-        msg = rgb_to_image_msg(self.rng.integers(0, 256, (height, width, 3), dtype=np.uint8), self.get_clock().now().to_msg(), "camera")
+        msg = rgb_to_image_msg(
+            self.rng.integers(0, 256, (height, width, 3), dtype=np.uint8), self.get_clock().now().to_msg(), "camera"
+        )
         msg.encoding = "bgr8"  # any 3-channel content will do; exercises the BGR -> RGB path
         return msg
 
@@ -90,8 +93,9 @@ class Harness(Node):
 
     def _on_built(self, msg: TimeReference):
         with self.lock:
-            self.built.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
-                               msg.time_ref.sec + msg.time_ref.nanosec * 1e-9))
+            self.built.append(
+                (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg.time_ref.sec + msg.time_ref.nanosec * 1e-9)
+            )
 
     def _on_status(self, msg: DiagnosticArray):
         for status in msg.status:
@@ -151,8 +155,14 @@ def start_inference(ros, tiny_checkpoint, tiny_base_model):
     started = []
 
     def start(**params):
-        defaults = dict(model_dir=str(tiny_checkpoint), base_model_dir=str(tiny_base_model), device="cpu",
-                        control_rate_hz=CONTROL_HZ, start_enabled=True, status_period_s=0.2)
+        defaults = dict(
+            model_dir=str(tiny_checkpoint),
+            base_model_dir=str(tiny_base_model),
+            device="cpu",
+            control_rate_hz=CONTROL_HZ,
+            start_enabled=True,
+            status_period_s=0.2,
+        )
         defaults.update(params)
         node = InferenceNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in defaults.items()])
         started.append(Spinning(node, context))
@@ -176,8 +186,10 @@ def wait_for_motion(harness: Harness, sign: float, timeout=20.0) -> float:
     """Until cmd_vel has linear.y with the given sign; returns the receipt time."""
     t0 = harness.now()
     return wait_until(
-        lambda: next((t for t, _, y in harness.twists_since(t0) if np.sign(y) == sign), None), timeout,
-        f"cmd_vel with linear.y sign {sign:+.0f}")
+        lambda: next((t for t, _, y in harness.twists_since(t0) if np.sign(y) == sign), None),
+        timeout,
+        f"cmd_vel with linear.y sign {sign:+.0f}",
+    )
 
 
 def test_frames_become_windows_and_the_policy_drives_by_its_instruction(start_inference, camera_on, tiny_checkpoint):
@@ -190,7 +202,7 @@ def test_frames_become_windows_and_the_policy_drives_by_its_instruction(start_in
     twists = harness.twists_since(t0)
     with harness.lock:
         windows = [row for row in harness.windows if row[0] >= t0]
-        full = list(harness.full_twists[-len(twists):])
+        full = list(harness.full_twists[-len(twists) :])
     # cmd_vel at the control rate, every one moving left; windows at the model's rate, full size.
     assert len(twists) == pytest.approx(1.5 * CONTROL_HZ, rel=0.2)
     assert np.all(twists[:, 2] > 0.05)
@@ -207,8 +219,17 @@ def test_frames_become_windows_and_the_policy_drives_by_its_instruction(start_in
     assert float(status["obs_to_cmd_age_ms_p95"]) < config.chunk_size * config.action_dt * 1000
 
 
-STAGES = ("frame_age_at_build", "window_transport", "preprocess", "queue_wait", "backbone", "head",
-          "inference_latency", "executor_delay", "obs_to_cmd_age")
+STAGES = (
+    "frame_age_at_build",
+    "window_transport",
+    "preprocess",
+    "queue_wait",
+    "backbone",
+    "head",
+    "inference_latency",
+    "executor_delay",
+    "obs_to_cmd_age",
+)
 
 
 def test_diagnostics_show_every_latency_stage(start_inference, camera_on):
@@ -218,7 +239,9 @@ def test_diagnostics_show_every_latency_stage(start_inference, camera_on):
     wait_for_motion(harness, +1)
     status = wait_until(
         lambda: harness.status if all(harness.status.get(f"{stage}_ms_p95") for stage in STAGES) else None,
-        10, "every stage's p95 in /diagnostics")
+        10,
+        "every stage's p95 in /diagnostics",
+    )
     for stage in STAGES:
         p50, p95, p99 = (float(status[f"{stage}_ms_p{q}"]) for q in (50, 95, 99))
         assert 0 <= p50 <= p95 <= p99 < 5000, stage
@@ -251,8 +274,11 @@ def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_con
     # A late subscriber still gets the active instruction (transient local).
     late = []
     late_sub = harness.create_subscription(
-        String, "instruction/active", lambda msg: late.append(msg.data),
-        QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        String,
+        "instruction/active",
+        lambda msg: late.append(msg.data),
+        QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     wait_until(lambda: late, 3, "latched instruction")
     assert late == [right[-1]]
     harness.destroy_subscription(late_sub)
@@ -292,7 +318,10 @@ def test_stopping_the_camera_zeroes_cmd_vel_within_the_stale_timeout(start_infer
     time.sleep(0.05)
     last_frame = harness.last_frame_stamp
     stopped_at = wait_until(
-        lambda: next((t for t, x, y in harness.twists_since(last_frame) if x == 0.0 and y == 0.0), None), 3, "zero cmd_vel")
+        lambda: next((t for t, x, y in harness.twists_since(last_frame) if x == 0.0 and y == 0.0), None),
+        3,
+        "zero cmd_vel",
+    )
     assert stopped_at - last_frame <= stale_timeout + CONTROL_PERIOD + DELIVERY_SLACK
     time.sleep(0.5)
     after = harness.twists_since(stopped_at)
@@ -376,7 +405,9 @@ def test_disabled_node_publishes_zero_until_enabled_and_teleop_overrides(start_i
 
 
 @pytest.mark.parametrize("broken", ["policy_json", "base_model"])
-def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(broken, ros, tiny_checkpoint, tiny_base_model, tmp_path):
+def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(
+    broken, ros, tiny_checkpoint, tiny_base_model, tmp_path
+):
     model_dir, base_dir = tiny_checkpoint, tiny_base_model
     if broken == "policy_json":
         model_dir = tmp_path / "model"
@@ -390,14 +421,29 @@ def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(broken, ros,
     heard = []
     sub = harness.create_subscription(Twist, topic, heard.append, 10)
     result = subprocess.run(
-        [sys.executable, "-m", "mobile_vla_ros.nodes.inference_node", "--ros-args",
-         "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_dir}", "-r", f"cmd_vel:={topic}"],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "mobile_vla_ros.nodes.inference_node",
+            "--ros-args",
+            "-p",
+            f"model_dir:={model_dir}",
+            "-p",
+            f"base_model_dir:={base_dir}",
+            "-r",
+            f"cmd_vel:={topic}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
     )
     time.sleep(0.2)
     harness.destroy_subscription(sub)
     assert result.returncode == 1, result.stderr
-    assert "cannot start" in result.stderr and ("bogus" in result.stderr or "not_a_model" in result.stderr), result.stderr
+    assert "cannot start" in result.stderr and ("bogus" in result.stderr or "not_a_model" in result.stderr), (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert heard == []
 
@@ -411,9 +457,14 @@ def test_compressed_camera_with_rotation(ros, tiny_checkpoint):
     context, _, harness = ros
     config = PolicyConfig.load(tiny_checkpoint)
     camera = CameraWindowNode(
-        context=context, cli_args=["--ros-args", "-r", "image/compressed:=jpeg_camera/compressed", "-r", "window:=jpeg_window"],
-        parameter_overrides=[Parameter("model_dir", value=str(tiny_checkpoint)), Parameter("compressed", value=True),
-                             Parameter("rotate_180", value=True)])
+        context=context,
+        cli_args=["--ros-args", "-r", "image/compressed:=jpeg_camera/compressed", "-r", "window:=jpeg_window"],
+        parameter_overrides=[
+            Parameter("model_dir", value=str(tiny_checkpoint)),
+            Parameter("compressed", value=True),
+            Parameter("rotate_180", value=True),
+        ],
+    )
     spinning = Spinning(camera, context)
     windows = []
     sub = harness.create_subscription(Image, "jpeg_window", windows.append, 10)
@@ -452,8 +503,13 @@ def test_a_camera_mounted_otherwise_than_in_training_is_refused(ros, tiny_checkp
     context = ros[0]
 
     def camera(**settings):
-        return CameraWindowNode(context=context, parameter_overrides=[
-            Parameter("model_dir", value=str(model)), *(Parameter(k, value=v) for k, v in settings.items())])
+        return CameraWindowNode(
+            context=context,
+            parameter_overrides=[
+                Parameter("model_dir", value=str(model)),
+                *(Parameter(k, value=v) for k, v in settings.items()),
+            ],
+        )
 
     with pytest.raises(MobileVlaError, match=r"rotate_180 True in training, False here.*allow_camera_mismatch"):
         camera(rotate_180=False)
@@ -469,8 +525,14 @@ def test_a_takeover_becomes_a_correction_episode_with_both_action_streams(start_
     from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
     out = tmp_path / "corrections"
-    node = start_inference(record_corrections=True, corrections_dir=str(out), correction_context_s=1.0,
-                           correction_end_hold_s=0.5, override_hold_s=0.3, max_accel=50.0)
+    node = start_inference(
+        record_corrections=True,
+        corrections_dir=str(out),
+        correction_context_s=1.0,
+        correction_end_hold_s=0.5,
+        override_hold_s=0.3,
+        max_accel=50.0,
+    )
     harness = camera_on
     wait_for_motion(harness, +1)
     time.sleep(1.5)  # context: the policy drives
@@ -488,5 +550,5 @@ def test_a_takeover_becomes_a_correction_episode_with_both_action_streams(start_
     assert 8 <= human.sum() <= 20  # 1.5 s of teleop at 10 Hz, up to override_hold_s longer
     assert 8 <= np.argmax(human) <= 11  # the context: 1 s before the takeover
     assert np.allclose(episode.actions[human, :2], [0.2, -0.4])
-    assert np.all(episode.actions[:np.argmax(human), 1] > 0.3)  # before: the policy's left motion, executed
+    assert np.all(episode.actions[: np.argmax(human), 1] > 0.3)  # before: the policy's left motion, executed
     assert np.all(proposals[human, 1] > 0.3)  # what the policy wanted meanwhile: still left

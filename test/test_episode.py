@@ -1,4 +1,5 @@
 """Episode files: writer, crash recovery, both readers."""
+
 from __future__ import annotations
 
 import os
@@ -107,7 +108,9 @@ for index in range(100000):
 
 
 def test_sigkill_mid_episode_is_recovered_as_truncated(tmp_path):
-    process = subprocess.Popen([sys.executable, "-c", _CRASHING_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "flushed"
     time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
@@ -131,8 +134,12 @@ def test_legacy_file_with_instruction_dataset(tmp_path):
     bgr = np.zeros((3, 24, 32, 3), np.uint8)
     bgr[..., 0] = 200  # blue in BGR
     actions = np.array([[0, 0, 0], [1.15, 0, 0], [0, 1.15, 0]], np.float32)
-    path = write_legacy_episode(tmp_path / "episode_20250101_000000_1box_hori_right_core_medium.h5", bgr, actions,
-                                instruction=LAB_INSTRUCTIONS["left"])
+    path = write_legacy_episode(
+        tmp_path / "episode_20250101_000000_1box_hori_right_core_medium.h5",
+        bgr,
+        actions,
+        instruction=LAB_INSTRUCTIONS["left"],
+    )
     episode = read_episode(path)
     assert episode.legacy and episode.timestamps is None and episode.sample_rate_hz is None
     assert episode.instruction == LAB_INSTRUCTIONS["left"]  # the dataset wins over the file name
@@ -141,7 +148,9 @@ def test_legacy_file_with_instruction_dataset(tmp_path):
     np.testing.assert_array_equal(episode.actions, actions)
 
 
-@pytest.mark.parametrize("name,expected", [("episode_x_1box_hori_left_core.h5", "left"), ("episode_x_right.h5", "right")])
+@pytest.mark.parametrize(
+    "name,expected", [("episode_x_1box_hori_left_core.h5", "left"), ("episode_x_right.h5", "right")]
+)
 def test_legacy_instruction_from_file_name(tmp_path, name, expected):
     path = write_legacy_episode(tmp_path / name, np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 3), np.float32))
     assert read_episode(path).instruction == LAB_INSTRUCTIONS[expected]

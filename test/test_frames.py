@@ -1,5 +1,6 @@
 """Training memory bounded by the window: frames read per clip from real H5 files, a capped cache,
 and files whose frames would cost more than an episode's skipped and counted."""
+
 from __future__ import annotations
 
 import resource
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
-from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.images import resize_for_model
+from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.data.windows import WindowDataset, load_training_episodes
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
@@ -45,7 +46,9 @@ def test_lazy_frames_equal_the_eagerly_resized_ones_in_every_indexing_form(tmp_p
 
     bgr = random_frames(9, seed=1)
     legacy = write_legacy_episode(tmp_path / "episode_20250101_000000_left.h5", bgr, np.zeros((9, 3), np.float32))
-    np.testing.assert_array_equal(EpisodeFrames(legacy, 9, 16, FrameCache(0))[2], resize_for_model(bgr[2, ..., ::-1], 16))
+    np.testing.assert_array_equal(
+        EpisodeFrames(legacy, 9, 16, FrameCache(0))[2], resize_for_model(bgr[2, ..., ::-1], 16)
+    )
 
 
 def test_the_cache_keeps_its_budget_and_a_clip_reads_only_its_frames(tmp_path):

@@ -1,5 +1,6 @@
 """`mobile-vla import-bag`: a rosbag2 written here with `rosbags` (MCAP and sqlite3) becomes an
 episode sampled and checked like a live recording, which inspect and train accept."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,15 @@ def write_bag(path, storage: StoragePlugin, seconds=3.0, compressed=False, gap=N
                     png = cv2.imencode(".png", pixels[..., ::-1])[1]  # lossless, to check which frame was sampled
                     message = Compressed(header=_header(T0 + t), format="png", data=png.reshape(-1))
                 else:
-                    message = Image(header=_header(T0 + t), height=24, width=32, encoding="rgb8", is_bigendian=0,
-                                    step=96, data=pixels.reshape(-1))
+                    message = Image(
+                        header=_header(T0 + t),
+                        height=24,
+                        width=32,
+                        encoding="rgb8",
+                        is_bigendian=0,
+                        step=96,
+                        data=pixels.reshape(-1),
+                    )
                 writer.write(camera, int((T0 + t + 0.005) * 1e9), TYPES.serialize_cdr(message, camera_type))
             else:
                 speed = (0.3, 0.2) if t >= 0.5 else (0.0, 0.0)
@@ -68,8 +76,18 @@ def write_bag(path, storage: StoragePlugin, seconds=3.0, compressed=False, gap=N
 
 
 def import_args(bag, out, instruction="left", topic="/camera/image_raw"):
-    return ["import-bag", str(bag), "--image-topic", topic, "--cmd-vel-topic", "/cmd_vel",
-            "--instruction", instruction, "--out", str(out)]
+    return [
+        "import-bag",
+        str(bag),
+        "--image-topic",
+        topic,
+        "--cmd-vel-topic",
+        "/cmd_vel",
+        "--instruction",
+        instruction,
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.mark.parametrize("storage", [StoragePlugin.MCAP, StoragePlugin.SQLITE3])
@@ -110,8 +128,26 @@ def test_camera_gaps_are_flagged_and_inspect_and_train_accept_the_result(tmp_pat
     assert "2 episode files, 2 readable" in listing and "trim camera_lag" in listing
 
     model = tmp_path / "model"
-    assert main(["train", "--data", str(out), "--base-model", str(tiny_base_model), "--out", str(model),
-                 "--config", "config/train_tiny.yaml", "--max-steps", "1", "--set", "data.val_fraction=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(out),
+                "--base-model",
+                str(tiny_base_model),
+                "--out",
+                str(model),
+                "--config",
+                "config/train_tiny.yaml",
+                "--max-steps",
+                "1",
+                "--set",
+                "data.val_fraction=0",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((model / "training" / "summary.json").read_text())
     assert summary["episodes"]["skipped"] == 0 and summary["windows"]["left_out_by"]["camera_lag"] >= 2
 

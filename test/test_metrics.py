@@ -1,4 +1,5 @@
 """Does the evaluation tell a policy that sees from one that only listens?"""
+
 from __future__ import annotations
 
 import json
@@ -41,15 +42,32 @@ def test_a_policy_that_ignores_its_images_is_flagged():
     median = np.median(np.concatenate([r.true for r in replays(lambda t: t)]), axis=0)
     assert report["blind_mae"][LEFT]["linear_x"] == pytest.approx(0.0)
     assert report["blind_mae"][LEFT]["linear_y"] == pytest.approx(
-        np.abs(np.concatenate([r.true[:, 1] for r in replays(lambda t: t)]) - median[1]).mean())
+        np.abs(np.concatenate([r.true[:, 1] for r in replays(lambda t: t)]) - median[1]).mean()
+    )
 
 
 def test_eval_warns_about_the_image_blind_fixture_policy(tiny_checkpoint, tiny_base_model, tmp_path, capsys):
     """tiny_checkpoint was fitted to give the same action on any frames: eval must say so."""
     write_mirrored_dataset(tmp_path / "twins", pairs=2, frames=10, seed=3)
     out = tmp_path / "eval.json"
-    assert main(["eval", "--threads", "1", "--model", str(tiny_checkpoint), "--base-model", str(tiny_base_model),
-                 "--data", str(tmp_path / "twins"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--threads",
+                "1",
+                "--model",
+                str(tiny_checkpoint),
+                "--base-model",
+                str(tiny_base_model),
+                "--data",
+                str(tmp_path / "twins"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert set(report["mae_vs_blind"]) == set(LAB_INSTRUCTIONS.values())
     assert all(ratio >= BLIND_WARNING for ratio in report["mae_vs_blind"].values())

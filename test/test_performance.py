@@ -1,5 +1,6 @@
 """Performance plumbing: the dtype picked from the hardware, per-stage latency, the int8 checkpoint,
 and the bounded per-step encoding that keeps the latency tail short."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,16 +12,19 @@ ZEN3_FLAGS = frozenset("fpu sse sse2 avx avx2 fma".split())  # this development 
 SAPPHIRE_RAPIDS_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
-@pytest.mark.parametrize("device, cuda_bf16, flags, quantize, expected", [
-    ("cuda", True, frozenset(), "none", "bf16"),              # Ampere and newer, Jetson Orin
-    ("cuda", False, frozenset(), "none", "fp16"),             # Turing, Volta
-    ("cpu", False, SAPPHIRE_RAPIDS_FLAGS, "none", "bf16"),    # AMX / AVX-512-BF16
-    ("cpu", False, ZEN3_FLAGS | {"avx512_bf16"}, "none", "bf16"),
-    ("cpu", False, frozenset({"fp", "asimd", "bf16"}), "none", "bf16"),  # ARMv8.6 with BF16
-    ("cpu", False, ZEN3_FLAGS, "none", "fp32"),               # AVX2 only: bf16 would be emulated
-    ("cpu", False, frozenset(), "none", "fp32"),              # flags unknown: the safe choice
-    ("cpu", False, SAPPHIRE_RAPIDS_FLAGS, "int8", "fp32"),    # int8 weights come from fp32
-])
+@pytest.mark.parametrize(
+    "device, cuda_bf16, flags, quantize, expected",
+    [
+        ("cuda", True, frozenset(), "none", "bf16"),  # Ampere and newer, Jetson Orin
+        ("cuda", False, frozenset(), "none", "fp16"),  # Turing, Volta
+        ("cpu", False, SAPPHIRE_RAPIDS_FLAGS, "none", "bf16"),  # AMX / AVX-512-BF16
+        ("cpu", False, ZEN3_FLAGS | {"avx512_bf16"}, "none", "bf16"),
+        ("cpu", False, frozenset({"fp", "asimd", "bf16"}), "none", "bf16"),  # ARMv8.6 with BF16
+        ("cpu", False, ZEN3_FLAGS, "none", "fp32"),  # AVX2 only: bf16 would be emulated
+        ("cpu", False, frozenset(), "none", "fp32"),  # flags unknown: the safe choice
+        ("cpu", False, SAPPHIRE_RAPIDS_FLAGS, "int8", "fp32"),  # int8 weights come from fp32
+    ],
+)
 def test_auto_dtype_follows_the_hardware(device, cuda_bf16, flags, quantize, expected):
     dtype, why = choose_dtype(device, cuda_bf16, flags, quantize)
     assert dtype == expected
@@ -69,7 +73,8 @@ def int8_checkpoint(tiny_checkpoint, tiny_base_model, tmp_path_factory):
 
 
 def test_int8_checkpoint_loads_without_the_fp32_weights_and_matches_in_place_int8(
-        int8_checkpoint, tiny_checkpoint, tiny_base_model, monkeypatch):
+    int8_checkpoint, tiny_checkpoint, tiny_base_model, monkeypatch
+):
     assert (int8_checkpoint / INT8_BACKBONE_FILE).is_file()
     in_place = PolicyRunner.load(tiny_checkpoint, tiny_base_model, device="cpu", dtype="fp32", quantize="int8")
     fp32 = PolicyRunner.load(tiny_checkpoint, tiny_base_model, device="cpu", dtype="fp32")
@@ -89,14 +94,15 @@ def test_int8_checkpoint_loads_without_the_fp32_weights_and_matches_in_place_int
     for runner in (stored, in_place, fp32):
         runner.set_instruction(LEFT)
     for newest in range(len(video)):
-        window = video[max(0, newest - 7): newest + 1]
+        window = video[max(0, newest - 7) : newest + 1]
         actions = stored.step(window)
         np.testing.assert_allclose(actions, in_place.step(window), atol=1e-6)
         np.testing.assert_allclose(actions, fp32.step(window), atol=0.05)
 
 
 def test_int8_checkpoint_refuses_another_base_and_stays_a_complete_fp32_checkpoint(
-        int8_checkpoint, tiny_base_model, tmp_path):
+    int8_checkpoint, tiny_base_model, tmp_path
+):
     from mobile_vla_ros.policy.tiny import make_tiny_model
 
     other = make_tiny_model(tmp_path / "other_base", seed=1)
@@ -113,16 +119,19 @@ def test_in_place_int8_keeps_the_tied_vocabulary_projection_shared(tiny_base_mod
     converted = quantize_int8_(model)
     assert converted is model
     assert model.text_model.lm_head.weight is model.text_model.model.embed_tokens.weight
-    assert not any(type(module) is torch.nn.Linear and module is not model.text_model.lm_head
-                   for module in model.modules())
+    assert not any(
+        type(module) is torch.nn.Linear and module is not model.text_model.lm_head for module in model.modules()
+    )
 
 
 # ---- bounded encoding per step -------------------------------------------------------------------
 @pytest.mark.parametrize("max_new_frames, encoded", [(1, [1]), (8, [3])])
 def test_a_step_encodes_at_most_max_new_frames_and_holds_the_skipped_ones(
-        tiny_checkpoint, tiny_base_model, monkeypatch, max_new_frames, encoded):
-    runner = PolicyRunner.load(tiny_checkpoint, tiny_base_model, device="cpu", dtype="fp32",
-                               max_new_frames=max_new_frames)
+    tiny_checkpoint, tiny_base_model, monkeypatch, max_new_frames, encoded
+):
+    runner = PolicyRunner.load(
+        tiny_checkpoint, tiny_base_model, device="cpu", dtype="fp32", max_new_frames=max_new_frames
+    )
     runner.set_instruction(LEFT)
     video = frames(11, seed=2)
     for newest in range(8):

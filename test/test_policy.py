@@ -1,4 +1,5 @@
 """Policy core on a tiny Kosmos-2 saved and loaded like a real checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -246,8 +247,10 @@ def test_instruction_expansion_and_mirroring():
 
 def test_int8_runner_stays_close_to_fp32_and_refuses_half_precision(tiny_checkpoint, tiny_base_model, runner):
     quantized = PolicyRunner.load(tiny_checkpoint, tiny_base_model, dtype="fp32", quantize="int8")
-    assert isinstance(quantized.policy.encoder.kosmos.text_model.model.layers[0].self_attn.q_proj,
-                      torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(
+        quantized.policy.encoder.kosmos.text_model.model.layers[0].self_attn.q_proj,
+        torch.ao.nn.quantized.dynamic.Linear,
+    )
     quantized.set_instruction(LEFT)
     runner.set_instruction(LEFT)
     window = random_frames(8, seed=9)

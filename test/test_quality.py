@@ -1,6 +1,7 @@
 """Quality checks at record time: each fault fed through the real recorder and episode files gives
 its verdict (stored, in the state and log line, listed by inspect); training leaves flagged
 windows out and counts them."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,8 @@ def record(tmp_path, samples, instruction="left", changes=None):
     command or None for no new command). Returns (outcome, recorder)."""
     recorder = EpisodeRecorder(
         RecorderSettings(sample_rate_hz=RATE, command_timeout_s=0.5, camera_lag_s=0.2),
-        lambda text: EpisodeWriter(tmp_path, text, RATE), decode,
+        lambda text: EpisodeWriter(tmp_path, text, RATE),
+        decode,
         on_change=lambda status, message: changes.append((status, message)) if changes is not None else None,
     )
     assert recorder.set_instruction(instruction).ok
@@ -116,8 +118,9 @@ def test_frozen_image_while_moving(tmp_path):
 
 def test_identical_frames_of_a_standing_robot_are_not_frozen():
     digests = np.zeros(20, np.uint32)
-    quality = check_episode(np.zeros((20, 3)), LAB_INSTRUCTIONS["left"], RATE, QualityRules(max_idle_s=5),
-                            frame_digests=digests)
+    quality = check_episode(
+        np.zeros((20, 3)), LAB_INSTRUCTIONS["left"], RATE, QualityRules(max_idle_s=5), frame_digests=digests
+    )
     assert "frozen_image" not in [v.code for v in quality.verdicts]
 
 
@@ -140,14 +143,21 @@ def test_inspect_lists_verdicts_and_training_leaves_flagged_windows_out(tmp_path
     dataset = WindowDataset(episodes, window_size=8, chunk_size=4, clip_length=16)
     assert dataset.num_windows == 38
     lagged_episode = next(e for e in episodes if not e.usable_windows.all())
-    trained_t = sorted(t for clip in dataset.clips if dataset.episodes[clip.episode] is lagged_episode
-                       for t in range(clip.start, clip.stop))
+    trained_t = sorted(
+        t
+        for clip in dataset.clips
+        if dataset.episodes[clip.episode] is lagged_episode
+        for t in range(clip.start, clip.stop)
+    )
     assert trained_t == [t for t in range(20) if t not in (5, 6)]
 
 
 def test_files_recorded_before_the_checks_are_judged_when_read(tmp_path):
-    path = write_legacy_episode(tmp_path / "episode_20250101_000000_left.h5", np.zeros((30, 8, 8, 3), np.uint8),
-                                np.tile([0.0, 1.15, 0.0], (30, 1)).astype(np.float32))
+    path = write_legacy_episode(
+        tmp_path / "episode_20250101_000000_left.h5",
+        np.zeros((30, 8, 8, 3), np.uint8),
+        np.tile([0.0, 1.15, 0.0], (30, 1)).astype(np.float32),
+    )
     episode = read_episode(path, frame_indices=[])
     assert episode.stored_verdicts is None and episode.frame_digests is None
     assert [v.code for v in episode.quality().verdicts] == ["saturated"]
@@ -174,8 +184,26 @@ def test_train_reports_the_windows_it_left_out(tmp_path, tiny_base_model, capsys
     record(data, good(20), instruction="right")
     record(data, good(4))  # too short
     model = tmp_path / "model"
-    assert main(["train", "--data", str(data), "--base-model", str(tiny_base_model), "--out", str(model),
-                 "--config", "config/train_tiny.yaml", "--max-steps", "1", "--set", "data.val_fraction=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--base-model",
+                str(tiny_base_model),
+                "--out",
+                str(model),
+                "--config",
+                "config/train_tiny.yaml",
+                "--max-steps",
+                "1",
+                "--set",
+                "data.val_fraction=0",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((model / "training" / "summary.json").read_text())
     assert summary["episodes"]["skipped"] == 1
     assert summary["windows"]["left_out"] == 2 and summary["windows"]["left_out_by"] == {"camera_lag": 2}

@@ -1,5 +1,6 @@
 """Recording over real DDS: joy -> teleop_node -> cmd_vel -> recorder_node, camera frames, services,
 a SIGKILLed recorder subprocess and its recovery."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,10 @@ from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from mobile_vla_ros.data.episode import list_episodes, read_episode  # noqa: E402
-from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS  # noqa: E402
 from mobile_vla_ros.nodes.recorder_node import RecorderNode  # noqa: E402
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg  # noqa: E402
 from mobile_vla_ros.nodes.teleop_node import TeleopNode  # noqa: E402
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -62,13 +63,19 @@ class Operator(Node):
         self.cmd_vel = self.create_publisher(Twist, "cmd_vel", 10)
         self.instruction = self.create_publisher(String, "instruction", 10)
         self.create_subscription(Twist, "cmd_vel", lambda msg: self.twists.append((time.monotonic(), msg)), 10)
-        self.create_subscription(String, "recorder_node/state", self._on_state,
-                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.create_subscription(
+            String,
+            "recorder_node/state",
+            self._on_state,
+            QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         self.create_timer(1 / 30, self._publish_frame)
         self.create_timer(1 / 20, self._publish_joy)
         self._count = 0
-        self.clients_ = {name: self.create_client(Trigger, f"recorder_node/{name}")
-                         for name in ("start", "stop", "discard", "select_left", "select_right")}
+        self.clients_ = {
+            name: self.create_client(Trigger, f"recorder_node/{name}")
+            for name in ("start", "stop", "discard", "select_left", "select_right")
+        }
 
     def _on_state(self, msg):
         self.state = json.loads(msg.data)
@@ -116,17 +123,30 @@ def ros():
 
 def start_nodes(ros, namespace, tmp_path, **recorder_params):
     params = {"output_dir": str(tmp_path), "image_topic": "camera", "sample_rate_hz": 10.0, **recorder_params}
-    recorder = RecorderNode(namespace=namespace,
-                            parameter_overrides=[Parameter(name, value=value) for name, value in params.items()])
-    teleop = TeleopNode(namespace=namespace, parameter_overrides=[
-        Parameter("enable_button", value=DEADMAN), Parameter("scale_linear.x", value=SCALE_X),
-        Parameter("scale_linear.y", value=SCALE_Y), Parameter("joy_timeout_s", value=0.5)])
+    recorder = RecorderNode(
+        namespace=namespace, parameter_overrides=[Parameter(name, value=value) for name, value in params.items()]
+    )
+    teleop = TeleopNode(
+        namespace=namespace,
+        parameter_overrides=[
+            Parameter("enable_button", value=DEADMAN),
+            Parameter("scale_linear.x", value=SCALE_X),
+            Parameter("scale_linear.y", value=SCALE_Y),
+            Parameter("joy_timeout_s", value=0.5),
+        ],
+    )
     operator = Operator(namespace)
     for node in (recorder, teleop, operator):
         ros.add_node(node)
     assert wait_for(lambda: operator.state.get("state") == "idle", 10.0), "recorder state never arrived"
-    assert wait_for(lambda: operator.joy.get_subscription_count() == 2 and operator.camera.get_subscription_count() == 1
-                    and operator.cmd_vel.get_subscription_count() == 2, 10.0), "discovery incomplete"
+    assert wait_for(
+        lambda: (
+            operator.joy.get_subscription_count() == 2
+            and operator.camera.get_subscription_count() == 1
+            and operator.cmd_vel.get_subscription_count() == 2
+        ),
+        10.0,
+    ), "discovery incomplete"
     time.sleep(0.2)  # the first Joy messages only set the button baseline
     return recorder, teleop, operator
 
@@ -163,7 +183,9 @@ def test_gamepad_episode_has_the_frames_actions_and_instruction_sent(nodes, tmp_
     episode = read_episode(path)
     assert episode.instruction == LAB_INSTRUCTIONS["right"] and path.stem.endswith("_right")
     assert 22 <= episode.num_frames <= 32  # about 2.8 s at 10 Hz
-    steps = np.diff(episode.timestamps)  # one fresh frame per sample, at the sample rate (jitter of a busy machine aside)
+    steps = np.diff(
+        episode.timestamps
+    )  # one fresh frame per sample, at the sample rate (jitter of a busy machine aside)
     assert np.all(steps > 0) and abs(np.median(steps) - 0.1) < 0.02, steps
     assert not episode.flags["camera_lag"].any() and recorder.recorder.dropped_samples == 0
     for stamp, image in zip(episode.timestamps, episode.images):  # every stored image is the one sent at its stamp
@@ -171,7 +193,9 @@ def test_gamepad_episode_has_the_frames_actions_and_instruction_sent(nodes, tmp_
         assert abs(sent - stamp) < 1e-6 and image[0, 0].tolist() == [operator.frames_sent[sent], 0, 0]
     moving = np.abs(episode.actions).sum(axis=1) > 0
     assert 12 <= moving.sum() <= 17  # 1.5 s of driving
-    np.testing.assert_allclose(episode.actions[moving], [[0.5 * SCALE_X, -1.0 * SCALE_Y, 0.0]] * moving.sum(), atol=1e-6)
+    np.testing.assert_allclose(
+        episode.actions[moving], [[0.5 * SCALE_X, -1.0 * SCALE_Y, 0.0]] * moving.sum(), atol=1e-6
+    )
     assert episode.flags["idle_start_frames"] >= 3 and episode.flags["idle_end_frames"] >= 3
     assert episode.event_types[0] == "episode_start" and "start_action" in episode.event_types
     assert episode.sample_rate_hz == 10.0 and episode.attrs["camera_topic"] == "camera"
@@ -226,8 +250,20 @@ def test_vanished_joy_stream_stops_teleop(nodes):
 def test_sigkilled_recorder_is_recovered_on_restart(ros, tmp_path):
     operator = Operator("/crash")
     ros.add_node(operator)
-    command = [sys.executable, "-m", "mobile_vla_ros.nodes.recorder_node", "--ros-args", "-r", "__ns:=/crash",
-               "-p", f"output_dir:={tmp_path}", "-p", "image_topic:=camera", "-p", "instruction:=left"]
+    command = [
+        sys.executable,
+        "-m",
+        "mobile_vla_ros.nodes.recorder_node",
+        "--ros-args",
+        "-r",
+        "__ns:=/crash",
+        "-p",
+        f"output_dir:={tmp_path}",
+        "-p",
+        "image_topic:=camera",
+        "-p",
+        "instruction:=left",
+    ]
     process = None
     try:
         process = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -272,8 +308,9 @@ def _flatten(prefix, value):
 @pytest.mark.parametrize("gamepad", ["xbox", "dragonrise"])
 def test_record_yaml_and_gamepad_profiles_set_only_declared_parameters(ros, gamepad):
     import ast
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     root = Path(__file__).resolve().parents[1]
     sections = {}
@@ -282,15 +319,18 @@ def test_record_yaml_and_gamepad_profiles_set_only_declared_parameters(ros, game
             sections.setdefault(node_name, {}).update(dict(_flatten("", body["ros__parameters"])))
     for node_class, name in ((TeleopNode, "teleop_node"), (RecorderNode, "recorder_node")):
         values = sections[name]
-        node = node_class(namespace=f"/yaml_{gamepad}", parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        node = node_class(
+            namespace=f"/yaml_{gamepad}", parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]
+        )
         try:  # wrong types would have raised above; unknown names are silently ignored, so check them
             assert [key for key in values if not node.has_parameter(key)] == []
             assert all(node.get_parameter(key).value == value for key, value in values.items())
         finally:
             node.destroy_node()
     launch = ast.parse((root / "launch/record.launch.py").read_text())
-    executables = {node.value.value for node in ast.walk(launch) if isinstance(node, ast.keyword)
-                   and node.arg == "executable"}
+    executables = {
+        node.value.value for node in ast.walk(launch) if isinstance(node, ast.keyword) and node.arg == "executable"
+    }
     assert executables == {"joy_node", "teleop_node", "recorder_node"}
     setup = (root / "setup.py").read_text()
     assert '"teleop_node"' in setup and '"recorder_node"' in setup

@@ -1,4 +1,5 @@
 """The recorder's state machine, with real episode files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,12 @@ def changes():
 
 @pytest.fixture
 def recorder(tmp_path, changes):
-    return EpisodeRecorder(SETTINGS, lambda instruction: EpisodeWriter(tmp_path, instruction, 10.0), decode,
-                           on_change=lambda status, message: changes.append((status["state"], message)))
+    return EpisodeRecorder(
+        SETTINGS,
+        lambda instruction: EpisodeWriter(tmp_path, instruction, 10.0),
+        decode,
+        on_change=lambda status, message: changes.append((status["state"], message)),
+    )
 
 
 def test_records_frames_paired_with_the_command_in_force_at_their_stamp(recorder, tmp_path, changes):
@@ -41,12 +46,12 @@ def test_records_frames_paired_with_the_command_in_force_at_their_stamp(recorder
     recorder.on_command((0, 0, 0), 0.0)
     recorder.on_frame(1, 0.95)
     assert recorder.start(1.0, command_publishers=1).ok
-    recorder.tick(1.0)                      # frame stamped 0.95: command (0,0,0)
+    recorder.tick(1.0)  # frame stamped 0.95: command (0,0,0)
     recorder.on_command((0.3, 0.1, 0), 1.02)
     recorder.on_frame(2, 1.05)
-    recorder.tick(1.1)                      # frame stamped 1.05: command received at 1.02
+    recorder.tick(1.1)  # frame stamped 1.05: command received at 1.02
     recorder.on_frame(3, 1.15)
-    recorder.on_command((0, 0, 0), 1.17)    # arrives after the frame's stamp: not yet in force
+    recorder.on_command((0, 0, 0), 1.17)  # arrives after the frame's stamp: not yet in force
     recorder.tick(1.2)
     recorder.on_frame(4, 1.25)
     recorder.tick(1.3)
@@ -69,14 +74,14 @@ def test_camera_lag_is_flagged(recorder):
     recorder.start(0.0, 1)
     recorder.tick(0.0)
     assert recorder.tick(0.1).message == "waiting for a fresh frame"
-    recorder.tick(0.2)                      # none within the grace: frame 1 again, flagged; waits again
+    recorder.tick(0.2)  # none within the grace: frame 1 again, flagged; waits again
     assert recorder.on_frame(2, 0.21, now_s=0.23).ok  # within the grace: the waiting sample takes it
     recorder.tick(0.3)
     recorder.on_frame(3, 0.25, now_s=0.38)  # after the grace: the waiting sample keeps frame 2, flagged
-    recorder.on_frame(4, 0.5, now_s=0.51)   # nothing waits for it
+    recorder.on_frame(4, 0.5, now_s=0.51)  # nothing waits for it
     recorder.tick(0.55)
     recorder.on_frame(5, 0.40, now_s=0.62)
-    recorder.tick(0.65)                     # fresh, but captured 0.25 s before: too old
+    recorder.tick(0.65)  # fresh, but captured 0.25 s before: too old
     episode = read_episode(recorder.stop_and_save().path)
     assert episode.images[:, 0, 0, 0].tolist() == [1, 1, 2, 2, 4, 5]
     assert episode.flags["camera_lag"].tolist() == [False, True, False, True, False, True]
@@ -142,13 +147,13 @@ def test_buttons_act_on_press_only():
     reader = EpisodeButtonReader(EpisodeButtons(start_button=7, save_button=0, discard_button=6, instruction_axis=6))
     released, axes = [0] * 8, [0.0] * 8
     start = released[:7] + [1]
-    assert reader.on_joy(axes, start) == []          # held at start-up: baseline only
+    assert reader.on_joy(axes, start) == []  # held at start-up: baseline only
     assert reader.on_joy(axes, released) == []
     assert reader.on_joy(axes, start) == ["start"]
-    assert reader.on_joy(axes, start) == []          # still held
+    assert reader.on_joy(axes, start) == []  # still held
     assert reader.on_joy(axes[:6] + [1.0, 0.0], released) == ["left"]
     assert reader.on_joy(axes[:6] + [-1.0, 0.0], [1] + released[1:]) == ["save", "right"]
-    assert reader.on_joy([], []) == []               # a pad with fewer inputs: nothing pressed
+    assert reader.on_joy([], []) == []  # a pad with fewer inputs: nothing pressed
 
 
 def test_late_sampling_counts_the_missed_periods_and_the_frame_age(recorder):

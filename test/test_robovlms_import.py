@@ -1,6 +1,7 @@
 """`mobile-vla import-robovlms` on a synthetic RoboVLMs checkpoint: the tiny Kosmos-2 (weights
 moved away from the tiny base) inside modules named like RoboVLMs' BaseRoboVLM, held by a real
 Lightning module and written by Lightning's own `Trainer.save_checkpoint`."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,30 @@ from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.robovlms_import import read_checkpoint
 from mobile_vla_ros.training.synthetic import write_mirrored_dataset
 
-SMALL_TRAINING = ["--set", "policy.head.hidden_dim=32", "--set", "policy.head.lstm_layers=1", "--set",
-                  "policy.lora.r=4", "--val-fraction", "0.5", "--set", "trainer.threads=1", "--max-steps", "2"]
-HEAD_KEYS = {"model.act_head.rnn.weight_ih_l0", "model.act_head.rnn.weight_hh_l0", "model.act_head.rnn.bias_ih_l0",
-             "model.act_head.rnn.bias_hh_l0", "model.act_head.arm.weight", "model.act_head.arm.bias",
-             "model.act_head.gripper.weight", "model.act_head.gripper.bias"}
+SMALL_TRAINING = [
+    "--set",
+    "policy.head.hidden_dim=32",
+    "--set",
+    "policy.head.lstm_layers=1",
+    "--set",
+    "policy.lora.r=4",
+    "--val-fraction",
+    "0.5",
+    "--set",
+    "trainer.threads=1",
+    "--max-steps",
+    "2",
+]
+HEAD_KEYS = {
+    "model.act_head.rnn.weight_ih_l0",
+    "model.act_head.rnn.weight_hh_l0",
+    "model.act_head.rnn.bias_ih_l0",
+    "model.act_head.rnn.bias_hh_l0",
+    "model.act_head.arm.weight",
+    "model.act_head.arm.bias",
+    "model.act_head.gripper.weight",
+    "model.act_head.gripper.bias",
+}
 
 
 class RoboKosmos(nn.Module):
@@ -39,8 +59,9 @@ class RoboKosmos(nn.Module):
         width = kosmos.config.text_config.embed_dim
         self.backbone = kosmos
         self.action_token = nn.Parameter(torch.zeros(width))
-        self.act_head = nn.ModuleDict({"rnn": nn.LSTM(width, 16, batch_first=True), "arm": nn.Linear(16, 6),
-                                       "gripper": nn.Linear(16, 1)})  # 6-DOF arm + gripper
+        self.act_head = nn.ModuleDict(
+            {"rnn": nn.LSTM(width, 16, batch_first=True), "arm": nn.Linear(16, 6), "gripper": nn.Linear(16, 1)}
+        )  # 6-DOF arm + gripper
 
 
 def make_robovlms_checkpoint(tiny_base_model, path):
@@ -70,8 +91,15 @@ def make_robovlms_checkpoint(tiny_base_model, path):
 
     module = RoboVlmTrainer({"model": "kosmos", "args": argparse.Namespace(seed=0, arm_dof=6)})
     width = module.model.action_token.numel()
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", default_root_dir=str(path.parent))
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=str(path.parent),
+    )
     trainer.fit(module, DataLoader(TensorDataset(torch.ones(1, width)), batch_size=1))
     trainer.save_checkpoint(str(path))
     return path, module.model.backbone
@@ -113,16 +141,22 @@ def test_import_accounts_for_every_tensor_and_writes_a_base_model(robovlms, impo
     source = read_checkpoint(checkpoint).state_dict
     # Mapped + tied + dropped is every tensor of the checkpoint, and nothing else.
     accounted = set(report["mapped"].values()) | set(report["tied"]) | {row["key"] for row in report["dropped"]}
-    assert accounted == set(source) and len(accounted) == len(report["mapped"]) + len(report["tied"]) + len(report["dropped"])
+    assert accounted == set(source) and len(accounted) == len(report["mapped"]) + len(report["tied"]) + len(
+        report["dropped"]
+    )
     assert {row["key"] for row in report["dropped"]} == HEAD_KEYS | {
-        "model.action_token", "model.backbone.vision_model.model.embeddings.position_ids"}
+        "model.action_token",
+        "model.backbone.vision_model.model.embeddings.position_ids",
+    }
     assert report["tied"] == {"model.backbone.text_model.lm_head.weight": "text_model.model.embed_tokens.weight"}
 
     record = json.loads((imported / "config.json").read_text())["imported_from"]
     assert record["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert record["checkpoint"] == "kosmos_ph_tiny.pt" and record["mapping"] == "robovlms-kosmos/1"
     assert record["run"]["global_step"] == 1 and record["rules"][0]["prefix"] == "model.backbone."
-    assert {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"} <= {p.name for p in imported.iterdir()}
+    assert {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"} <= {
+        p.name for p in imported.iterdir()
+    }
 
     # The folder loads through the normal base-model path and holds the checkpoint's weights.
     base = load_base_model(imported)
@@ -136,16 +170,18 @@ def test_import_accounts_for_every_tensor_and_writes_a_base_model(robovlms, impo
 
 
 def test_import_output_says_what_it_dropped(robovlms, tiny_base_model, tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "import-robovlms", str(robovlms[0]), "--out", str(tmp_path / "again"),
-                           "--base", str(tiny_base_model))
+    code, out, _ = run_cli(
+        capsys, "import-robovlms", str(robovlms[0]), "--out", str(tmp_path / "again"), "--base", str(tiny_base_model)
+    )
     assert code == 0
     assert "unmapped    0" in out and "dropped     10 tensors" in out
     assert "model.act_head. (8): RoboVLMs' 7-DOF" in out and "    model.act_head.gripper.weight" in out
     assert "model.backbone.text_model.lm_head.weight: identical to text_model.model.embed_tokens.weight" in out
     assert f"fingerprint {fingerprint_base_model(tmp_path / 'again')}" in out
     # An existing output folder is never overwritten.
-    code, _, err = run_cli(capsys, "import-robovlms", str(robovlms[0]), "--out", str(tmp_path / "again"),
-                           "--base", str(tiny_base_model))
+    code, _, err = run_cli(
+        capsys, "import-robovlms", str(robovlms[0]), "--out", str(tmp_path / "again"), "--base", str(tiny_base_model)
+    )
     assert code == 2 and "already exists" in err
 
 
@@ -154,7 +190,9 @@ def test_policy_trained_on_the_import_names_it_and_refuses_another_base(imported
     data = tmp_path / "data"
     write_mirrored_dataset(data, pairs=1, frames=9, size=48, seed=0)
     model = tmp_path / "policy"
-    assert main(["train", "--data", str(data), "--base-model", str(imported), "--out", str(model), *SMALL_TRAINING]) == 0
+    assert (
+        main(["train", "--data", str(data), "--base-model", str(imported), "--out", str(model), *SMALL_TRAINING]) == 0
+    )
     base = PolicyConfig.load(model).base_model
     record = json.loads((imported / "config.json").read_text())["imported_from"]
     assert base["fingerprint"] == fingerprint_base_model(imported)
@@ -189,8 +227,9 @@ def drive_one_chunk(model_dir, base_dir):
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    params = dict(model_dir=str(model_dir), base_model_dir=str(base_dir), device="cpu", start_enabled=True,
-                  max_accel=50.0)
+    params = dict(
+        model_dir=str(model_dir), base_model_dir=str(base_dir), device="cpu", start_enabled=True, max_accel=50.0
+    )
     node = InferenceNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     harness = rclpy.create_node("import_test_harness", context=context)
     twists = []
@@ -262,7 +301,9 @@ def test_unknown_foreign_or_misshapen_tensors_stop_the_import(robovlms, tiny_bas
         path = tmp_path / "variant.pt"
         torch.save(changed, path)  # a bare state dict is read as well as a Lightning checkpoint
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-        code, _, err = run_cli(capsys, "import-robovlms", str(path), "--out", str(out), "--base", str(tiny_base_model), *extra)
+        code, _, err = run_cli(
+            capsys, "import-robovlms", str(path), "--out", str(out), "--base", str(tiny_base_model), *extra
+        )
         assert (code == 0) == out.exists()
         return code, err
 

@@ -1,6 +1,7 @@
 """The literal commands of the README, run with the real ROS 2 tools on a colcon-built workspace:
 `ros2 launch`, `ros2 topic pub/echo`, `ros2 service call`, `ros2 param get`, and Ctrl-C as a terminal
 sends it (SIGINT to the launch's whole process group). Nothing here stands in for `launch`."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 if shutil.which("ros2") is None and not Path(sys.executable).with_name("ros2").exists():
-    pytest.skip("the ROS 2 command-line tools are not installed (make setup installs them from ../shared/ros2/wheels)",
-                allow_module_level=True)
+    pytest.skip(
+        "the ROS 2 command-line tools are not installed (make setup installs them from ../shared/ros2/wheels)",
+        allow_module_level=True,
+    )
 
 from geometry_msgs.msg import Twist  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -38,7 +41,8 @@ pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
 CONTROL_RATE_HZ = yaml.safe_load((REPO / "config" / "drive.yaml").read_text())["inference_node"]["ros__parameters"][
-    "control_rate_hz"]
+    "control_rate_hz"
+]
 HEALTHY_DRIVING_S = 30.0  # the issue's measure: no stop-and-go over 30 s of healthy driving
 
 
@@ -67,8 +71,13 @@ class Launch:
     def __init__(self, env, log_path: Path, *arguments):
         self.log_path = log_path
         self._log = log_path.open("w")
-        self.process = subprocess.Popen(["ros2", "launch", "mobile_vla_ros", *arguments], env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            ["ros2", "launch", "mobile_vla_ros", *arguments],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -97,8 +106,12 @@ class Listener(Node):
         self.active = None
         self.states: list[str] = []
         self.create_subscription(Twist, "/cmd_vel", self._on_twist, 100)
-        self.create_subscription(String, "/instruction/active", lambda msg: setattr(self, "active", msg.data),
-                                 QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.create_subscription(
+            String,
+            "/instruction/active",
+            lambda msg: setattr(self, "active", msg.data),
+            QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -142,8 +155,15 @@ def wait_for(predicate, timeout_s: float, period_s: float = 0.1) -> bool:
 
 
 def start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, *extra) -> Launch:
-    return Launch(ros2_env, tmp_path / "drive.log", "drive.launch.py", f"model_dir:={tiny_checkpoint}",
-                  f"base_model_dir:={tiny_base_model}", "use_sim:=true", *extra)
+    return Launch(
+        ros2_env,
+        tmp_path / "drive.log",
+        "drive.launch.py",
+        f"model_dir:={tiny_checkpoint}",
+        f"base_model_dir:={tiny_base_model}",
+        "use_sim:=true",
+        *extra,
+    )
 
 
 def wait_driving(launch: Launch, listener: Listener, sign: float, timeout_s: float = 90.0) -> None:
@@ -156,8 +176,9 @@ def wait_driving(launch: Launch, listener: Listener, sign: float, timeout_s: flo
         pytest.fail(f"no {'left' if sign > 0 else 'right'} motion on cmd_vel; launch log:\n{launch.log()[-4000:]}")
 
 
-def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(ros2_env, tmp_path, tiny_checkpoint,
-                                                                       tiny_base_model, listener):
+def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(
+    ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener
+):
     launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model)
     try:
         wait_driving(launch, listener, sign=+1.0)
@@ -169,8 +190,10 @@ def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(ros2_env
         assert abs(rate - CONTROL_RATE_HZ) <= 0.1 * CONTROL_RATE_HZ, f"cmd_vel at {rate:.1f} Hz"
         stops = sum(1 for _, x, y in commands if x == 0.0 and y == 0.0)
         flips = launch.log().count("DRIVING -> STALE") - flips_before
-        assert (flips, stops) == (0, 0), f"stop-and-go: {flips} DRIVING -> STALE, {stops} zero commands in " \
-                                         f"{HEALTHY_DRIVING_S:.0f} s; launch log:\n{launch.log()[-3000:]}"
+        assert (flips, stops) == (0, 0), (
+            f"stop-and-go: {flips} DRIVING -> STALE, {stops} zero commands in "
+            f"{HEALTHY_DRIVING_S:.0f} s; launch log:\n{launch.log()[-3000:]}"
+        )
 
         published = ros2(ros2_env, "topic", "pub", "--once", "/instruction", "std_msgs/msg/String", "{data: right}")
         assert published.returncode == 0, published.stderr
@@ -190,11 +213,19 @@ def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(ros2_env
 
 
 DRIVE_ARGUMENTS_GIVEN = {  # argument -> value given; with use_sim:=true, model_dir and base_model_dir
-    "image_topic": "/front_camera/image_raw", "compressed": "false", "rotate_180": "true", "instruction": "right",
-    "device": "cpu", "dtype": "fp32", "enable": "true", "record_corrections": "true",
+    "image_topic": "/front_camera/image_raw",
+    "compressed": "false",
+    "rotate_180": "true",
+    "instruction": "right",
+    "device": "cpu",
+    "dtype": "fp32",
+    "enable": "true",
+    "record_corrections": "true",
 }
 NOT_RUNNABLE_HERE = {  # need the `joy` driver package, which has no wheel (README: what is not tested)
-    "use_joy", "gamepad", "gamepad_config",
+    "use_joy",
+    "gamepad",
+    "gamepad_config",
 }
 
 
@@ -207,23 +238,36 @@ def edited_yaml(tmp_path: Path, name: str, node: str, key: str, value) -> Path:
 
 
 def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command(
-        ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener):
+    ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener
+):
     listed = show_args(ros2_env, "drive.launch.py")
     given = {**DRIVE_ARGUMENTS_GIVEN, "corrections_dir": tmp_path / "corrections"}
     exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *given}
     assert listed == exercised | NOT_RUNNABLE_HERE, "a launch argument without a test, or a test without an argument"
     params = edited_yaml(tmp_path, "drive.yaml", "inference_node", "max_accel", 1.75)
-    launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, f"params_file:={params}",
-                         *(f"{name}:={value}" for name, value in given.items()))
+    launch = start_drive(
+        ros2_env,
+        tmp_path,
+        tiny_checkpoint,
+        tiny_base_model,
+        f"params_file:={params}",
+        *(f"{name}:={value}" for name, value in given.items()),
+    )
     try:
         wait_driving(launch, listener, sign=-1.0)  # image_topic, use_sim, enable, instruction:=right
-        expected = {("/camera_window_node", "rotate_180"): "True", ("/camera_window_node", "compressed"): "False",
-                    ("/inference_node", "device"): "cpu", ("/inference_node", "dtype"): "fp32",
-                    ("/inference_node", "instruction"): "right", ("/inference_node", "start_enabled"): "True",
-                    ("/inference_node", "max_accel"): "1.75", ("/inference_node", "record_corrections"): "True",
-                    ("/inference_node", "corrections_dir"): str(tmp_path / "corrections")}
+        expected = {
+            ("/camera_window_node", "rotate_180"): "True",
+            ("/camera_window_node", "compressed"): "False",
+            ("/inference_node", "device"): "cpu",
+            ("/inference_node", "dtype"): "fp32",
+            ("/inference_node", "instruction"): "right",
+            ("/inference_node", "start_enabled"): "True",
+            ("/inference_node", "max_accel"): "1.75",
+            ("/inference_node", "record_corrections"): "True",
+            ("/inference_node", "corrections_dir"): str(tmp_path / "corrections"),
+        }
         for (node, name), value in expected.items():
-            got = retry(lambda: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
+            got = retry(lambda node=node, name=name: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
             assert got.strip().endswith(value), f"{node} {name}: {got}"
         launch.signal_group(signal.SIGTERM)
     except BaseException:
@@ -254,9 +298,18 @@ def test_record_launch_service_start_then_ctrl_c_saves_a_complete_episode(ros2_e
     executor.add_node(camera)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
-    launch = Launch(ros2_env, tmp_path / "record.log", "record.launch.py", "use_joy:=false", f"output_dir:={out}",
-                    "image_topic:=/test_camera", "instruction:=left", "gamepad:=dragonrise")
+    launch = Launch(
+        ros2_env,
+        tmp_path / "record.log",
+        "record.launch.py",
+        "use_joy:=false",
+        f"output_dir:={out}",
+        "image_topic:=/test_camera",
+        "instruction:=left",
+        "gamepad:=dragonrise",
+    )
     try:
+
         def started():
             result = ros2(ros2_env, "service", "call", "/recorder_node/start", "std_srvs/srv/Trigger", timeout=30)
             return result.returncode == 0 and "success=True" in result.stdout
@@ -302,22 +355,43 @@ def retry(command, attempts: int = 5) -> subprocess.CompletedProcess:
 def test_every_record_argument_reaches_its_node(ros2_env, tmp_path):
     listed = show_args(ros2_env, "record.launch.py")
     pad = tmp_path / "my_pad.yaml"
-    pad.write_text(yaml.safe_dump({"recorder_node": {"ros__parameters": {"start_button": 3}},
-                                   "teleop_node": {"ros__parameters": {"enable_button": 1}}}))
+    pad.write_text(
+        yaml.safe_dump(
+            {
+                "recorder_node": {"ros__parameters": {"start_button": 3}},
+                "teleop_node": {"ros__parameters": {"enable_button": 1}},
+            }
+        )
+    )
     params = edited_yaml(tmp_path, "record.yaml", "recorder_node", "sample_rate_hz", 12.5)
-    given = {"params_file": params, "image_topic": "/cam/compressed_stream", "compressed": "true",
-             "rotate_180": "true", "output_dir": tmp_path / "out", "instruction": "right",
-             "gamepad": "dragonrise", "gamepad_config": pad, "use_joy": "false"}
+    given = {
+        "params_file": params,
+        "image_topic": "/cam/compressed_stream",
+        "compressed": "true",
+        "rotate_180": "true",
+        "output_dir": tmp_path / "out",
+        "instruction": "right",
+        "gamepad": "dragonrise",
+        "gamepad_config": pad,
+        "use_joy": "false",
+    }
     assert listed == set(given), "a launch argument without a test, or a test without an argument"
-    launch = Launch(ros2_env, tmp_path / "record.log", "record.launch.py",
-                    *(f"{name}:={value}" for name, value in given.items()))
+    launch = Launch(
+        ros2_env, tmp_path / "record.log", "record.launch.py", *(f"{name}:={value}" for name, value in given.items())
+    )
     try:
-        expected = {("/recorder_node", "sample_rate_hz"): "12.5", ("/recorder_node", "image_topic"): "/cam/compressed_stream",
-                    ("/recorder_node", "compressed"): "True", ("/recorder_node", "rotate_180"): "True",
-                    ("/recorder_node", "output_dir"): str(tmp_path / "out"), ("/recorder_node", "instruction"): "right",
-                    ("/recorder_node", "start_button"): "3", ("/teleop_node", "enable_button"): "1"}
+        expected = {
+            ("/recorder_node", "sample_rate_hz"): "12.5",
+            ("/recorder_node", "image_topic"): "/cam/compressed_stream",
+            ("/recorder_node", "compressed"): "True",
+            ("/recorder_node", "rotate_180"): "True",
+            ("/recorder_node", "output_dir"): str(tmp_path / "out"),
+            ("/recorder_node", "instruction"): "right",
+            ("/recorder_node", "start_button"): "3",
+            ("/teleop_node", "enable_button"): "1",
+        }
         for (node, name), value in expected.items():
-            got = retry(lambda: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
+            got = retry(lambda node=node, name=name: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
             assert got.strip().endswith(value), f"{node} {name}: {got}"
         nodes = retry(lambda: ros2(ros2_env, "node", "list")).stdout
         assert "/joy_node" not in nodes  # use_joy:=false
@@ -328,20 +402,40 @@ def test_every_record_argument_reaches_its_node(ros2_env, tmp_path):
 
 
 def test_a_gamepad_profile_that_does_not_exist_is_named(ros2_env, tmp_path):
-    result = ros2(ros2_env, "launch", "mobile_vla_ros", "record.launch.py", "use_joy:=false", "gamepad:=nintendo",
-                  f"output_dir:={tmp_path}", timeout=60)
+    result = ros2(
+        ros2_env,
+        "launch",
+        "mobile_vla_ros",
+        "record.launch.py",
+        "use_joy:=false",
+        "gamepad:=nintendo",
+        f"output_dir:={tmp_path}",
+        timeout=60,
+    )
     assert result.returncode != 0
-    assert "nintendo.yaml does not exist" in result.stdout + result.stderr and "dragonrise" in result.stdout + result.stderr
+    assert (
+        "nintendo.yaml does not exist" in result.stdout + result.stderr
+        and "dragonrise" in result.stdout + result.stderr
+    )
 
 
-def test_drive_launch_refuses_a_camera_mounted_otherwise_than_in_training(ros2_env, tmp_path, tiny_checkpoint,
-                                                                         tiny_base_model):
+def test_drive_launch_refuses_a_camera_mounted_otherwise_than_in_training(
+    ros2_env, tmp_path, tiny_checkpoint, tiny_base_model
+):
     model = Path(shutil.copytree(tiny_checkpoint, tmp_path / "upside_down_policy"))
     config = yaml.safe_load((model / "policy.json").read_text())  # JSON is YAML
     config["camera"] = {"rotate_180": True, "color_order": "rgb", "resize": "squash"}
     (model / "policy.json").write_text(json.dumps(config))
-    result = ros2(ros2_env, "launch", "mobile_vla_ros", "drive.launch.py", f"model_dir:={model}",
-                  f"base_model_dir:={tiny_base_model}", "use_sim:=true", timeout=120)
+    result = ros2(
+        ros2_env,
+        "launch",
+        "mobile_vla_ros",
+        "drive.launch.py",
+        f"model_dir:={model}",
+        f"base_model_dir:={tiny_base_model}",
+        "use_sim:=true",
+        timeout=120,
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 124, f"the launch kept running:\n{output[-3000:]}"
     assert "rotate_180 True in training, False here" in output, output[-3000:]

@@ -1,4 +1,5 @@
 """The simulator without ROS: kinematics, contact, results, camera, expert, demonstrations, plot."""
+
 from __future__ import annotations
 
 import time
@@ -197,8 +198,10 @@ def test_the_demo_layouts_need_eyes_the_blind_baseline_fails_half_or_more():
     from mobile_vla_ros.sim.world import sample_layout
 
     means = mean_expert_trajectories(60, seed=0, sample_rate_hz=10.0)
-    trials = [Trial(index, side, index + 1, sample_layout(1, index + 1), np.zeros((0, 3)), "running", 0.0)
-              for index, side in enumerate(trial_sides(10))]
+    trials = [
+        Trial(index, side, index + 1, sample_layout(1, index + 1), np.zeros((0, 3)), "running", 0.0)
+        for index, side in enumerate(trial_sides(10))
+    ]
     results = summarize(blind_baseline(trials, means, dt=0.1))
     assert all(results[side]["trials"] == 10 and results[side]["succeeded"] <= 5 for side in ("left", "right")), results
     # ... while the expert who sees the layout gets through every one of them.

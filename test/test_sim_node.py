@@ -1,5 +1,6 @@
 """sim_node over real DDS: the node runs as its own process (as `ros2 run` would start it) with
 config/sim.yaml; a probe node in this process drives it through cmd_vel and watches its topics."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,12 @@ class Probe:
         self.images, self.poses, self.results = [], [], []
         self.node.create_subscription(Image, "camera/image_raw", self._on_image, 5)
         self.node.create_subscription(PoseStamped, "sim/pose", lambda m: self._keep(self.poses, m), 50)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "sim/result", lambda m: self._keep(self.results, json.loads(m.data)), latched)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.node.create_subscription(
+            String, "sim/result", lambda m: self._keep(self.results, json.loads(m.data)), latched
+        )
         self.cmd_vel = self.node.create_publisher(Twist, "cmd_vel", 10)
         self.reset_client = self.node.create_client(Trigger, "sim/reset")
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -102,9 +107,21 @@ class Probe:
 
 @pytest.fixture(scope="module")
 def sim():
-    command = [sys.executable, "-m", "mobile_vla_ros.nodes.sim_node", "--ros-args",
-               "--params-file", str(REPO / "config" / "sim.yaml"), "-p", f"seed:={SEED}", "-p", "time_limit_s:=12.0"]
-    process = subprocess.Popen(command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mobile_vla_ros.nodes.sim_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO / "config" / "sim.yaml"),
+        "-p",
+        f"seed:={SEED}",
+        "-p",
+        "time_limit_s:=12.0",
+    ]
+    process = subprocess.Popen(
+        command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     probe = Probe()
     try:
         assert wait_for(lambda: probe.images and probe.poses and probe.results, 20.0), "sim_node published nothing"

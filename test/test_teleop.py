@@ -1,14 +1,25 @@
 """Joy -> Twist mapping: deadman, turbo, stop once, joy timeout, missing inputs."""
+
 from __future__ import annotations
 
 import pytest
 
 from mobile_vla_ros.control.teleop import STOP, TeleopConfig, TeleopMapper, VelocityCommand
 
-CONFIG = TeleopConfig(enable_button=4, enable_turbo_button=5, axis_linear_x=1, axis_linear_y=0, axis_angular_yaw=3,
-                      scale_linear_x=0.5, scale_linear_y=0.4, scale_angular_yaw=1.0,
-                      scale_linear_turbo_x=1.0, scale_linear_turbo_y=0.8, scale_angular_turbo_yaw=2.0,
-                      joy_timeout_s=0.5)
+CONFIG = TeleopConfig(
+    enable_button=4,
+    enable_turbo_button=5,
+    axis_linear_x=1,
+    axis_linear_y=0,
+    axis_angular_yaw=3,
+    scale_linear_x=0.5,
+    scale_linear_y=0.4,
+    scale_angular_yaw=1.0,
+    scale_linear_turbo_x=1.0,
+    scale_linear_turbo_y=0.8,
+    scale_angular_turbo_yaw=2.0,
+    joy_timeout_s=0.5,
+)
 AXES = [0.5, 1.0, 0.0, -0.25]  # stick half left, full forward, right stick a bit right
 HELD = [0, 0, 0, 0, 1, 0]
 TURBO = [0, 0, 0, 0, 0, 1]
@@ -45,7 +56,10 @@ def test_missing_axes_and_buttons_read_as_released():
     mapper = TeleopMapper(CONFIG)
     assert mapper.on_joy([1.0], [0, 0], 0.0) is None  # pad without button 4: never enabled
     assert CONFIG.missing_inputs(num_axes=2, num_buttons=2) == [
-        "enable_button=4 (pad has 2)", "enable_turbo_button=5 (pad has 2)", "axis_angular.yaw=3 (pad has 2)"]
+        "enable_button=4 (pad has 2)",
+        "enable_turbo_button=5 (pad has 2)",
+        "axis_angular.yaw=3 (pad has 2)",
+    ]
     command = TeleopMapper(CONFIG).on_joy([float("nan"), 3.0], HELD, 0.0)
     assert command == pytest.approx(VelocityCommand(0.5, 0.0, 0.0))  # NaN centred, overrange clipped
 

@@ -1,4 +1,5 @@
 """Training and evaluation end to end through the `mobile-vla` command, on a tiny Kosmos-2."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,20 @@ from mobile_vla_ros.training.config import TrainConfig, TrainConfigError, load_t
 from mobile_vla_ros.training.synthetic import write_mirrored_dataset
 
 # A small head and a high learning rate: the tiny model must learn within seconds on 2 cores.
-SMALL = ["--set", "policy.head.hidden_dim=64", "--set", "policy.head.lstm_layers=1", "--set", "policy.head.dropout=0",
-         "--lr", "3e-3", "--val-fraction", "0.25", "--set", "trainer.threads=1"]
+SMALL = [
+    "--set",
+    "policy.head.hidden_dim=64",
+    "--set",
+    "policy.head.lstm_layers=1",
+    "--set",
+    "policy.head.dropout=0",
+    "--lr",
+    "3e-3",
+    "--val-fraction",
+    "0.25",
+    "--set",
+    "trainer.threads=1",
+]
 
 
 def train(data, base, out, *extra) -> int:
@@ -49,8 +62,23 @@ def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_da
     assert low[0] == 0.0 and low[1] == pytest.approx(-high[1]) and 0.6 < high[1] <= 0.8  # mirrored |linear_y| 0.2..0.8
 
     report_path, png = tmp_path / "eval.json", tmp_path / "eval.png"
-    code = main(["eval", "--threads", "1", "--model", str(model), "--base-model", str(tiny_base_model),
-                 "--data", str(mirrored_data / "heldout"), "--json", str(report_path), "--png", str(png)])
+    code = main(
+        [
+            "eval",
+            "--threads",
+            "1",
+            "--model",
+            str(model),
+            "--base-model",
+            str(tiny_base_model),
+            "--data",
+            str(mirrored_data / "heldout"),
+            "--json",
+            str(report_path),
+            "--png",
+            str(png),
+        ]
+    )
     assert code == 0
     report = json.loads(report_path.read_text())
     assert {"mae", "sign_accuracy", "instruction_separation", "feature_cosine"} <= set(report)
@@ -133,7 +161,12 @@ def test_config_file_matches_built_in_defaults_and_rejects_unknown_keys(tmp_path
     custom = tmp_path / "custom.yaml"
     custom.write_text("optim: {learning_rate: 3.0e-4}\npolicy: {lora: {r: 8}}\n")
     config = load_train_config(custom, ["trainer.max_steps=5", "data.mirror=false"])
-    assert (config.optim.learning_rate, config.policy.lora.r, config.trainer.max_steps, config.data.mirror) == (3e-4, 8, 5, False)
+    assert (config.optim.learning_rate, config.policy.lora.r, config.trainer.max_steps, config.data.mirror) == (
+        3e-4,
+        8,
+        5,
+        False,
+    )
     with pytest.raises(TrainConfigError, match="unknown training setting 'optim.lr'"):
         load_train_config(None, ["optim.lr=1"])
     with pytest.raises(TrainConfigError, match="must be of type int"):
@@ -151,8 +184,9 @@ def write_corrections(directory, episodes: int, person_y: float, seed: int = 3) 
     rng = np.random.default_rng(seed)
 
     def open_episode():
-        return EpisodeWriter(directory, LAB_INSTRUCTIONS["left"], 10.0, extra_columns=CORRECTION_COLUMNS,
-                             **{CORRECTION_ATTR: True})
+        return EpisodeWriter(
+            directory, LAB_INSTRUCTIONS["left"], 10.0, extra_columns=CORRECTION_COLUMNS, **{CORRECTION_ATTR: True}
+        )
 
     recorder = CorrectionRecorder(CorrectionSettings(context_s=0.5, end_hold_s=0.2), 0.1, open_episode)
     for index in range(episodes):
@@ -165,7 +199,8 @@ def write_corrections(directory, episodes: int, person_y: float, seed: int = 3) 
 
 
 def test_fine_tuning_on_corrections_continues_the_policy_and_moves_it_toward_the_person(
-        mirrored_data, tiny_base_model, tiny_checkpoint, tmp_path):
+    mirrored_data, tiny_base_model, tiny_checkpoint, tmp_path
+):
     """`train --init-from POLICY --data ORIGINAL --data CORRECTIONS`: the tiny policy drives left
     (linear_y +0.5); a person corrected it to -0.3 on frames of this kind. After a short fine-tune the
     policy's left output on those frames has moved toward the person, its action range is kept and
@@ -177,7 +212,9 @@ def test_fine_tuning_on_corrections_continues_the_policy_and_moves_it_toward_the
     write_corrections(corrections, episodes=3, person_y=-0.3)
     from mobile_vla_ros.data.images import resize_for_model
 
-    frames = np.stack([resize_for_model(image, 224) for image in read_episode(list_episodes(corrections)[0]).images[5:13]])
+    frames = np.stack(
+        [resize_for_model(image, 224) for image in read_episode(list_episodes(corrections)[0]).images[5:13]]
+    )
 
     def left_y(model) -> float:
         runner = PolicyRunner.load(model, tiny_base_model, device="cpu")
@@ -185,9 +222,21 @@ def test_fine_tuning_on_corrections_continues_the_policy_and_moves_it_toward_the
         return float(runner.step(frames)[0, 1])
 
     model = tmp_path / "corrected"
-    code = train(mirrored_data / "train", tiny_base_model, model, "--data", str(corrections),
-                 "--init-from", str(tiny_checkpoint), "--max-steps", "30", "--val-fraction", "0",
-                 "--set", "data.correction_weight=4")
+    code = train(
+        mirrored_data / "train",
+        tiny_base_model,
+        model,
+        "--data",
+        str(corrections),
+        "--init-from",
+        str(tiny_checkpoint),
+        "--max-steps",
+        "30",
+        "--val-fraction",
+        "0",
+        "--set",
+        "data.correction_weight=4",
+    )
     assert code == 0
     before, after = left_y(tiny_checkpoint), left_y(model)
     print(f"left linear_y on corrected frames: before {before:.3f}, after {after:.3f}")
@@ -205,8 +254,9 @@ def test_init_from_a_policy_of_another_base_model_is_refused(mirrored_data, tiny
     from mobile_vla_ros.policy.tiny import make_tiny_model
 
     other_base = make_tiny_model(tmp_path / "other_base", seed=7)
-    code = train(mirrored_data / "train", other_base, tmp_path / "model", "--init-from", str(tiny_checkpoint),
-                 "--max-steps", "1")
+    code = train(
+        mirrored_data / "train", other_base, tmp_path / "model", "--init-from", str(tiny_checkpoint), "--max-steps", "1"
+    )
     assert code != 0
     assert "the base model given is 'other_base'" in capsys.readouterr().err
 

@@ -1,4 +1,5 @@
 """Training windows, mirror augmentation, the episode split, bad-data skipping (no model needed)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -159,8 +160,9 @@ def test_loading_resizes_skips_bad_episodes_with_a_count_and_reads_legacy(tmp_pa
     legacy_dir.mkdir()
     bgr = np.zeros((9, 12, 16, 3), np.uint8)
     bgr[..., 0] = 200  # blue in BGR
-    write_legacy_episode(legacy_dir / "episode_20250101_000001_1box_hori_right_core_medium.h5", bgr,
-                         np.tile([[0.0, -1.15, 0.0]], (9, 1)))
+    write_legacy_episode(
+        legacy_dir / "episode_20250101_000001_1box_hori_right_core_medium.h5", bgr, np.tile([[0.0, -1.15, 0.0]], (9, 1))
+    )
 
     with caplog.at_level("WARNING"):
         episodes, report = load_training_episodes([mixed], image_size=24, min_frames=8)
@@ -191,8 +193,10 @@ def test_no_usable_episode_is_a_clear_error(tmp_path):
 
 
 def test_the_checkpoint_learns_one_camera_mounting():
-    upright, flipped, legacy = (replace(episode(), source=name, rotated_180=rotated)
-                                for name, rotated in (("a.h5", False), ("b.h5", True), ("c.h5", None)))
+    upright, flipped, legacy = (
+        replace(episode(), source=name, rotated_180=rotated)
+        for name, rotated in (("a.h5", False), ("b.h5", True), ("c.h5", None))
+    )
     assert training_camera([upright, legacy]) == {"rotate_180": False, "color_order": "rgb", "resize": "squash"}
     assert training_camera([legacy])["rotate_180"] is None  # not recorded: the node warns instead
     with pytest.raises(DatasetError, match=r"1 rotated by 180°, e.g. b.h5; 1 not, e.g. a.h5"):

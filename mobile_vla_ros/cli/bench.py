@@ -1,4 +1,5 @@
 """`mobile-vla bench`: policy step latency (bare forward / full-window / incremental) and memory."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,23 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure the policy step latency and peak memory")
-    parser.add_argument("--base-model", required=True, help="Kosmos-2 directory, or 'full-random' (full size, random weights)")
+    parser.add_argument(
+        "--base-model", required=True, help="Kosmos-2 directory, or 'full-random' (full size, random weights)"
+    )
     parser.add_argument("--tokenizer", help="tokenizer directory for full-random (default: a locally trained one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)")
-    parser.add_argument("--quantize", default="none", choices=("none", "int8"),
-                        help="int8: dynamic int8 Linear weights (CPU, from fp32)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)",
+    )
+    parser.add_argument(
+        "--quantize",
+        default="none",
+        choices=("none", "int8"),
+        help="int8: dynamic int8 Linear weights (CPU, from fp32)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", help="write the figures to this JSON file")
@@ -24,8 +35,13 @@ def run(args) -> int:
     from mobile_vla_ros.policy.benchmark import format_table, run_benchmark
 
     result = run_benchmark(
-        args.base_model, device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
-        tokenizer_dir=args.tokenizer, quantize=args.quantize,
+        args.base_model,
+        device=args.device,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        tokenizer_dir=args.tokenizer,
+        quantize=args.quantize,
     )
     print(format_table(result))
     if args.json:

@@ -2,6 +2,7 @@
 (full-size, random-weight by default) policy on the CPU, measuring whether the control loop keeps
 its rate while Kosmos-2 runs — Python threads share one interpreter lock, and a control loop that
 stalls while the model runs is a robot that jerks."""
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,26 @@ import numpy as np
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench-drive", help="control-loop period and command age with the model running")
-    parser.add_argument("--base-model", default="full-random",
-                        help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)")
+    parser.add_argument(
+        "--base-model",
+        default="full-random",
+        help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after the first chunk")
     parser.add_argument("--control-rate", type=float, default=20.0)
-    parser.add_argument("--max-new-frames", type=int, default=1,
-                        help="inference_node max_new_frames_per_step (8 = encode every new frame, the old behaviour)")
+    parser.add_argument(
+        "--max-new-frames",
+        type=int,
+        default=1,
+        help="inference_node max_new_frames_per_step (8 = encode every new frame, the old behaviour)",
+    )
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.set_defaults(func=run)
 
@@ -47,8 +59,9 @@ def _prepare_checkpoint(base_model: str, dtype: str, scratch: Path) -> tuple[Pat
         base.model.save_pretrained(base_dir)
         del base
     torch.manual_seed(0)
-    policy = VLAPolicy(PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())),
-                       load_base_model(base_dir, dtype=torch_dtype(dtype)))
+    policy = VLAPolicy(
+        PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())), load_base_model(base_dir, dtype=torch_dtype(dtype))
+    )
     model_dir = save_policy(policy, scratch / "policy")
     del policy
     return model_dir, base_dir
@@ -72,7 +85,6 @@ def run(args) -> int:
     from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode
     from mobile_vla_ros.nodes.inference_node import InferenceNode
     from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
-
     from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
 
     args.dtype, why = resolve_dtype(args.dtype, resolve_device(args.device))
@@ -100,14 +112,20 @@ def run(args) -> int:
     probe.create_subscription(Twist, "cmd_vel", lambda _: arrivals.append(time.perf_counter()), 100)
     camera = CameraWindowNode(parameter_overrides=[Parameter("model_dir", value=str(model_dir))])
     print("loading the inference node ...", flush=True)
-    inference = InferenceNode(parameter_overrides=[
-        Parameter("model_dir", value=str(model_dir)), Parameter("base_model_dir", value=str(base_dir)),
-        Parameter("device", value=args.device), Parameter("dtype", value=args.dtype),
-        Parameter("control_rate_hz", value=args.control_rate), Parameter("start_enabled", value=True),
-        Parameter("max_new_frames_per_step", value=args.max_new_frames),
-        # A random head's chunk goes stale before the next one on a slow CPU: measure the loop, not the policy.
-        Parameter("chunk_stale_timeout_s", value=600.0), Parameter("camera_stale_timeout_s", value=600.0),
-    ])
+    inference = InferenceNode(
+        parameter_overrides=[
+            Parameter("model_dir", value=str(model_dir)),
+            Parameter("base_model_dir", value=str(base_dir)),
+            Parameter("device", value=args.device),
+            Parameter("dtype", value=args.dtype),
+            Parameter("control_rate_hz", value=args.control_rate),
+            Parameter("start_enabled", value=True),
+            Parameter("max_new_frames_per_step", value=args.max_new_frames),
+            # A random head's chunk goes stale before the next one on a slow CPU: measure the loop, not the policy.
+            Parameter("chunk_stale_timeout_s", value=600.0),
+            Parameter("camera_stale_timeout_s", value=600.0),
+        ]
+    )
     # Each node on its own executor thread, as separate processes would be (the GIL stays shared).
     executors = []
     for node in (probe, camera, inference):
@@ -133,7 +151,10 @@ def run(args) -> int:
     period = _percentiles(np.diff(stamps))
     nominal_ms = 1000.0 / args.control_rate
     result = {
-        "base_model": args.base_model, "dtype": args.dtype, "device": args.device, "seconds": args.seconds,
+        "base_model": args.base_model,
+        "dtype": args.dtype,
+        "device": args.device,
+        "seconds": args.seconds,
         "control_rate_hz_nominal": args.control_rate,
         "control_rate_hz_measured": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
         "control_period_ms": period,
@@ -144,16 +165,28 @@ def run(args) -> int:
         "commands": len(stamps),
     }
     result["inference_p95_over_p50"] = result["inference_latency_ms_p95"] / result["inference_latency_ms_p50"]
-    print(f"control loop: {result['control_rate_hz_measured']:.2f} Hz (nominal {args.control_rate:.0f}), period "
-          f"p50 {period.get('p50', float('nan')):.1f} ms, p99 {period.get('p99', float('nan')):.1f} ms "
-          f"({result['control_period_p99_over_nominal']:.2f}x nominal)")
-    print(f"inference latency p50 {result['inference_latency_ms_p50']:.0f} ms, p95 {result['inference_latency_ms_p95']:.0f} ms; "
-          f"observation-to-command age p50 {result['obs_to_cmd_age_ms_p50']:.0f} ms, p95 {result['obs_to_cmd_age_ms_p95']:.0f} ms")
-    print(f"p95 / p50 of inference: {result['inference_p95_over_p50']:.2f}; {result['encoded_frames']} frames encoded "
-          f"in {result['chunks']} steps ({result['held_frames']} held)")
-    print("stages p50 / p95 / p99 ms: " + "; ".join(
-        f"{stage} {status[stage + '_ms_p50']}/{status[stage + '_ms_p95']}/{status[stage + '_ms_p99']}"
-        for stage in STAGES))
+    print(
+        f"control loop: {result['control_rate_hz_measured']:.2f} Hz (nominal {args.control_rate:.0f}), period "
+        f"p50 {period.get('p50', float('nan')):.1f} ms, p99 {period.get('p99', float('nan')):.1f} ms "
+        f"({result['control_period_p99_over_nominal']:.2f}x nominal)"
+    )
+    print(
+        f"inference latency p50 {result['inference_latency_ms_p50']:.0f} ms, "
+        f"p95 {result['inference_latency_ms_p95']:.0f} ms; "
+        f"observation-to-command age p50 {result['obs_to_cmd_age_ms_p50']:.0f} ms, "
+        f"p95 {result['obs_to_cmd_age_ms_p95']:.0f} ms"
+    )
+    print(
+        f"p95 / p50 of inference: {result['inference_p95_over_p50']:.2f}; {result['encoded_frames']} frames encoded "
+        f"in {result['chunks']} steps ({result['held_frames']} held)"
+    )
+    print(
+        "stages p50 / p95 / p99 ms: "
+        + "; ".join(
+            f"{stage} {status[stage + '_ms_p50']}/{status[stage + '_ms_p95']}/{status[stage + '_ms_p99']}"
+            for stage in STAGES
+        )
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

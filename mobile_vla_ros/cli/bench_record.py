@@ -18,6 +18,7 @@ recorder of the CPU it is measured on).
 
 Exit status 0 when nothing was dropped or lagged, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,24 @@ DISTINCT_FRAMES = 30  # published in a loop; each differs from the one before
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("bench-record", help="recorder_node throughput at a given camera resolution",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "bench-record",
+        help="recorder_node throughput at a given camera resolution",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the recorded episode")
     parser.add_argument("--compressed", action="store_true", help="publish JPEG sensor_msgs/CompressedImage")
     parser.add_argument("--camera-rate", type=float, default=30.0, help="camera frames per second")
     parser.add_argument("--rate", type=float, default=10.0, help="the recorder's sample rate")
-    parser.add_argument("--camera-qos", choices=("reliable", "best_effort"), default="reliable",
-                        help="reliability of the camera publisher (camera drivers differ)")
+    parser.add_argument(
+        "--camera-qos",
+        choices=("reliable", "best_effort"),
+        default="reliable",
+        help="reliability of the camera publisher (camera drivers differ)",
+    )
     parser.add_argument("--noise", type=int, default=2, help="sensor noise in grey levels (harder to compress)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, help="record into this directory and keep the episode")
@@ -96,11 +105,16 @@ def _driver(args):
             self.publish_times: list[float] = []
             self.state: dict = {}
             reliability = ReliabilityPolicy.RELIABLE if args.camera_qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
-            self.camera = self.create_publisher(CompressedImage if args.compressed else Image, "camera",
-                                                QoSProfile(depth=5, reliability=reliability))
+            self.camera = self.create_publisher(
+                CompressedImage if args.compressed else Image, "camera", QoSProfile(depth=5, reliability=reliability)
+            )
             self.cmd_vel = self.create_publisher(Twist, "cmd_vel", 10)
-            self.create_subscription(String, "recorder_node/state", self._on_state,
-                                     QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+            self.create_subscription(
+                String,
+                "recorder_node/state",
+                self._on_state,
+                QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+            )
             self.create_timer(1 / args.camera_rate, self.publish_frame)
             self.create_timer(1 / 20, self.publish_command)
             self.start = self.create_client(Trigger, "recorder_node/start")
@@ -148,10 +162,26 @@ def run(args) -> int:
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
     os.environ.update(env)
     recorder = subprocess.Popen(
-        [sys.executable, "-m", "mobile_vla_ros.nodes.recorder_node", "--ros-args", "-r", "__ns:=/bench",
-         "-p", f"output_dir:={output}", "-p", "image_topic:=camera", "-p", "instruction:=left",
-         "-p", f"sample_rate_hz:={args.rate}", "-p", f"compressed:={'true' if args.compressed else 'false'}",
-         "--log-level", "warn"],
+        [
+            sys.executable,
+            "-m",
+            "mobile_vla_ros.nodes.recorder_node",
+            "--ros-args",
+            "-r",
+            "__ns:=/bench",
+            "-p",
+            f"output_dir:={output}",
+            "-p",
+            "image_topic:=camera",
+            "-p",
+            "instruction:=left",
+            "-p",
+            f"sample_rate_hz:={args.rate}",
+            "-p",
+            f"compressed:={'true' if args.compressed else 'false'}",
+            "--log-level",
+            "warn",
+        ],
         env=env,
     )
     rclpy.init()
@@ -195,30 +225,46 @@ def run(args) -> int:
     episode = read_episode(path, frame_indices=[])
     expected = int(round(wall * args.rate))
     figures = {
-        "width": args.width, "height": args.height, "compressed": args.compressed, "camera_qos": args.camera_qos,
-        "seconds": round(wall, 1), "camera_published_hz": round(camera_hz, 1),
-        "camera_received": state.get("frames_received"), "camera_published": published,
-        "samples": episode.num_frames, "expected_samples": expected,
+        "width": args.width,
+        "height": args.height,
+        "compressed": args.compressed,
+        "camera_qos": args.camera_qos,
+        "seconds": round(wall, 1),
+        "camera_published_hz": round(camera_hz, 1),
+        "camera_received": state.get("frames_received"),
+        "camera_published": published,
+        "samples": episode.num_frames,
+        "expected_samples": expected,
         "dropped": state.get("missed_samples", 0) + state.get("dropped_samples", 0),
         "lagged": int(episode.flags["camera_lag"].sum()),
         # the camera itself (this process's publisher) went silent longer than a sample period
-        "camera_stalls": int((gaps > 1 / args.rate).sum()), "camera_gap_ms_max": round(float(gaps.max()) * 1e3, 1),
-        "lag_ms_p50": state.get("sample_lag_ms_p50"), "lag_ms_p99": state.get("sample_lag_ms_p99"),
-        "recorder_cpu_percent": round(100 * cpu_recording / wall, 1), "cores": os.cpu_count(),
-        "file_mb": round(path.stat().st_size / 1e6, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "camera_stalls": int((gaps > 1 / args.rate).sum()),
+        "camera_gap_ms_max": round(float(gaps.max()) * 1e3, 1),
+        "lag_ms_p50": state.get("sample_lag_ms_p50"),
+        "lag_ms_p99": state.get("sample_lag_ms_p99"),
+        "recorder_cpu_percent": round(100 * cpu_recording / wall, 1),
+        "cores": os.cpu_count(),
+        "file_mb": round(path.stat().st_size / 1e6, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "quality": [verdict.code for verdict in episode.stored_verdicts or []],
     }
     encoding = "JPEG CompressedImage" if args.compressed else "rgb8 Image"
-    print(f"camera   {args.width}x{args.height} {encoding} ({args.camera_qos}) published at "
-          f"{figures['camera_published_hz']} Hz for {wall:.1f} s; the recorder received "
-          f"{figures['camera_received']} of {published}")
+    print(
+        f"camera   {args.width}x{args.height} {encoding} ({args.camera_qos}) published at "
+        f"{figures['camera_published_hz']} Hz for {wall:.1f} s; the recorder received "
+        f"{figures['camera_received']} of {published}"
+    )
     print(f"samples  {figures['samples']} (expected {expected} at {args.rate:g} Hz)")
     print(f"dropped  {figures['dropped']}")
-    print(f"lagged   {figures['lagged']} (camera stalls over {1e3 / args.rate:.0f} ms on the publisher side: "
-          f"{figures['camera_stalls']}, longest publishing gap {figures['camera_gap_ms_max']} ms)")
+    print(
+        f"lagged   {figures['lagged']} (camera stalls over {1e3 / args.rate:.0f} ms on the publisher side: "
+        f"{figures['camera_stalls']}, longest publishing gap {figures['camera_gap_ms_max']} ms)"
+    )
     print(f"lag      p50 {figures['lag_ms_p50']} ms, p99 {figures['lag_ms_p99']} ms (capture to sampling)")
-    print(f"CPU      recorder {figures['recorder_cpu_percent']}% of one core ({figures['cores']} cores); "
-          f"load average {figures['load_average']}")
+    print(
+        f"CPU      recorder {figures['recorder_cpu_percent']}% of one core ({figures['cores']} cores); "
+        f"load average {figures['load_average']}"
+    )
     print(f"file     {figures['file_mb']} MB, quality verdicts: {figures['quality'] or 'none'}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -9,6 +9,7 @@ Kosmos-2 into WORKDIR/tiny, then runs `mobile-vla train` (config/train_tiny.yaml
 split) as a child process for STEPS steps and reports the child's peak resident memory
 (getrusage). An existing WORKDIR/data with the same layout is reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,25 @@ import numpy as np
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("bench-train-memory", help="peak RSS of training on long 720p episodes",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "bench-train-memory",
+        help="peak RSS of training on long 720p episodes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--frames", type=int, default=600, help="frames per episode")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--steps", type=int, default=40, help="training steps")
     parser.add_argument("--workdir", type=Path, help="kept (data reused on the next run); default: a temporary one")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="passed to mobile-vla train (e.g. data.frame_cache_mb=256)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="passed to mobile-vla train (e.g. data.frame_cache_mb=256)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.set_defaults(func=run)
 
@@ -77,9 +87,24 @@ def run(args) -> int:
     if not (tiny / "config.json").is_file():
         make_tiny_model(tiny)
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "mobile_vla_ros.cli.main", "train", "--data", str(data), "--base-model", str(tiny),
-               "--out", str(out), "--config", str(config_file("train_tiny.yaml")), "--max-steps", str(args.steps),
-               "--set", "data.val_fraction=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "mobile_vla_ros.cli.main",
+        "train",
+        "--data",
+        str(data),
+        "--base-model",
+        str(tiny),
+        "--out",
+        str(out),
+        "--config",
+        str(config_file("train_tiny.yaml")),
+        "--max-steps",
+        str(args.steps),
+        "--set",
+        "data.val_fraction=0",
+    ]
     for setting in args.set:
         command += ["--set", setting]
     print("running:", " ".join(command), flush=True)
@@ -94,14 +119,23 @@ def run(args) -> int:
     data_gb = sum(path.stat().st_size for path in data.glob("*.h5")) / 1e9
     decoded_gb = args.episodes * args.frames * args.width * args.height * 3 / 2**30
     figures = {
-        "episodes": args.episodes, "frames_per_episode": args.frames, "width": args.width, "height": args.height,
-        "steps": summary["steps"], "train_windows": summary["windows"]["train"], "seconds": round(seconds, 1),
-        "peak_rss_gb": round(peak_gb, 2), "files_gb": round(data_gb, 2), "decoded_frames_gib": round(decoded_gb, 1),
+        "episodes": args.episodes,
+        "frames_per_episode": args.frames,
+        "width": args.width,
+        "height": args.height,
+        "steps": summary["steps"],
+        "train_windows": summary["windows"]["train"],
+        "seconds": round(seconds, 1),
+        "peak_rss_gb": round(peak_gb, 2),
+        "files_gb": round(data_gb, 2),
+        "decoded_frames_gib": round(decoded_gb, 1),
         "frame_cache_mb": summary["config"]["data"]["frame_cache_mb"],
     }
-    print(f"training on {args.episodes} episodes x {args.frames} frames of {args.width}x{args.height} "
-          f"({decoded_gb:.0f} GiB decoded, {data_gb:.1f} GB of files), {summary['steps']} steps in {seconds:.0f} s: "
-          f"peak RSS {peak_gb:.2f} GB (frame cache budget {figures['frame_cache_mb']:g} MB)")
+    print(
+        f"training on {args.episodes} episodes x {args.frames} frames of {args.width}x{args.height} "
+        f"({decoded_gb:.0f} GiB decoded, {data_gb:.1f} GB of files), {summary['steps']} steps in {seconds:.0f} s: "
+        f"peak RSS {peak_gb:.2f} GB (frame cache budget {figures['frame_cache_mb']:g} MB)"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     if not args.workdir:

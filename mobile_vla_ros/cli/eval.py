@@ -1,18 +1,23 @@
 """`mobile-vla eval`: replay episodes through the policy as the robot runs it and report MAE,
 linear_y sign accuracy, left/right instruction separation and feature cosine."""
+
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate a trained policy on episodes (incremental path, as on the robot)",
+        "eval",
+        help="evaluate a trained policy on episodes (incremental path, as on the robot)",
         description="Replays every episode through PolicyRunner with its own instruction and, for left/right "
         "instructions, with both wordings on the same frames.",
     )
     parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained policy directory")
     parser.add_argument("--data", required=True, action="append", metavar="DIR", help="episode directory (repeatable)")
-    parser.add_argument("--base-model", metavar="DIR",
-                        help="Kosmos-2 directory (default: $MOBILE_VLA_BASE_MODEL, else the one recorded at training time)")
+    parser.add_argument(
+        "--base-model",
+        metavar="DIR",
+        help="Kosmos-2 directory (default: $MOBILE_VLA_BASE_MODEL, else the one recorded at training time)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits the tiny model)")

@@ -6,6 +6,7 @@ mapped onto Kosmos2ForConditionalGeneration, dropped by a listed rule, or stops 
 `--list-keys` prints the checkpoint's keys grouped by prefix with the rule each group falls
 under, without writing anything: run it first on a checkpoint you have not imported before.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +18,33 @@ DEFAULT_BASE = "models/kosmos-2-patch14-224"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "import-robovlms", help="turn RoboVLMs' Kosmos checkpoint (Lightning .pt) into a base model folder",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "import-robovlms",
+        help="turn RoboVLMs' Kosmos checkpoint (Lightning .pt) into a base model folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="e.g. kosmos_ph_oxe-pretrain.pt")
     parser.add_argument("--out", metavar="DIR", help="base model folder to write (must not exist)")
-    parser.add_argument("--base", metavar="DIR", default=DEFAULT_BASE,
-                        help="the Hugging Face Kosmos-2 folder it was trained from: config, tokenizer and "
-                        f"processor are taken from it (default {DEFAULT_BASE})")
-    parser.add_argument("--list-keys", action="store_true",
-                        help="print the checkpoint's key prefixes, counts and mapping rules; write nothing")
-    parser.add_argument("--drop", action="append", default=[], metavar="PREFIX",
-                        help="also drop tensors under this key prefix (a non-backbone part the rules do not "
-                        "know; recorded in the import record). Repeatable")
+    parser.add_argument(
+        "--base",
+        metavar="DIR",
+        default=DEFAULT_BASE,
+        help="the Hugging Face Kosmos-2 folder it was trained from: config, tokenizer and "
+        f"processor are taken from it (default {DEFAULT_BASE})",
+    )
+    parser.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="print the checkpoint's key prefixes, counts and mapping rules; write nothing",
+    )
+    parser.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also drop tensors under this key prefix (a non-backbone part the rules do not "
+        "know; recorded in the import record). Repeatable",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,7 +71,8 @@ def format_result(result) -> str:
     run = ", ".join(f"{key} {value}" for key, value in source.run.items())
     lines = [
         f"checkpoint  {source.path} ({source.path.stat().st_size / 1e9:.2f} GB, {source.kind}"
-        + (f", {run}" if run else "") + ")",
+        + (f", {run}" if run else "")
+        + ")",
         f"sha256      {result.sha256}",
         f"mapped      {len(plan.mapped)} tensors ({values / 1e6:.1f} M values) onto Kosmos2ForConditionalGeneration",
     ]

@@ -8,6 +8,7 @@ instruction, episode lengths, the quality verdicts of each flagged episode, and 
 fail to open. Verdicts are the ones the recorder stored; files older than the checks are judged now
 (data/quality.py, default rules).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,12 @@ SHEET_FRAMES = 12
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("inspect", help="summarise an episode file or a directory of episodes",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "inspect",
+        help="summarise an episode file or a directory of episodes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("path", type=Path, help="an episode .h5 file or a directory of them")
     parser.add_argument("--png", type=Path, help="(episode only) write a contact sheet + action traces here")
     parser.set_defaults(func=run)
@@ -61,7 +66,12 @@ def summarise_episode(episode: Episode) -> str:
     height, width = episode.images.shape[1:3]
     lines = [
         f"episode     {episode.path}",
-        f"format      {'lab legacy (BGR on disk, returned as RGB)' if episode.legacy else 'mobile_vla_ros schema ' + str(episode.attrs.get('schema_version'))}",
+        "format      "
+        + (
+            "lab legacy (BGR on disk, returned as RGB)"
+            if episode.legacy
+            else f"mobile_vla_ros schema {episode.attrs.get('schema_version')}"
+        ),
         f"instruction {episode.instruction}",
         f"frames      {episode.num_frames} of {width}x{height}",
         f"duration    {duration:.2f} s" if duration is not None else "duration    unknown",
@@ -69,13 +79,17 @@ def summarise_episode(episode: Episode) -> str:
     ]
     for column, name in enumerate(ACTION_NAMES):
         values = episode.actions[:, column]
-        lines.append(f"{name:<11} min {values.min():+.3f}  mean {values.mean():+.3f}  max {values.max():+.3f}"
-                     if len(values) else f"{name:<11} (no frames)")
+        lines.append(
+            f"{name:<11} min {values.min():+.3f}  mean {values.mean():+.3f}  max {values.max():+.3f}"
+            if len(values)
+            else f"{name:<11} (no frames)"
+        )
     events = Counter(episode.event_types)
     lines.append("events      " + ", ".join(f"{name} x{count}" for name, count in sorted(events.items())))
     lines.append(
         f"flags       truncated={flags.get('truncated', False)}  "
-        f"camera_lag={int(np.sum(flags.get('camera_lag', 0)))}  command_stale={int(np.sum(flags.get('command_stale', 0)))}  "
+        f"camera_lag={int(np.sum(flags.get('camera_lag', 0)))}  "
+        f"command_stale={int(np.sum(flags.get('command_stale', 0)))}  "
         f"idle at start={flags.get('idle_start_frames', 0)} end={flags.get('idle_end_frames', 0)}"
     )
     lines.extend(correction_lines(episode))
@@ -95,7 +109,8 @@ def correction_lines(episode: Episode) -> list[str]:
     return [
         f"correction  the person drove {int(human.sum())} of {episode.num_frames} frames "
         f"(from #{int(np.argmax(human)) if human.any() else '-'}); policy proposals on {int(compared.sum())} of them",
-        "            |person - policy| mean: " + ("n/a" if gap is None else f"linear_x {gap[0]:.3f}, linear_y {gap[1]:.3f}"),
+        "            |person - policy| mean: "
+        + ("n/a" if gap is None else f"linear_x {gap[0]:.3f}, linear_y {gap[1]:.3f}"),
     ]
 
 
@@ -125,18 +140,27 @@ def summarise_directory(directory: Path) -> str:
         verdicts = episode_verdicts(episode)
         verdict_counts.update(verdict.code for verdict in verdicts)
         if verdicts:
-            flagged.append(f"  {path.relative_to(directory)}: "
-                           + "; ".join(f"{v.severity} {v.code} ({v.frames} frames)" for v in verdicts))
+            flagged.append(
+                f"  {path.relative_to(directory)}: "
+                + "; ".join(f"{v.severity} {v.code} ({v.frames} frames)" for v in verdicts)
+            )
     partials = sorted(directory.rglob("*.h5.partial"))
     readable = sum(len(values) for values in lengths.values())
-    lines = [f"{directory}: {len(paths)} episode files, {readable} readable ({legacy} legacy, {truncated} truncated, "
-             f"{corrections} corrections)"]
+    lines = [
+        f"{directory}: {len(paths)} episode files, {readable} readable ({legacy} legacy, {truncated} truncated, "
+        f"{corrections} corrections)"
+    ]
     for instruction, values in sorted(lengths.items()):
-        lines.append(f"  {len(values):4d} x  frames min {min(values)} median {int(np.median(values))} "
-                     f"max {max(values)}  total {sum(values)}  | {instruction}")
+        lines.append(
+            f"  {len(values):4d} x  frames min {min(values)} median {int(np.median(values))} "
+            f"max {max(values)}  total {sum(values)}  | {instruction}"
+        )
     if flagged:
-        lines.append(f"quality: {len(flagged)} of {readable} episodes flagged ("
-                     + ", ".join(f"{code} x{count}" for code, count in sorted(verdict_counts.items())) + "):")
+        lines.append(
+            f"quality: {len(flagged)} of {readable} episodes flagged ("
+            + ", ".join(f"{code} x{count}" for code, count in sorted(verdict_counts.items()))
+            + "):"
+        )
         lines.extend(flagged)
     else:
         lines.append(f"quality: no verdicts on {readable} episodes")
@@ -174,17 +198,46 @@ def draw_episode(episode: Episode, out: Path) -> None:
         time, label = np.arange(episode.num_frames), "frame"
     human = human_frames(episode)
     for column, name in enumerate(ACTION_NAMES):
-        line, = traces.step(time, episode.actions[:, column], where="post", label=name if human is None else f"{name} (driven)")
+        (line,) = traces.step(
+            time, episode.actions[:, column], where="post", label=name if human is None else f"{name} (driven)"
+        )
         if human is not None and column < 2:
-            traces.step(time, episode.extras[POLICY_ACTIONS][:, column], where="post", linestyle="--",
-                        color=line.get_color(), label=f"{name} (policy proposed)")
+            traces.step(
+                time,
+                episode.extras[POLICY_ACTIONS][:, column],
+                where="post",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{name} (policy proposed)",
+            )
     if human is not None and human.any():
-        traces.fill_between(time, 0, 1, where=human, color="tab:orange", alpha=0.15, step="post",
-                            transform=traces.get_xaxis_transform(), label="person in charge")
-    for mask, colour, name in ((episode.flags["idle"], "grey", "idle"), (episode.flags["camera_lag"], "red", "camera lag")):
+        traces.fill_between(
+            time,
+            0,
+            1,
+            where=human,
+            color="tab:orange",
+            alpha=0.15,
+            step="post",
+            transform=traces.get_xaxis_transform(),
+            label="person in charge",
+        )
+    for mask, colour, name in (
+        (episode.flags["idle"], "grey", "idle"),
+        (episode.flags["camera_lag"], "red", "camera lag"),
+    ):
         if np.any(mask):
-            traces.fill_between(time, 0, 1, where=mask, color=colour, alpha=0.15, step="post",
-                                transform=traces.get_xaxis_transform(), label=name)
+            traces.fill_between(
+                time,
+                0,
+                1,
+                where=mask,
+                color=colour,
+                alpha=0.15,
+                step="post",
+                transform=traces.get_xaxis_transform(),
+                label=name,
+            )
     traces.set_xlabel(label)
     traces.set_ylabel("command")
     traces.legend(loc="upper right", fontsize=8)

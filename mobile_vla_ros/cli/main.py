@@ -1,5 +1,6 @@
 """The `mobile-vla` command. Each sub-command lives in its own module with
 `register(subparsers)` (adds its parser and sets `func`)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`mobile-vla make-tiny-model OUT_DIR`: a small random Kosmos-2 for tests and the demo."""
+
 from __future__ import annotations
 
 
@@ -18,6 +19,8 @@ def run(args) -> int:
     from mobile_vla_ros.policy.backbone import fingerprint_base_model
     from mobile_vla_ros.policy.tiny import make_tiny_model
 
-    out = make_tiny_model(args.out_dir, seed=args.seed, image_size=args.image_size, width=args.width, layers=args.layers)
+    out = make_tiny_model(
+        args.out_dir, seed=args.seed, image_size=args.image_size, width=args.width, layers=args.layers
+    )
     print(f"tiny Kosmos-2 written to {out} (fingerprint {fingerprint_base_model(out)})")
     return 0

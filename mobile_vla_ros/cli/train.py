@@ -1,4 +1,5 @@
 """`mobile-vla train`: fine-tune the policy (LoRA + action token + head) on recorded episodes."""
+
 from __future__ import annotations
 
 # flag -> (section.key, type): common settings get a flag, everything else `--set section.key=value`
@@ -19,7 +20,8 @@ FLAGS = {
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="fine-tune the policy on H5 episodes (this package's or the lab's legacy files)",
+        "train",
+        help="fine-tune the policy on H5 episodes (this package's or the lab's legacy files)",
         description="Fine-tune Kosmos-2 LoRA + action head on episodes. Defaults: config/train.yaml. "
         "The exported policy goes to --out; the resume checkpoint, metrics.csv and summary.json to OUT/training.",
     )
@@ -27,14 +29,25 @@ def register(subparsers) -> None:
     parser.add_argument("--base-model", metavar="DIR", help="local Kosmos-2 directory")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="where the trained policy is written")
     parser.add_argument("--config", metavar="YAML", help="overrides of config/train.yaml (same layout, any subset)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="one setting, e.g. --set policy.head.hidden_dim=64 (repeatable)")
-    parser.add_argument("--init-from", metavar="MODEL_DIR",
-                        help="continue from this trained policy (same base model, its action ranges and window "
-                        "settings), e.g. to fine-tune on correction episodes: --data ORIGINAL --data CORRECTIONS")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint (its data, base model and settings; "
-                        "only --max-steps / --max-minutes may change)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="one setting, e.g. --set policy.head.hidden_dim=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="MODEL_DIR",
+        help="continue from this trained policy (same base model, its action ranges and window "
+        "settings), e.g. to fine-tune on correction episodes: --data ORIGINAL --data CORRECTIONS",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (its data, base model and settings; "
+        "only --max-steps / --max-minutes may change)",
+    )
     parser.add_argument("--no-mirror", action="store_true", help="no left/right mirror augmentation")
     for flag, (_, kind, text) in FLAGS.items():
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=text)
@@ -48,7 +61,9 @@ def run(args) -> int:
     from mobile_vla_ros.training.train import TrainRun, format_summary, saved_run, train
 
     settings = list(args.set)
-    settings += [f"{key}={getattr(args, flag)}" for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None]
+    settings += [
+        f"{key}={getattr(args, flag)}" for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None
+    ]
     if args.no_mirror:
         settings.append("data.mirror=false")
     if args.resume:
@@ -62,8 +77,13 @@ def run(args) -> int:
         config = load_train_config(args.config, settings)
         data_dirs, base_model, init_from = args.data, args.base_model, args.init_from
     resolved = [str(Path(directory).resolve()) for directory in data_dirs]
-    run_ = TrainRun(resolved, str(Path(base_model).resolve()), str(args.out), config,
-                    str(Path(init_from).resolve()) if init_from else None)
+    run_ = TrainRun(
+        resolved,
+        str(Path(base_model).resolve()),
+        str(args.out),
+        config,
+        str(Path(init_from).resolve()) if init_from else None,
+    )
     summary = train(run_, resume=args.resume)
     if summary:
         print(format_summary(summary, args.out))

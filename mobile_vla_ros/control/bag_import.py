@@ -7,11 +7,12 @@ frame's capture stamp, flagged camera_lag / command_stale by the same rules, sav
 `EpisodeWriter` and judged by the same quality checks. Read with the pure-Python `rosbags`
 library (no ROS installation needed); camera messages are decoded only when sampled.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -70,7 +71,10 @@ def import_bag(
         raise EpisodeError(f"cannot read the bag {bag}: {error}") from error
     try:
         topics = {connection.topic: connection.msgtype for connection in reader.connections}
-        for topic, kinds, what in ((image_topic, IMAGE_TYPES, "--image-topic"), (cmd_vel_topic, TWIST_TYPES, "--cmd-vel-topic")):
+        for topic, kinds, what in (
+            (image_topic, IMAGE_TYPES, "--image-topic"),
+            (cmd_vel_topic, TWIST_TYPES, "--cmd-vel-topic"),
+        ):
             if topic not in topics:
                 listing = ", ".join(f"{name} ({kind})" for name, kind in sorted(topics.items()))
                 raise EpisodeError(f"{bag} has no topic {topic} ({what}); it has: {listing}")
@@ -82,11 +86,19 @@ def import_bag(
 
         recorder = EpisodeRecorder(
             settings,
-            lambda text: EpisodeWriter(out_dir, text, settings.sample_rate_hz, quality_rules=rules,
-                                       source_bag=str(Path(bag).resolve()), camera_topic=image_topic,
-                                       camera_compressed=topics[image_topic].endswith("CompressedImage"),
-                                       recorder="mobile_vla_ros import-bag"),
-            decode, instruction, presets,
+            lambda text: EpisodeWriter(
+                out_dir,
+                text,
+                settings.sample_rate_hz,
+                quality_rules=rules,
+                source_bag=str(Path(bag).resolve()),
+                camera_topic=image_topic,
+                camera_compressed=topics[image_topic].endswith("CompressedImage"),
+                recorder="mobile_vla_ros import-bag",
+            ),
+            decode,
+            instruction,
+            presets,
         )
         period = 1.0 / settings.sample_rate_hz
         next_tick: float | None = None

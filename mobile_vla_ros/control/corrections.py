@@ -14,12 +14,14 @@ The policy's proposal (what it would have commanded, NaN when it had none) is st
 frame, so `mobile-vla inspect` can overlay both and a reader sees where the person disagreed.
 The episode layout is data/correction_episodes.py.
 """
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -38,11 +40,12 @@ class CorrectionSettings:
     context_s: float = 2.0  # frames kept from before the takeover
     end_hold_s: float = 1.0  # the takeover ends after this long without a human command
 
-    def validate(self, sample_period_s: float) -> "CorrectionSettings":
+    def validate(self, sample_period_s: float) -> CorrectionSettings:
         if self.context_s < 0 or self.end_hold_s < sample_period_s:
             raise ValueError(
                 f"correction context_s must be >= 0 and end_hold_s >= one sample ({sample_period_s:g} s); "
-                f"got {self.context_s:g} / {self.end_hold_s:g}")
+                f"got {self.context_s:g} / {self.end_hold_s:g}"
+            )
         return self
 
 
@@ -103,6 +106,6 @@ class CorrectionRecorder:
     def _write(self, sample: Sample) -> None:
         action = np.zeros(3, np.float32)
         action[:2] = sample.action
-        self._episode.append(sample.frame, action, sample.stamp,
-                             extras={POLICY_ACTIONS: sample.proposal, HUMAN: sample.human})
-
+        self._episode.append(
+            sample.frame, action, sample.stamp, extras={POLICY_ACTIONS: sample.proposal, HUMAN: sample.human}
+        )

@@ -19,6 +19,7 @@ Every state but DRIVING and OVERRIDE commands zero, immediately (no deceleration
 keeps being published at the control rate so a base-side watchdog sees a live, stopped stream.
 All times are seconds on one clock (the node's ROS clock; header stamps use the same clock).
 """
+
 from __future__ import annotations
 
 import math
@@ -86,13 +87,16 @@ def minimum_stale_timeout(action_dt: float, control_period_s: float) -> float:
 class DriveController:
     def __init__(self, action_dt: float, control_period_s: float, limits: VelocityLimits, safety: SafetySettings):
         floor = minimum_stale_timeout(action_dt, control_period_s)
-        for name, value in (("camera_stale_timeout_s", safety.camera_stale_s),
-                            ("chunk_stale_timeout_s", safety.chunk_stale_s)):
+        for name, value in (
+            ("camera_stale_timeout_s", safety.camera_stale_s),
+            ("chunk_stale_timeout_s", safety.chunk_stale_s),
+        ):
             if value < floor:
                 raise ValueError(
                     f"{name} = {value:g} s is shorter than {STALE_MARGIN_WINDOWS} windows of the model "
                     f"({action_dt:g} s each) plus one control period ({control_period_s:g} s) = {floor:g} s: "
-                    "a healthy camera would stop the robot between windows")
+                    "a healthy camera would stop the robot between windows"
+                )
         self.safety = safety
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
         self.limiter = VelocityLimiter(limits, control_period_s)

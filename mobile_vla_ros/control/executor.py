@@ -5,6 +5,7 @@ moment the window's newest frame was captured (the observation stamp). Inference
 by the time a chunk arrives some of its actions already lie in the past; the executor skips them
 by indexing with the time elapsed since the observation, never with "chunks received".
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,9 @@ class ChunkExecutor:
             return DueAction(None, math.inf, -1, "no chunk yet")
         age = now - self._obs_stamp
         if age > self.stale_timeout_s:
-            return DueAction(None, age, -1, f"chunk observation is {age:.3f} s old (limit {self.stale_timeout_s:.3f} s)")
+            return DueAction(
+                None, age, -1, f"chunk observation is {age:.3f} s old (limit {self.stale_timeout_s:.3f} s)"
+            )
         if age < -self.stale_timeout_s:
             return DueAction(None, age, -1, f"chunk observation stamp lies {-age:.3f} s in the future: clocks disagree")
         # A stamp slightly ahead of our clock (small clock offset) counts as "just captured".

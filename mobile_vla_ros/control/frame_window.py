@@ -6,6 +6,7 @@ When the camera skips more than `MAX_GAP_PERIODS` sample periods, or its stamps 
 (a restarted driver, a looping bag), the history no longer spans the time the model was trained
 on, so the window starts again from empty — no window, no motion, until it has refilled.
 """
+
 from __future__ import annotations
 
 from collections import deque

@@ -13,6 +13,7 @@
 All in seconds on the ROS clock (capture and build stamps are header stamps, so camera_window_node
 and inference_node on different machines need synchronised clocks, as ROS assumes anyway).
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,8 +21,17 @@ from collections import OrderedDict
 
 from mobile_vla_ros.control.stats import RollingStats
 
-STAGES = ("frame_age_at_build", "window_transport", "preprocess", "queue_wait", "backbone", "head", "inference_latency",
-          "executor_delay", "obs_to_cmd_age")
+STAGES = (
+    "frame_age_at_build",
+    "window_transport",
+    "preprocess",
+    "queue_wait",
+    "backbone",
+    "head",
+    "inference_latency",
+    "executor_delay",
+    "obs_to_cmd_age",
+)
 QUANTILES = (50, 95, 99)
 
 

@@ -6,6 +6,7 @@ scaled down so its norm is at most `max_accel * period` (the nominal control per
 timer tick can only make the real acceleration smaller). Stops for safety reasons bypass the
 acceleration limit: `reset()` makes the next command start from rest immediately.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,11 @@ class VelocityLimits:
                 raise ValueError(f"{name} must be a positive number, got {value}")
 
     def clamp_speed(self, velocity: np.ndarray) -> np.ndarray:
-        clipped = np.clip(np.asarray(velocity, dtype=np.float64), [-self.max_linear_x, -self.max_linear_y], [self.max_linear_x, self.max_linear_y])
+        clipped = np.clip(
+            np.asarray(velocity, dtype=np.float64),
+            [-self.max_linear_x, -self.max_linear_y],
+            [self.max_linear_x, self.max_linear_y],
+        )
         norm = float(np.linalg.norm(clipped))
         return clipped * (self.max_speed / norm) if norm > self.max_speed else clipped
 

@@ -12,14 +12,18 @@ frame); without one by then, the old frame is stored flagged `camera_lag`, as is
 than `camera_lag_s` when sampled; a moving command whose stream went silent reads as zero and is flagged
 `command_stale`. All times are seconds on one clock (the node's ROS clock). A saved episode is
 judged by data/quality.py; its verdicts go into the file, the state (`last_quality`) and the log line.
+
+One file on purpose: the recorder's settings, buttons and state machine change together.
 """
+
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +121,9 @@ class EpisodeRecorder:
         self.settings = settings
         self.presets = dict(presets)
         self.state = RecorderState.IDLE
-        self.instruction = expand_instruction(instruction, (), self.presets, MAX_INSTRUCTION_CHARS) if instruction else ""
+        self.instruction = (
+            expand_instruction(instruction, (), self.presets, MAX_INSTRUCTION_CHARS) if instruction else ""
+        )
         self.episodes_saved = 0
         self.dropped_samples = 0
         self.last_path: Path | None = None

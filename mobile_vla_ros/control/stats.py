@@ -1,4 +1,5 @@
 """Rolling latency/rate statistics for the drive status (the last N samples, percentiles)."""
+
 from __future__ import annotations
 
 from collections import deque

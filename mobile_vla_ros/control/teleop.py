@@ -11,10 +11,12 @@ Safety rules:
   zero command; joy_node repeats its message at `autorepeat_rate`, so silence means trouble;
 - a button or axis index the pad does not have reads as released / centred.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 
 class VelocityCommand(NamedTuple):

@@ -6,11 +6,13 @@ are counted as skipped) — acting on an old observation helps nobody. An instru
 applied by this thread too, between two steps, so it never races a running step; it therefore
 takes effect from the next inference.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 

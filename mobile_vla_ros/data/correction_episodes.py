@@ -4,6 +4,7 @@ A correction is a person's takeover while the policy drove: the episode attribut
 true, `actions` hold what moved the robot, and two extra per-frame columns say whose command that
 was and what the policy proposed meanwhile. Training learns only from the person's frames.
 """
+
 from __future__ import annotations
 
 import numpy as np

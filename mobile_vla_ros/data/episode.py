@@ -2,10 +2,11 @@
 
 The layout is in data/episode_schema.py; the lab's layout in data/legacy_episode.py.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import h5py
 import numpy as np
@@ -84,8 +85,10 @@ def frame_storage_problem(path, max_chunk_bytes: int = 64 << 20) -> str | None:
             return None
         chunk_bytes = int(np.prod(images.chunks)) * images.dtype.itemsize
         if chunk_bytes > max_chunk_bytes:
-            return (f"oversized chunks: reading one frame would decompress {chunk_bytes / 2**20:.0f} MiB "
-                    f"(limit {max_chunk_bytes / 2**20:.0f} MiB)")
+            return (
+                f"oversized chunks: reading one frame would decompress {chunk_bytes / 2**20:.0f} MiB "
+                f"(limit {max_chunk_bytes / 2**20:.0f} MiB)"
+            )
         expected = int(np.prod([-(-size // chunk) for size, chunk in zip(images.shape, images.chunks)]))
         stored = images.id.get_num_chunks()
         if stored < expected:

@@ -1,6 +1,7 @@
 """Recovery after a crash: `*.h5.partial` files become episodes flagged `truncated`, keeping every
 frame that was flushed (the writer flushes at least once a second, in HDF5 SWMR mode).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from mobile_vla_ros.data.episode_writer import finalise_partial
 from mobile_vla_ros.data.quality import QualityRules
 
 LOG = logging.getLogger(__name__)
+
 
 def recover_partial_episodes(directory, rules: QualityRules = QualityRules()) -> list[Path]:
     """Turn `*.h5.partial` files left by a crash into episodes flagged `truncated`.
@@ -52,9 +54,15 @@ def _rewrite_flushed_frames(partial: Path) -> int:
         for name in per_frame + ("language_instruction",):
             dataset = source[name]
             rows = frames if name in per_frame else dataset.shape[0]
-            copy = target.create_dataset(name, (rows, *dataset.shape[1:]), dataset.dtype,
-                                         maxshape=dataset.maxshape, chunks=dataset.chunks,
-                                         compression=dataset.compression, compression_opts=dataset.compression_opts)
+            copy = target.create_dataset(
+                name,
+                (rows, *dataset.shape[1:]),
+                dataset.dtype,
+                maxshape=dataset.maxshape,
+                chunks=dataset.chunks,
+                compression=dataset.compression,
+                compression_opts=dataset.compression_opts,
+            )
             for key, value in dataset.attrs.items():
                 copy.attrs[key] = value
             for start in range(0, rows, 16):

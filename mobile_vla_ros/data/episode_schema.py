@@ -21,6 +21,7 @@ our files:
 
 Schema 1 files (no frame_crc32, no quality) still read; their quality is computed when asked.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,15 @@ PARTIAL_SUFFIX = ".partial"
 ACTION_NAMES = ("linear_x", "linear_y", "angular_z")
 
 
-PER_FRAME = ("images", "actions", "action_event_types", "timestamps", "flags/camera_lag", "flags/command_stale",
-              "frame_crc32")
+PER_FRAME = (
+    "images",
+    "actions",
+    "action_event_types",
+    "timestamps",
+    "flags/camera_lag",
+    "flags/command_stale",
+    "frame_crc32",
+)
 
 
 INSTRUCTION_BYTES = 256
@@ -78,9 +86,16 @@ class Episode:
 
     def quality(self, rules: QualityRules = QualityRules(), event_step_s: float = 0.4) -> EpisodeQuality:
         """The episode judged by `rules` (data/quality.py), from its arrays."""
-        return check_episode(self.actions, self.instruction, self.sample_rate_hz, rules,
-                             self.flags.get("camera_lag"), self.flags.get("command_stale"), self.frame_digests,
-                             event_step_s)
+        return check_episode(
+            self.actions,
+            self.instruction,
+            self.sample_rate_hz,
+            rules,
+            self.flags.get("camera_lag"),
+            self.flags.get("command_stale"),
+            self.frame_digests,
+            event_step_s,
+        )
 
     @property
     def num_frames(self) -> int:

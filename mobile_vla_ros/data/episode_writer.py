@@ -4,7 +4,10 @@ Crash safety: frames go to `<name>.h5.partial` (HDF5 SWMR mode, so whatever was 
 readable after a SIGKILL), flushed at least every `flush_interval_s`; `save()` finalises and
 renames to `<name>.h5` without ever replacing an existing file.
 Recovery after a crash: data/episode_recovery.py.
+
+One file on purpose: the writer and its finalise/rename steps are one crash-safety contract.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -119,8 +122,17 @@ class EpisodeWriter:
     def num_frames(self) -> int:
         return self._count
 
-    def append(self, image_rgb: np.ndarray, action3, stamp_s: float, event_type: str = "step", *,
-               camera_lag: bool = False, command_stale: bool = False, extras: dict | None = None) -> None:
+    def append(
+        self,
+        image_rgb: np.ndarray,
+        action3,
+        stamp_s: float,
+        event_type: str = "step",
+        *,
+        camera_lag: bool = False,
+        command_stale: bool = False,
+        extras: dict | None = None,
+    ) -> None:
         """Add one frame; EpisodeError for bad input (nothing already written is affected)."""
         if self._closed:
             raise EpisodeError("this episode was already saved or discarded")
@@ -170,7 +182,9 @@ class EpisodeWriter:
 
     def _check_extras(self, extras: dict) -> dict:
         if set(extras) != set(self.extra_columns):
-            raise EpisodeError(f"extras {sorted(extras)} differ from the episode's columns {sorted(self.extra_columns)}")
+            raise EpisodeError(
+                f"extras {sorted(extras)} differ from the episode's columns {sorted(self.extra_columns)}"
+            )
         values = {}
         for name, (shape, dtype) in self.extra_columns.items():
             value = np.asarray(extras[name], dtype=dtype)
@@ -202,8 +216,9 @@ class EpisodeWriter:
                 number += 1
         self.partial_path, self._h5 = path, h5
         gzip = {"compression": "gzip", "compression_opts": self.compression_level}
-        h5.create_dataset("images", (0, *frame_shape), np.uint8, maxshape=(None, *frame_shape),
-                          chunks=(1, *frame_shape), **gzip)
+        h5.create_dataset(
+            "images", (0, *frame_shape), np.uint8, maxshape=(None, *frame_shape), chunks=(1, *frame_shape), **gzip
+        )
         h5["images"].attrs["encoding"] = "rgb8"
         h5.create_dataset("actions", (0, 3), np.float32, maxshape=(None, 3), chunks=(256, 3), **gzip)
         h5["actions"].attrs["names"] = ",".join(ACTION_NAMES)
@@ -215,21 +230,25 @@ class EpisodeWriter:
         for name, (shape, dtype) in self.extra_columns.items():
             h5.create_dataset(name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(256, *shape))
         h5.create_dataset("language_instruction", data=encode_instruction(self.instruction))
-        set_attrs(h5, {
-            **self.attrs,
-            "schema_version": SCHEMA_VERSION,
-            "sample_rate_hz": self.sample_rate_hz,
-            "image_encoding": "rgb8",
-            "episode_name": name,
-            "collection_datetime": _dt.datetime.now().isoformat(timespec="seconds"),
-            "action_names": ",".join(ACTION_NAMES),
-            "truncated": False,
-        })
+        set_attrs(
+            h5,
+            {
+                **self.attrs,
+                "schema_version": SCHEMA_VERSION,
+                "sample_rate_hz": self.sample_rate_hz,
+                "image_encoding": "rgb8",
+                "episode_name": name,
+                "collection_datetime": _dt.datetime.now().isoformat(timespec="seconds"),
+                "action_names": ",".join(ACTION_NAMES),
+                "truncated": False,
+            },
+        )
         h5.swmr_mode = True  # from here on, a crash leaves a readable file up to the last flush
         self._last_flush = time.monotonic()
         self._frame_bytes = int(np.prod(frame_shape))
-        self._compressor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                              thread_name_prefix="episode-deflate")
+        self._compressor = ThreadPoolExecutor(
+            max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="episode-deflate"
+        )
 
     def save(self) -> Path:
         """Finalise and rename to `.h5`; EpisodeError (and no file) when there are no frames."""
@@ -275,17 +294,24 @@ def _finalise(partial_path: Path, truncated: bool, rules: QualityRules) -> tuple
         h5.create_dataset("flags/idle", data=idle)
         stamps = h5["timestamps"][()]
         quality = check_episode(
-            actions, instruction_dataset(h5), float(h5.attrs["sample_rate_hz"]), rules,
-            h5["flags/camera_lag"][()], h5["flags/command_stale"][()],
+            actions,
+            instruction_dataset(h5),
+            float(h5.attrs["sample_rate_hz"]),
+            rules,
+            h5["flags/camera_lag"][()],
+            h5["flags/command_stale"][()],
             h5["frame_crc32"][()] if "frame_crc32" in h5 else None,
         )
-        set_attrs(h5, {
-            "num_frames": int(len(actions)),
-            "total_duration": float(stamps[-1] - stamps[0]) if len(stamps) else 0.0,
-            "truncated": bool(truncated),
-            "quality": quality.to_json(),
-            **idle_counts(idle),
-        })
+        set_attrs(
+            h5,
+            {
+                "num_frames": int(len(actions)),
+                "total_duration": float(stamps[-1] - stamps[0]) if len(stamps) else 0.0,
+                "truncated": bool(truncated),
+                "quality": quality.to_json(),
+                **idle_counts(idle),
+            },
+        )
     _rename_without_replacing(partial_path, final)
     return final, quality
 
@@ -297,7 +323,7 @@ def _rename_without_replacing(source: Path, target: Path) -> None:
         raise EpisodeError(f"{target} already exists; the recording stays in {source}") from error
     except OSError:  # file systems without hard links
         if target.exists():
-            raise EpisodeError(f"{target} already exists; the recording stays in {source}")
+            raise EpisodeError(f"{target} already exists; the recording stays in {source}") from None
         os.rename(source, target)
         return
     source.unlink()

@@ -6,6 +6,7 @@ decodes and resizes just frames a..b-1. Resized frames are kept in a `FrameCache
 episodes up to a byte budget (least recently used go first), so later epochs mostly skip the
 decoding while the memory stays capped.
 """
+
 from __future__ import annotations
 
 import threading
@@ -77,7 +78,7 @@ class EpisodeFrames:
     def __len__(self) -> int:
         return self.count
 
-    def mirror(self) -> "EpisodeFrames":
+    def mirror(self) -> EpisodeFrames:
         return EpisodeFrames(self.path, self.count, self.image_size, self.cache, not self.mirrored)
 
     def __getitem__(self, key) -> np.ndarray:
@@ -104,7 +105,9 @@ class EpisodeFrames:
                 out[row] = cached
         if missing:
             wanted = sorted({index for _, index in missing})
-            decoded = dict(zip(wanted, read_frames(self.path, wanted, lambda image: resize_for_model(image, self.image_size))))
+            decoded = dict(
+                zip(wanted, read_frames(self.path, wanted, lambda image: resize_for_model(image, self.image_size)))
+            )
             for row, index in missing:
                 out[row] = decoded[index]
                 self.cache.put((self.path, index), decoded[index])

@@ -3,6 +3,7 @@
 Everything returns RGB uint8 arrays of shape (H, W, 3); bad input raises ImageError with a
 message that says what was wrong, so nodes can log it and drop the frame.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -74,7 +75,9 @@ def camera_message_to_rgb(msg) -> np.ndarray:
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of an RGB image (for CompressedImage publishers and tests)."""
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(check_rgb(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(check_rgb(rgb), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise ImageError("JPEG encoding failed")
     return encoded.tobytes()
@@ -128,7 +131,8 @@ def camera_mismatch(trained: dict, rotate_180: bool) -> str | None:
     here = camera_settings(rotate_180)
     differences = [
         f"{key} {trained[key]!r} in training, {value!r} here"
-        for key, value in here.items() if trained.get(key) is not None and trained[key] != value
+        for key, value in here.items()
+        if trained.get(key) is not None and trained[key] != value
     ]
     return "; ".join(differences) or None
 
@@ -145,5 +149,7 @@ def split_window(tall: np.ndarray, frame_size: int) -> np.ndarray:
     check_rgb(tall)
     height, width, _ = tall.shape
     if width != frame_size or height % frame_size:
-        raise ImageError(f"a window image must be {frame_size} wide and a multiple of {frame_size} high, got {width}x{height}")
+        raise ImageError(
+            f"a window image must be {frame_size} wide and a multiple of {frame_size} high, got {width}x{height}"
+        )
     return tall.reshape(height // frame_size, frame_size, frame_size, 3)

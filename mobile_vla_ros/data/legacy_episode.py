@@ -1,11 +1,12 @@
 """The lab's legacy layout (DESIGN.md section 2): BGR images, no timestamps, the instruction
 optionally only in the file name. Read through data.episode.read_episode; written here for tests.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -63,8 +64,14 @@ def read_legacy(h5, path: Path, frame_indices) -> Episode:
     )
 
 
-def write_legacy_episode(path, images_bgr: np.ndarray, actions: np.ndarray, instruction: str | None = None,
-                         event_types: Sequence[str] | None = None, **attrs) -> Path:
+def write_legacy_episode(
+    path,
+    images_bgr: np.ndarray,
+    actions: np.ndarray,
+    instruction: str | None = None,
+    event_types: Sequence[str] | None = None,
+    **attrs,
+) -> Path:
     """Write a file in the lab's layout (BGR images, no timestamps; instruction optional).
 
     For tests of the legacy reader and of training on the lab's data.
@@ -80,10 +87,19 @@ def write_legacy_episode(path, images_bgr: np.ndarray, actions: np.ndarray, inst
     with h5py.File(path, "w") as h5:
         h5.create_dataset("images", data=images_bgr, chunks=(1, *images_bgr.shape[1:]), **gzip)
         h5.create_dataset("actions", data=actions, **gzip)
-        h5.create_dataset("action_event_types", data=np.array(list(event_types), dtype=object),
-                          dtype=h5py.string_dtype("utf-8"))
+        h5.create_dataset(
+            "action_event_types", data=np.array(list(event_types), dtype=object), dtype=h5py.string_dtype("utf-8")
+        )
         if instruction is not None:
             h5.create_dataset("language_instruction", data=encode_instruction(instruction))
-        set_attrs(h5, {"episode_name": path.stem, "num_frames": count, "total_duration": 0.4 * count,
-                        "action_chunk_size": 8, **attrs})
+        set_attrs(
+            h5,
+            {
+                "episode_name": path.stem,
+                "num_frames": count,
+                "total_duration": 0.4 * count,
+                "action_chunk_size": 8,
+                **attrs,
+            },
+        )
     return path

@@ -21,6 +21,7 @@ Verdicts and what training does with them (the documented rule):
 
 An episode left with no usable window is skipped as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -116,20 +117,31 @@ def check_episode(
     usable = np.ones(count, bool)
 
     if count < rules.window_size:
-        verdicts.append(Verdict("too_short", REJECT, count,
-                                f"{count} frames, fewer than one window of {rules.window_size}"))
+        verdicts.append(
+            Verdict("too_short", REJECT, count, f"{count} frames, fewer than one window of {rules.window_size}")
+        )
     if not instruction or not instruction.strip():
         verdicts.append(Verdict("instruction_missing", REJECT, count, "no instruction"))
     elif instruction_side(instruction) is None:
-        verdicts.append(Verdict("instruction_unknown", WARN, count,
-                                "the instruction names neither left nor right (not mirrored in training)"))
+        verdicts.append(
+            Verdict(
+                "instruction_unknown",
+                WARN,
+                count,
+                "the instruction names neither left nor right (not mirrored in training)",
+            )
+        )
 
     lagged = np.zeros(count, bool) if camera_lag is None else np.asarray(camera_lag, bool)[:count]
     for code, mask, what in (
         ("camera_lag", lagged, "frames were not fresh when sampled"),
         ("command_stale", command_stale, "frames had a motion command that nobody renewed"),
         # a lagged sample repeats the previous message: that is camera lag, not a frozen camera
-        ("frozen_image", frozen_mask(frame_digests, actions) & ~lagged, "frames identical to the one before while moving"),
+        (
+            "frozen_image",
+            frozen_mask(frame_digests, actions) & ~lagged,
+            "frames identical to the one before while moving",
+        ),
     ):
         mask = np.zeros(count, bool) if mask is None else np.asarray(mask, bool)[:count]
         if mask.any():
@@ -141,9 +153,15 @@ def check_episode(
     if long_runs:
         longest = max(b - a for a, b in long_runs) * step_s
         trimmed = sum(b - a - keep for a, b in long_runs)
-        verdicts.append(Verdict("idle_stretch", TRIM, trimmed,
-                                f"{len(long_runs)} motionless stretches over {rules.max_idle_s:g} s "
-                                f"(longest {longest:.1f} s); {trimmed} frames past the first {rules.max_idle_s:g} s"))
+        verdicts.append(
+            Verdict(
+                "idle_stretch",
+                TRIM,
+                trimmed,
+                f"{len(long_runs)} motionless stretches over {rules.max_idle_s:g} s "
+                f"(longest {longest:.1f} s); {trimmed} frames past the first {rules.max_idle_s:g} s",
+            )
+        )
         for start, stop in long_runs:
             usable[start + keep : stop] = False
 
@@ -151,9 +169,15 @@ def check_episode(
     if moving.any():
         pinned = np.any(np.abs(actions[:, :2]) >= 0.99 * rules.saturation_speed, axis=1) & moving
         if pinned.sum() > rules.max_saturated_fraction * moving.sum():
-            verdicts.append(Verdict("saturated", WARN, int(pinned.sum()),
-                                    f"{int(pinned.sum())} of {int(moving.sum())} moving frames command "
-                                    f">= {rules.saturation_speed:g} m/s (pinned at the limit)"))
+            verdicts.append(
+                Verdict(
+                    "saturated",
+                    WARN,
+                    int(pinned.sum()),
+                    f"{int(pinned.sum())} of {int(moving.sum())} moving frames command "
+                    f">= {rules.saturation_speed:g} m/s (pinned at the limit)",
+                )
+            )
     if any(verdict.severity == REJECT for verdict in verdicts):
         usable[:] = False
     return EpisodeQuality(verdicts, usable)

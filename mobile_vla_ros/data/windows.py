@@ -20,15 +20,18 @@ frames declared but not stored) is skipped with a warning and counted.
 Flagged data (data/quality.py, the documented rule there): an episode with a `reject` verdict is
 skipped; windows ending at a frame a `trim` verdict flags (camera lag, stale command, frozen image,
 the tail of a long idle stretch) are left out and counted (`SkipReport.windows_left_out`).
+
+One file on purpose: loading, quality trimming and the window datasets share TrainingEpisode.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -75,7 +78,7 @@ class TrainingEpisode:
     def side(self) -> str | None:
         return instruction_side(self.instruction)
 
-    def mirror(self) -> "TrainingEpisode":
+    def mirror(self) -> TrainingEpisode:
         """Left/right mirror image: flipped frames, negated linear_y and angular_z, swapped words.
 
         The frames are a flipped view (no copy); the dataset copies the frames of one clip at a time.
@@ -83,8 +86,11 @@ class TrainingEpisode:
         actions = self.actions * np.array([1.0, -1.0, -1.0], np.float32)
         frames = self.frames.mirror() if isinstance(self.frames, EpisodeFrames) else self.frames[:, :, ::-1]
         return replace(
-            self, frames=frames, actions=actions,
-            instruction=mirror_instruction(self.instruction), mirrored=not self.mirrored,
+            self,
+            frames=frames,
+            actions=actions,
+            instruction=mirror_instruction(self.instruction),
+            mirrored=not self.mirrored,
         )
 
 
@@ -106,7 +112,9 @@ class SkipReport:
     def summary(self) -> str:
         windows = f"; {self.windows_left_out} of {self.windows_total} windows left out" + (
             " (" + ", ".join(f"{code} {count}" for code, count in sorted(self.left_out_by.items())) + ")"
-            if self.left_out_by else "")
+            if self.left_out_by
+            else ""
+        )
         if not self.skipped:
             return f"using all {self.total} episodes" + windows
         reasons = Counter(reason.split(":")[0] for _, reason in self.skipped)
@@ -119,7 +127,9 @@ def window_indices(t: int, window_size: int) -> np.ndarray:
     return np.maximum(np.arange(t - window_size + 1, t + 1), 0)
 
 
-def action_targets(actions: np.ndarray, t: int, chunk_size: int, dims: int = ACTION_DIMS) -> tuple[np.ndarray, np.ndarray]:
+def action_targets(
+    actions: np.ndarray, t: int, chunk_size: int, dims: int = ACTION_DIMS
+) -> tuple[np.ndarray, np.ndarray]:
     """Actions [t .. t+chunk-1] of the first `dims` dimensions and which of them exist.
 
     Steps past the episode end have no recorded action: they are zero and marked invalid, and
@@ -203,11 +213,18 @@ def load_training_episodes(
         if human is not None:
             report.corrections.append(str(path))
             report.left_out_by["not_by_person"] += int((~human).sum())
-        episodes.append(TrainingEpisode(
-            EpisodeFrames(path, episode.num_frames, image_size, cache), episode.actions.astype(np.float32),
-            " ".join(episode.instruction.split()), str(path), _action_dt(episode, legacy_action_dt),
-            usable=usable, correction=human is not None, rotated_180=_rotated_180(episode),
-        ))
+        episodes.append(
+            TrainingEpisode(
+                EpisodeFrames(path, episode.num_frames, image_size, cache),
+                episode.actions.astype(np.float32),
+                " ".join(episode.instruction.split()),
+                str(path),
+                _action_dt(episode, legacy_action_dt),
+                usable=usable,
+                correction=human is not None,
+                rotated_180=_rotated_180(episode),
+            )
+        )
         report.windows_total += episode.num_frames
         report.windows_left_out += int((~usable).sum())
         report.left_out_by.update({v.code: v.frames for v in quality.verdicts if v.severity == TRIM})
@@ -340,8 +357,14 @@ class WindowDataset(torch.utils.data.Dataset):
     """Clips of consecutive training windows (see the module docstring); `clip_length=1` gives
     one window per item."""
 
-    def __init__(self, episodes: Sequence[TrainingEpisode], window_size: int, chunk_size: int, clip_length: int = 16,
-                 correction_weight: int = 1):
+    def __init__(
+        self,
+        episodes: Sequence[TrainingEpisode],
+        window_size: int,
+        chunk_size: int,
+        clip_length: int = 16,
+        correction_weight: int = 1,
+    ):
         """`correction_weight`: each clip of a correction episode is listed this many times, so an
         epoch (and a shuffled stream of steps) sees a person's corrections that much more often."""
         self.episodes = list(episodes)
@@ -366,8 +389,9 @@ class WindowDataset(torch.utils.data.Dataset):
         episode = self.episodes[clip.episode]
         first = max(clip.start - self.window_size + 1, 0)
         windows = np.stack([window_indices(t, self.window_size) - first for t in range(clip.start, clip.stop)])
-        targets, valid = map(np.stack, zip(*(action_targets(episode.actions, t, self.chunk_size)
-                                              for t in range(clip.start, clip.stop))))
+        targets, valid = map(
+            np.stack, zip(*(action_targets(episode.actions, t, self.chunk_size) for t in range(clip.start, clip.stop)))
+        )
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(episode.frames[first : clip.stop])),
             "windows": torch.from_numpy(windows),
@@ -379,7 +403,8 @@ class WindowDataset(torch.utils.data.Dataset):
 
 def collate_clips(items: list[dict]) -> dict:
     """Concatenate clips: frames (N, S, S, 3), windows (W, window) indexing those frames,
-    targets (W, chunk, A) with target_mask (W, chunk) of the steps that exist; `frame_clip`/`window_clip` map rows to `instructions`."""
+    targets (W, chunk, A) with target_mask (W, chunk) of the steps that exist; `frame_clip`/`window_clip`
+    map rows to `instructions`."""
     offsets = np.cumsum([0] + [len(item["frames"]) for item in items])
     return {
         "frames": torch.cat([item["frames"] for item in items]),

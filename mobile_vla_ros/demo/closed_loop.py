@@ -12,6 +12,7 @@ the simulator to its next layout, wait until the camera window holds only frames
 layout (the robot stands still, so the window equals the padded start of a training episode),
 enable, and collect `sim/pose` until `sim/result` reports the end of the episode.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,12 @@ class TrialConductor(Node):
         self.enable_pub = self.create_publisher(Bool, "enable", 10)
         self.create_subscription(PoseStamped, "sim/pose", self._on_pose, 50)
         self.create_subscription(String, "sim/result", self._on_result, LATCHED)
-        self.create_subscription(String, "instruction/active", self._on_active, QoSProfile(
-            depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.create_subscription(
+            String,
+            "instruction/active",
+            self._on_active,
+            QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         self.reset_client = self.create_client(Trigger, "sim/reset")
 
     def _on_pose(self, msg: PoseStamped) -> None:
@@ -116,8 +121,18 @@ class ClosedLoopSim:
     Use as a context manager; `run_trial(side)` drives one episode and returns a Trial.
     """
 
-    def __init__(self, model_dir, base_model_dir, seed: int, time_limit_s: float = 20.0, device: str = "auto",
-                 dtype: str = "fp32", quiet: bool = False, torch_threads: int = 1, freeze_camera: bool = False):
+    def __init__(
+        self,
+        model_dir,
+        base_model_dir,
+        seed: int,
+        time_limit_s: float = 20.0,
+        device: str = "auto",
+        dtype: str = "fp32",
+        quiet: bool = False,
+        torch_threads: int = 1,
+        freeze_camera: bool = False,
+    ):
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
         # The window must hold frames of the new layout only, plus one sample and some delivery slack.
@@ -133,16 +148,47 @@ class ClosedLoopSim:
         output = subprocess.DEVNULL if quiet else None
         try:
             node_args = {
-                "sim_node": ("sim.yaml", ["-p", f"seed:={int(seed)}", "-p", f"time_limit_s:={self.time_limit_s}",
-                                          "-p", f"freeze_camera:={str(bool(freeze_camera)).lower()}"]),
-                "camera_window_node": ("drive.yaml", ["-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"]),
-                "inference_node": ("drive.yaml", [
-                    "-p", f"model_dir:={model_dir}", "-p", f"base_model_dir:={base_model_dir}",
-                    "-p", f"device:={device}", "-p", f"dtype:={dtype}", "-p", "start_enabled:=false"]),
+                "sim_node": (
+                    "sim.yaml",
+                    [
+                        "-p",
+                        f"seed:={int(seed)}",
+                        "-p",
+                        f"time_limit_s:={self.time_limit_s}",
+                        "-p",
+                        f"freeze_camera:={str(bool(freeze_camera)).lower()}",
+                    ],
+                ),
+                "camera_window_node": (
+                    "drive.yaml",
+                    ["-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"],
+                ),
+                "inference_node": (
+                    "drive.yaml",
+                    [
+                        "-p",
+                        f"model_dir:={model_dir}",
+                        "-p",
+                        f"base_model_dir:={base_model_dir}",
+                        "-p",
+                        f"device:={device}",
+                        "-p",
+                        f"dtype:={dtype}",
+                        "-p",
+                        "start_enabled:=false",
+                    ],
+                ),
             }
             for name, (params, extra) in node_args.items():
-                command = [sys.executable, "-m", f"mobile_vla_ros.nodes.{name}", "--ros-args",
-                           "--params-file", str(config_file(params)), *extra]
+                command = [
+                    sys.executable,
+                    "-m",
+                    f"mobile_vla_ros.nodes.{name}",
+                    "--ros-args",
+                    "--params-file",
+                    str(config_file(params)),
+                    *extra,
+                ]
                 if quiet:
                     command += ["--log-level", "warn"]
                 self.processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=output))
@@ -153,9 +199,14 @@ class ClosedLoopSim:
             self._thread.start()
             conductor = self.conductor
             self._wait_alive(lambda: conductor.reset_client.service_is_ready(), 60.0, "the sim/reset service")
-            self._wait_alive(lambda: conductor.enable_pub.get_subscription_count() > 0
-                             and conductor.instruction_pub.get_subscription_count() > 0, 60.0,
-                             "the inference node's inputs")
+            self._wait_alive(
+                lambda: (
+                    conductor.enable_pub.get_subscription_count() > 0
+                    and conductor.instruction_pub.get_subscription_count() > 0
+                ),
+                60.0,
+                "the inference node's inputs",
+            )
             self._wait_alive(lambda: conductor.latest_result(), 60.0, "the first sim/result")
         except BaseException:
             self.close()
@@ -172,7 +223,7 @@ class ClosedLoopSim:
 
         _wait(ready, timeout_s, what)
 
-    def __enter__(self) -> "ClosedLoopSim":
+    def __enter__(self) -> ClosedLoopSim:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -189,16 +240,20 @@ class ClosedLoopSim:
         conductor.enable(True)
         started = time.monotonic()
         try:
-            _wait(lambda: self._finished(info["episode"]), self.time_limit_s + RESULT_MARGIN_S,
-                  f"the end of episode {info['episode']}")
+            _wait(
+                lambda: self._finished(info["episode"]),
+                self.time_limit_s + RESULT_MARGIN_S,
+                f"the end of episode {info['episode']}",
+            )
         finally:
             conductor.enable(False)
         duration = time.monotonic() - started
         result = conductor.latest_result()
         path = conductor.take_path()
         path.append((duration, result["x"], result["y"]))
-        return Trial(index, side, info["episode"], Layout.from_dict(info["layout"]), np.array(path), result["outcome"],
-                     duration)
+        return Trial(
+            index, side, info["episode"], Layout.from_dict(info["layout"]), np.array(path), result["outcome"], duration
+        )
 
     def _finished(self, episode: int) -> bool:
         result = self.conductor.latest_result()

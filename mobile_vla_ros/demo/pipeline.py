@@ -1,4 +1,5 @@
 """The demo's stages, run in order (see the package docstring); cli/demo.py only parses arguments."""
+
 from __future__ import annotations
 
 import json
@@ -46,26 +47,48 @@ def run_demo(args) -> int:
     base_dir, episodes_dir, policy_dir = workdir / "tiny-kosmos2", workdir / "demo-episodes", workdir / "demo-policy"
 
     base_key = {"stage": "base-model", "image_size": args.image_size, **TINY_MODEL}
-    stages.run(1, "base model", is_current(base_dir, base_key, args.fresh),
-               lambda: _build_base_model(base_dir, base_key, args.image_size))
+    stages.run(
+        1,
+        "base model",
+        is_current(base_dir, base_key, args.fresh),
+        lambda: _build_base_model(base_dir, base_key, args.image_size),
+    )
 
-    episodes_key = {"stage": "episodes", "per_instruction": args.episodes, "layout_seed": TRAINING_LAYOUT_SEED,
-                    "image_size": args.image_size, "sample_rate_hz": DEMO_SAMPLE_RATE_HZ}
-    stages.run(2, "expert episodes", is_current(episodes_dir, episodes_key, args.fresh),
-               lambda: _record(episodes_dir, episodes_key, args.episodes, args.image_size))
+    episodes_key = {
+        "stage": "episodes",
+        "per_instruction": args.episodes,
+        "layout_seed": TRAINING_LAYOUT_SEED,
+        "image_size": args.image_size,
+        "sample_rate_hz": DEMO_SAMPLE_RATE_HZ,
+    }
+    stages.run(
+        2,
+        "expert episodes",
+        is_current(episodes_dir, episodes_key, args.fresh),
+        lambda: _record(episodes_dir, episodes_key, args.episodes, args.image_size),
+    )
 
     from mobile_vla_ros.policy.backbone import fingerprint_base_model
 
     config = _train_config(args)
-    policy_key = {"stage": "policy", "base_fingerprint": fingerprint_base_model(base_dir), "episodes": episodes_key,
-                  "train": config.to_dict()}
+    policy_key = {
+        "stage": "policy",
+        "base_fingerprint": fingerprint_base_model(base_dir),
+        "episodes": episodes_key,
+        "train": config.to_dict(),
+    }
     trained = is_current(policy_dir, policy_key, args.fresh) and _policy_matches_base(policy_dir, policy_key)
     stages.run(3, "training", trained, lambda: _train(policy_dir, policy_key, episodes_dir, base_dir, config))
 
-    trials = stages.run(4, "closed-loop driving", False,
-                        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device))
-    frozen = stages.run(5, "closed loop, frozen camera", False,
-                        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device, freeze_camera=True))
+    trials = stages.run(
+        4, "closed-loop driving", False, lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device)
+    )
+    frozen = stages.run(
+        5,
+        "closed loop, frozen camera",
+        False,
+        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device, freeze_camera=True),
+    )
     print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
     _report(args, trials, frozen, stages, policy_dir)
     return 0
@@ -85,16 +108,25 @@ def _record(directory: Path, key: dict, per_instruction: int, image_size: int) -
 
     redo(directory)
     with tqdm(total=2 * per_instruction, desc="expert episodes", unit="ep", file=sys.stdout) as bar:
+
         def progress(done, total, rollout):
             bar.update(1)
             bar.set_postfix_str(f"{rollout.side}: {rollout.outcome.value}")
 
-        recorded = record_demonstrations(directory, per_instruction, seed=TRAINING_LAYOUT_SEED,
-                                         sample_rate_hz=DEMO_SAMPLE_RATE_HZ, image_size=(image_size, image_size),
-                                         progress=progress)
+        recorded = record_demonstrations(
+            directory,
+            per_instruction,
+            seed=TRAINING_LAYOUT_SEED,
+            sample_rate_hz=DEMO_SAMPLE_RATE_HZ,
+            image_size=(image_size, image_size),
+            progress=progress,
+        )
     frames = sum(len(rollout.times) for rollout in recorded.rollouts)
-    print(f"    {len(recorded.paths)} episodes ({frames} frames) in {directory}; "
-          f"{recorded.skipped} expert runs failed and were not saved", flush=True)
+    print(
+        f"    {len(recorded.paths)} episodes ({frames} frames) in {directory}; "
+        f"{recorded.skipped} expert runs failed and were not saved",
+        flush=True,
+    )
     mark_stage_done(directory, key)
 
 
@@ -127,8 +159,9 @@ def _train(directory: Path, key: dict, episodes_dir: Path, base_dir: Path, confi
     mark_stage_done(directory, key)
 
 
-def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, device: str,
-           freeze_camera: bool = False) -> list:
+def _drive(
+    policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, device: str, freeze_camera: bool = False
+) -> list:
     import torch
     from tqdm import tqdm
 
@@ -145,8 +178,10 @@ def _drive(policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, de
                 trials.append(trial)
                 wins = {s: sum(t.succeeded for t in trials if t.side == s) for s in ("left", "right")}
                 runs = {s: sum(t.side == s for t in trials) for s in ("left", "right")}
-                bar.write(f"    trial {index + 1:2d}: {side:<5} -> {trial.outcome:<13} ({trial.duration_s:4.1f} s, "
-                          f"layout {trial.episode} of seed {seed})")
+                bar.write(
+                    f"    trial {index + 1:2d}: {side:<5} -> {trial.outcome:<13} ({trial.duration_s:4.1f} s, "
+                    f"layout {trial.episode} of seed {seed})"
+                )
                 bar.set_postfix_str(f"left {wins['left']}/{runs['left']}  right {wins['right']}/{runs['right']}")
                 bar.update(1)
     return trials
@@ -164,36 +199,52 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
         "frozen camera": summarize(frozen),
         "image-blind": summarize(blind_baseline(trials, means, 1.0 / DEMO_SAMPLE_RATE_HZ)),
     }
-    figure = plot_trajectories(trials, out / "trajectories.png",
-                               title=f"mobile-vla demo: {len(trials)} closed-loop trials on unseen layouts")
+    figure = plot_trajectories(
+        trials, out / "trajectories.png", title=f"mobile-vla demo: {len(trials)} closed-loop trials on unseen layouts"
+    )
     training = PolicyConfig.load(policy_dir).training
     report = {
         "results": results,
         "frozen_camera": comparisons["frozen camera"],
         "image_blind_baseline": comparisons["image-blind"],
-        "seeds": {"training_layouts": TRAINING_LAYOUT_SEED, "trial_layouts": args.seed,
-                  "training": training.get("config", {}).get("trainer", {}).get("seed")},
+        "seeds": {
+            "training_layouts": TRAINING_LAYOUT_SEED,
+            "trial_layouts": args.seed,
+            "training": training.get("config", {}).get("trainer", {}).get("seed"),
+        },
         "stages": stages.records,
         "total_seconds": round(stages.total_seconds, 1),
-        "settings": {key: str(value) if isinstance(value, Path) else value
-                     for key, value in vars(args).items() if key != "func"},
-        "training": {key: training.get(key) for key in ("steps", "seconds", "train_loss", "val_loss",
-                                                         "instruction_separation", "mae_vs_blind")},
-        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-                    "load_average": [round(value, 2) for value in os.getloadavg()]},
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "func"
+        },
+        "training": {
+            key: training.get(key)
+            for key in ("steps", "seconds", "train_loss", "val_loss", "instruction_separation", "mae_vs_blind")
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average": [round(value, 2) for value in os.getloadavg()],
+        },
         "trials": [trial.to_dict() for trial in trials],
         "frozen_camera_trials": [trial.to_dict() for trial in frozen],
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.seed}, training seed "
-          f"{report['seeds']['training']}), measured now:")
+    print(
+        f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.seed}, training seed "
+        f"{report['seeds']['training']}), measured now:"
+    )
     print(format_table(results, comparisons))
-    print("frozen camera: the policy driving with each episode's first view only; image-blind: the expert's mean "
-          "path per instruction replayed without looking, on the same layouts")
+    print(
+        "frozen camera: the policy driving with each episode's first view only; image-blind: the expert's mean "
+        "path per instruction replayed without looking, on the same layouts"
+    )
     print()
-    durations = ", ".join(f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
-                          for name, record in stages.records.items())
+    durations = ", ".join(
+        f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
+        for name, record in stages.records.items()
+    )
     print(f"stages: {durations}; total {stages.total_seconds / 60:.1f} min")
     print(f"trajectories: {figure}")
     print(f"summary:      {out / 'summary.json'}")

@@ -6,6 +6,7 @@ describing exactly what produced it; a later run reuses the directory only when 
 what it would produce now, so changing `--episodes` re-records, a new base model retrains, and an
 interrupted stage (no stamp) is redone from scratch.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,7 @@ def clear_stage(directory: str | Path) -> None:
     if not directory.is_dir():
         raise DemoError(f"{directory} is a file; the demo needs it as a directory")
     if any(directory.iterdir()) and not (directory / STAMP_FILE).exists() and not (directory / ".demo-owned").exists():
-        raise DemoError(
-            f"{directory} holds files the demo did not write; move them away or choose another --workdir"
-        )
+        raise DemoError(f"{directory} holds files the demo did not write; move them away or choose another --workdir")
     shutil.rmtree(directory)
 
 

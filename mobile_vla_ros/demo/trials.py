@@ -1,6 +1,7 @@
 """The demo's trials: the plan (alternating instructions), results, the image-blind baseline and the
 report table. No ROS imports here.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -37,14 +38,20 @@ class Trial:
 
     def to_dict(self) -> dict:
         return {
-            "index": self.index, "instruction": self.side, "episode": self.episode, "layout": self.layout.to_dict(),
-            "outcome": self.outcome, "succeeded": self.succeeded, "duration_s": round(self.duration_s, 2),
+            "index": self.index,
+            "instruction": self.side,
+            "episode": self.episode,
+            "layout": self.layout.to_dict(),
+            "outcome": self.outcome,
+            "succeeded": self.succeeded,
+            "duration_s": round(self.duration_s, 2),
             "path": np.round(np.asarray(self.path, dtype=float), 3).tolist(),
         }
 
 
-def mean_expert_trajectories(episodes_per_side: int, seed: int, sample_rate_hz: float,
-                             room: RoomConfig = RoomConfig()) -> dict[str, np.ndarray]:
+def mean_expert_trajectories(
+    episodes_per_side: int, seed: int, sample_rate_hz: float, room: RoomConfig = RoomConfig()
+) -> dict[str, np.ndarray]:
     """Per instruction, the expert's mean command at each time step over the training layouts
     (the successful rollouts the demo records; a step is averaged over the rollouts still running).
     This is what a policy that listens but does not look can at best learn."""
@@ -71,14 +78,17 @@ def replay_open_loop(commands: np.ndarray, layout: Layout, dt: float, room: Room
     return world.outcome
 
 
-def blind_baseline(trials: list[Trial], means: dict[str, np.ndarray], dt: float,
-                   room: RoomConfig = RoomConfig()) -> list[Trial]:
+def blind_baseline(
+    trials: list[Trial], means: dict[str, np.ndarray], dt: float, room: RoomConfig = RoomConfig()
+) -> list[Trial]:
     """The image-blind baseline on exactly the trials' layouts: each trial's instruction's mean
     expert trajectory replayed open loop."""
     results = []
     for trial in trials:
         outcome = replay_open_loop(means[trial.side], trial.layout, dt, room)
-        results.append(Trial(trial.index, trial.side, trial.episode, trial.layout, np.zeros((0, 3)), outcome.value, 0.0))
+        results.append(
+            Trial(trial.index, trial.side, trial.episode, trial.layout, np.zeros((0, 3)), outcome.value, 0.0)
+        )
     return results
 
 
@@ -102,11 +112,15 @@ def format_table(summary: dict, baselines: dict[str, dict] | None = None) -> str
     (name -> summarize() of its trials), e.g. the image-blind baseline and the frozen camera."""
     baselines = baselines or {}
     extra = "".join(f" {name:>14}" for name in baselines)
-    lines = [f"{'instruction':<12} {'trials':>6} {'success':>8} {'rate':>6}{extra}  outcomes", "-" * (64 + 15 * len(baselines))]
+    lines = [
+        f"{'instruction':<12} {'trials':>6} {'success':>8} {'rate':>6}{extra}  outcomes",
+        "-" * (64 + 15 * len(baselines)),
+    ]
     for side, row in summary.items():
         rate = "n/a" if row["success_rate"] is None else f"{100 * row['success_rate']:.0f}%"
         outcomes = ", ".join(f"{name} {count}" for name, count in row["outcomes"].items())
-        others = "".join(" {:>14}".format(f"{other[side]['succeeded']}/{other[side]['trials']}")
-                         for other in baselines.values())
+        others = "".join(
+            " {:>14}".format(f"{other[side]['succeeded']}/{other[side]['trials']}") for other in baselines.values()
+        )
         lines.append(f"{side:<12} {row['trials']:>6} {row['succeeded']:>8} {rate:>6}{others}  {outcomes}")
     return "\n".join(lines)

@@ -8,9 +8,10 @@ few seconds. A reliable subscription to a best-effort publisher (many camera dri
 sensor-data profile) does not match at all. So the node waits until the camera's publisher is
 seen and then matches it: reliable when every publisher is reliable, best effort otherwise.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -22,7 +23,8 @@ WAITING_LOG_PERIOD_S = 10.0
 def matching_camera_qos(publisher_reliabilities: list[ReliabilityPolicy]) -> QoSProfile:
     """The subscription profile that matches every publisher and loses nothing it need not."""
     reliable = bool(publisher_reliabilities) and all(
-        policy == ReliabilityPolicy.RELIABLE for policy in publisher_reliabilities)
+        policy == ReliabilityPolicy.RELIABLE for policy in publisher_reliabilities
+    )
     return QoSProfile(
         depth=qos_profile_sensor_data.depth,
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
@@ -49,6 +51,7 @@ def subscribe_matching_camera(node: Node, message_type, topic: str, callback: Ca
         node.create_subscription(message_type, resolved, callback, qos, raw=raw)
         node.get_logger().info(
             f"camera {resolved}: subscribed {qos.reliability.name.lower().replace('_', ' ')} "
-            f"to match {len(publishers)} publisher(s)")
+            f"to match {len(publishers)} publisher(s)"
+        )
 
     timer = node.create_timer(DISCOVERY_POLL_S, try_subscribe)

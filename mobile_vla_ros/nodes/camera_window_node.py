@@ -11,6 +11,7 @@ Beside each window, `window/built` (sensor_msgs/TimeReference) carries when it w
 the window's header (capture stamp), time_ref = build time; inference_node turns the pair into the
 frame-age and transport latencies of its /diagnostics (`ros2 topic echo window/built` shows them).
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,16 +38,37 @@ def stamp_seconds(stamp) -> float:
 class CameraWindowNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_window_node", **kwargs)
-        self.declare_parameter("model_dir", "", ParameterDescriptor(
-            description="policy checkpoint directory; its policy.json gives window size, frame rate and image size",
-            read_only=True))
-        self.declare_parameter("compressed", False, ParameterDescriptor(
-            description="subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image", read_only=True))
-        self.declare_parameter("rotate_180", False, ParameterDescriptor(
-            description="rotate frames by 180 degrees (camera mounted upside down)", read_only=True))
-        self.declare_parameter("allow_camera_mismatch", False, ParameterDescriptor(
-            description="drive even when the camera settings differ from those the policy was trained with",
-            read_only=True))
+        self.declare_parameter(
+            "model_dir",
+            "",
+            ParameterDescriptor(
+                description="policy checkpoint directory; its policy.json gives window size, frame rate and image size",
+                read_only=True,
+            ),
+        )
+        self.declare_parameter(
+            "compressed",
+            False,
+            ParameterDescriptor(
+                description="subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image",
+                read_only=True,
+            ),
+        )
+        self.declare_parameter(
+            "rotate_180",
+            False,
+            ParameterDescriptor(
+                description="rotate frames by 180 degrees (camera mounted upside down)", read_only=True
+            ),
+        )
+        self.declare_parameter(
+            "allow_camera_mismatch",
+            False,
+            ParameterDescriptor(
+                description="drive even when the camera settings differ from those the policy was trained with",
+                read_only=True,
+            ),
+        )
         model_dir = self.get_parameter("model_dir").value
         if not model_dir:
             raise MobileVlaError("parameter model_dir is not set: point it at a policy checkpoint directory")
@@ -81,7 +103,8 @@ class CameraWindowNode(Node):
         elif config.camera.get("rotate_180") is None:
             self.get_logger().warning(
                 f"{model_dir} does not record whether its training frames were rotated: "
-                f"make sure rotate_180 ({self.rotate}) matches the recordings")
+                f"make sure rotate_180 ({self.rotate}) matches the recordings"
+            )
 
     def _on_image(self, msg: Image) -> None:
         self._take(msg, image_msg_to_rgb)
@@ -99,7 +122,8 @@ class CameraWindowNode(Node):
             self.dropped_frames += 1
             self.get_logger().error(
                 f"dropping malformed camera frame ({self.dropped_frames} so far): {error}",
-                throttle_duration_sec=LOG_THROTTLE_S)
+                throttle_duration_sec=LOG_THROTTLE_S,
+            )
             return
         if self.rotate:
             rgb = rotate_180(rgb)
@@ -108,12 +132,16 @@ class CameraWindowNode(Node):
         if self.window.resets != resets:
             self.get_logger().warning(
                 f"camera stamps jumped (gap or time going backwards): window restarted ({self.window.resets} so far); "
-                "no windows until it has refilled", throttle_duration_sec=LOG_THROTTLE_S)
+                "no windows until it has refilled",
+                throttle_duration_sec=LOG_THROTTLE_S,
+            )
         slow_rate = self.window.camera_slower_than_model()
         if slow_rate is not None:
             self.get_logger().warning(
                 f"camera delivers {slow_rate:.1f} Hz, slower than the model's {1 / self.window.action_dt:.1f} Hz: "
-                "windows will span more time than in training", throttle_duration_sec=30.0)
+                "windows will span more time than in training",
+                throttle_duration_sec=30.0,
+            )
         if frames is None:
             return
         window = rgb_to_image_msg(stack_window(frames), msg.header.stamp, msg.header.frame_id)

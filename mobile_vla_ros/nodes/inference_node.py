@@ -21,7 +21,11 @@ The decision per tick is control.drive.DriveController (see its docstring for th
 their priority). A policy that cannot be loaded is logged and the process exits with status 1
 before any publisher exists. An instruction switch empties the runner's per-frame feature cache
 (features depend on the prompt); the next window starts again from its newest frame.
+
+Longer than most nodes on purpose: its parameter table, latency bookkeeping and the corrections hook
+are thin wiring around control/ and policy/; the logic lives there.
 """
+
 from __future__ import annotations
 
 import sys
@@ -66,11 +70,20 @@ PARAMETERS = {
     "model_dir": ("", "policy checkpoint directory (policy.json + safetensors)"),
     "base_model_dir": ("", "local Kosmos-2 directory the policy was trained on"),
     "device": ("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
-    "dtype": ("auto", "auto (from the hardware: CUDA bf16 or fp16, CPU bf16 only with native bf16, else fp32), fp32, fp16 or bf16"),
-    "quantize": ("none", "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
-                         "made by `mobile-vla quantize` loads its stored int8 backbone)"),
-    "max_new_frames_per_step": (1, "frames the model encodes per step at most; when it fell further behind, "
-                                   "skipped frames repeat the previous one (bounds the latency tail)"),
+    "dtype": (
+        "auto",
+        "auto (from the hardware: CUDA bf16 or fp16, CPU bf16 only with native bf16, else fp32), fp32, fp16 or bf16",
+    ),
+    "quantize": (
+        "none",
+        "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
+        "made by `mobile-vla quantize` loads its stored int8 backbone)",
+    ),
+    "max_new_frames_per_step": (
+        1,
+        "frames the model encodes per step at most; when it fell further behind, "
+        "skipped frames repeat the previous one (bounds the latency tail)",
+    ),
     "control_rate_hz": (20.0, "cmd_vel publishing rate"),
     "max_linear_x": (1.15, "speed limit for |linear.x| in m/s"),
     "max_linear_y": (1.15, "speed limit for |linear.y| in m/s"),
@@ -85,8 +98,10 @@ PARAMETERS = {
     "deadman_button": (2, "joy button index of the deadman"),
     "joy_timeout_s": (0.5, "the deadman counts as released when joy is older than this"),
     "instruction": ("left", "initial instruction (same rules as the instruction topic)"),
-    "instruction_presets": ([f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
-                            "extra names for the instruction topic, 'name=full text'"),
+    "instruction_presets": (
+        [f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
+        "extra names for the instruction topic, 'name=full text'",
+    ),
     "status_period_s": (1.0, "period of the /diagnostics status"),
     "record_corrections": (False, "save each human takeover on cmd_vel_teleop as a correction episode"),
     "corrections_dir": ("~/mobile_vla_corrections", "directory of the correction episodes"),
@@ -125,10 +140,15 @@ class InferenceNode(Node):
 
         device = resolve_device(p["device"])
         dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
-        self.get_logger().info(f"loading policy {p['model_dir']} on base model {p['base_model_dir']} "
-                               f"({device}, {dtype}: {why}) ...")
+        self.get_logger().info(
+            f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ({device}, {dtype}: {why}) ..."
+        )
         self.runner = PolicyRunner.load(
-            p["model_dir"], p["base_model_dir"], device=str(device), dtype=dtype, quantize=p["quantize"],
+            p["model_dir"],
+            p["base_model_dir"],
+            device=str(device),
+            dtype=dtype,
+            quantize=p["quantize"],
             max_new_frames=p["max_new_frames_per_step"],
         )
         self.config = self.runner.config
@@ -138,11 +158,16 @@ class InferenceNode(Node):
         self.deadman_button = p["deadman_button"]
         self._lock = threading.Lock()
         self.controller = DriveController(
-            self.config.action_dt, 1.0 / p["control_rate_hz"], limits,
+            self.config.action_dt,
+            1.0 / p["control_rate_hz"],
+            limits,
             SafetySettings(
-                camera_stale_s=p["camera_stale_timeout_s"], chunk_stale_s=p["chunk_stale_timeout_s"],
-                override_hold_s=p["override_hold_s"], joy_timeout_s=p["joy_timeout_s"],
-                max_model_output=p["max_model_output"], start_enabled=p["start_enabled"],
+                camera_stale_s=p["camera_stale_timeout_s"],
+                chunk_stale_s=p["chunk_stale_timeout_s"],
+                override_hold_s=p["override_hold_s"],
+                joy_timeout_s=p["joy_timeout_s"],
+                max_model_output=p["max_model_output"],
+                start_enabled=p["start_enabled"],
                 require_deadman=p["require_deadman"],
             ),
         )
@@ -167,7 +192,10 @@ class InferenceNode(Node):
         self.instruction_pub.publish(String(data=first_instruction))
 
         self.worker = InferenceWorker(
-            self.runner, self._on_chunk, self._on_inference_error, self._on_instruction_applied,
+            self.runner,
+            self._on_chunk,
+            self._on_inference_error,
+            self._on_instruction_applied,
             self._on_instruction_refused,
         )
         self.worker.start()
@@ -212,11 +240,17 @@ class InferenceNode(Node):
             self.controller.on_window(stamp)
             now = self.now()
             override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
-        self.worker.submit(frames[-self.config.window_size:], stamp)
+        self.worker.submit(frames[-self.config.window_size :], stamp)
         if self.corrections is not None:
-            self._record_correction(Sample(
-                frames[-1], stamp, self._executed if override is None else override,
-                np.full(2, np.nan) if proposal is None else proposal, human=override is not None))
+            self._record_correction(
+                Sample(
+                    frames[-1],
+                    stamp,
+                    self._executed if override is None else override,
+                    np.full(2, np.nan) if proposal is None else proposal,
+                    human=override is not None,
+                )
+            )
 
     def _on_window_built(self, msg: TimeReference) -> None:
         stamp, built = stamp_seconds(msg.header.stamp), stamp_seconds(msg.time_ref)
@@ -232,8 +266,10 @@ class InferenceNode(Node):
         try:
             instruction = self._expand(msg.data)
         except InstructionError as error:
-            self.get_logger().error(f"instruction {msg.data!r} rejected: {error}; keeping {self.active_instruction!r}",
-                                    throttle_duration_sec=LOG_THROTTLE_S)
+            self.get_logger().error(
+                f"instruction {msg.data!r} rejected: {error}; keeping {self.active_instruction!r}",
+                throttle_duration_sec=LOG_THROTTLE_S,
+            )
             return
         if instruction == self.requested_instruction:
             return
@@ -294,7 +330,9 @@ class InferenceNode(Node):
 
     def _on_instruction_refused(self, instruction: str, error: Exception) -> None:
         self.requested_instruction = self.active_instruction
-        self.get_logger().error(f"policy refused instruction {instruction!r}: {error}; keeping {self.active_instruction!r}")
+        self.get_logger().error(
+            f"policy refused instruction {instruction!r}: {error}; keeping {self.active_instruction!r}"
+        )
 
     # ---- outputs (executor thread) ------------------------------------------------------------
     def _on_control_tick(self) -> None:
@@ -325,10 +363,14 @@ class InferenceNode(Node):
         def open_episode() -> EpisodeWriter:
             self.get_logger().info(f"takeover: recording a correction for {self.active_instruction!r}")
             return EpisodeWriter(
-                directory, self.active_instruction, 1.0 / self.config.action_dt,
-                rotated_180=self.config.camera.get("rotate_180"), extra_columns=CORRECTION_COLUMNS,
+                directory,
+                self.active_instruction,
+                1.0 / self.config.action_dt,
+                rotated_180=self.config.camera.get("rotate_180"),
+                extra_columns=CORRECTION_COLUMNS,
                 **{CORRECTION_ATTR: True},
-                policy_model=str(Path(p["model_dir"]).resolve()), recorder="mobile_vla_ros inference_node",
+                policy_model=str(Path(p["model_dir"]).resolve()),
+                recorder="mobile_vla_ros inference_node",
             )
 
         settings = CorrectionSettings(p["correction_context_s"], p["correction_end_hold_s"])
@@ -367,8 +409,10 @@ class InferenceNode(Node):
     def _publish_status(self) -> None:
         values = self.status_values()
         status = DiagnosticStatus(
-            level=_LEVELS.get(self.state, DiagnosticStatus.WARN), name=f"{self.get_name()}: drive",
-            message=f"{values['state']}: {values['reason']}", hardware_id="mobile_vla_ros",
+            level=_LEVELS.get(self.state, DiagnosticStatus.WARN),
+            name=f"{self.get_name()}: drive",
+            message=f"{values['state']}: {values['reason']}",
+            hardware_id="mobile_vla_ros",
             values=[KeyValue(key=key, value=value) for key, value in values.items()],
         )
         array = DiagnosticArray(status=[status])

@@ -4,6 +4,7 @@ The YAML under config/ is the one home of every parameter value. A launch argume
 give is the empty string and leaves the node alone; one the user gave overrides one named key
 (nav2_bringup's rule). Gamepad profiles are chosen by name (config/gamepads/<name>.yaml) or by path.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,8 +52,11 @@ def gamepad_profile(arguments: dict[str, str], share: str) -> str:
 
 def params_file(arguments: dict[str, str], share: str, default_name: str) -> str:
     """The node parameter YAML: `params_file:=/path.yaml` replaces the package's config/<default_name>."""
-    path = Path(arguments["params_file"]).expanduser() if given(arguments, "params_file") else (
-        Path(share) / "config" / default_name)
+    path = (
+        Path(arguments["params_file"]).expanduser()
+        if given(arguments, "params_file")
+        else (Path(share) / "config" / default_name)
+    )
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} does not exist")
     return str(path)

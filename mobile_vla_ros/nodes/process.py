@@ -9,11 +9,12 @@ still up, so messages still go out — the node's `on_shutdown` runs: the infere
 leave a zero command on the wire, the recorder saves the episode it was recording. rclpy's own
 signal handler would shut the context down first, so it is switched off here.
 """
+
 from __future__ import annotations
 
 import signal
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import rclpy
 from geometry_msgs.msg import Twist
@@ -29,8 +30,9 @@ SPIN_PERIOD_S = 0.1  # how soon a stop request is noticed when no callback is du
 FINAL_STOP_ACK_S = 0.5
 
 
-def run_node(name: str, factory: Callable[[], Node], on_shutdown: Callable[[Node], None] | None = None,
-             args=None) -> int:
+def run_node(
+    name: str, factory: Callable[[], Node], on_shutdown: Callable[[Node], None] | None = None, args=None
+) -> int:
     stop_requested = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -57,7 +59,6 @@ def run_node(name: str, factory: Callable[[], Node], on_shutdown: Callable[[Node
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
 
 
 def publish_final_stop(publisher) -> None:

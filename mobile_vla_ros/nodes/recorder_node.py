@@ -7,6 +7,7 @@ Inputs: the camera (`image_topic`, sensor_msgs/Image or CompressedImage when `co
 latched) and one log line per change. The episode logic is control/recording.py; the file
 format data/episode.py. On start-up, episodes left by a crash are recovered (flagged truncated).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,9 @@ class RecorderNode(Node):
         self.output_dir = Path(p("output_dir", "~/mobile_vla_data", "directory for episode files")).expanduser()
         self.image_topic = p("image_topic", "/camera/image_raw", "camera topic")
         self.compressed = p("compressed", False, "the camera topic carries sensor_msgs/CompressedImage")
-        self.rotate = p("rotate_180", False, "rotate frames before storing (camera mounted upside down); match drive.yaml")
+        self.rotate = p(
+            "rotate_180", False, "rotate frames before storing (camera mounted upside down); match drive.yaml"
+        )
         width = p("image_width", 0, "stored frame width in pixels; 0 keeps the camera's native size")
         height = p("image_height", 0, "stored frame height in pixels; 0 keeps the camera's native size")
         settings = RecorderSettings(
@@ -84,16 +87,24 @@ class RecorderNode(Node):
 
         def open_writer(instruction: str) -> EpisodeWriter:
             return EpisodeWriter(
-                self.output_dir, instruction, settings.sample_rate_hz, image_size=image_size, quality_rules=quality_rules,
-                robot_name=robot_name, camera_topic=self.image_topic, camera_compressed=self.compressed,
-                rotated_180=self.rotate, recorder="mobile_vla_ros recorder_node",
+                self.output_dir,
+                instruction,
+                settings.sample_rate_hz,
+                image_size=image_size,
+                quality_rules=quality_rules,
+                robot_name=robot_name,
+                camera_topic=self.image_topic,
+                camera_compressed=self.compressed,
+                rotated_180=self.rotate,
+                recorder="mobile_vla_ros recorder_node",
             )
 
         self.state_pub = self.create_publisher(
             String, "~/state", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         )
-        self.recorder = EpisodeRecorder(settings, open_writer, self._decode, initial_instruction, presets,
-                                        on_change=self._on_change)
+        self.recorder = EpisodeRecorder(
+            settings, open_writer, self._decode, initial_instruction, presets, on_change=self._on_change
+        )
         self.buttons = EpisodeButtonReader(buttons)
         image_type = CompressedImage if self.compressed else Image
         # Reliability matched to the camera's publisher (over best-effort DDS most 720p frames never
@@ -102,9 +113,13 @@ class RecorderNode(Node):
         self.cmd_sub = self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_subscription(Joy, "joy", self._on_joy, 10)
         self.create_subscription(String, "instruction", self._on_instruction, 10)
-        for name, action in (("start", self._start), ("stop", self.recorder.stop_and_save),
-                             ("discard", self.recorder.discard), ("select_left", lambda: self._select("left")),
-                             ("select_right", lambda: self._select("right"))):
+        for name, action in (
+            ("start", self._start),
+            ("stop", self.recorder.stop_and_save),
+            ("discard", self.recorder.discard),
+            ("select_left", lambda: self._select("left")),
+            ("select_right", lambda: self._select("right")),
+        ):
             self.create_service(Trigger, f"~/{name}", self._trigger(action))
         self.create_timer(1.0 / settings.sample_rate_hz, self._on_sample)
         self.create_timer(STATUS_PERIOD_S, self._publish_state)
@@ -142,8 +157,13 @@ class RecorderNode(Node):
             self.get_logger().warning(outcome.message, throttle_duration_sec=1.0)
 
     def _on_joy(self, msg: Joy) -> None:
-        actions = {"start": self._start, "save": self.recorder.stop_and_save, "discard": self.recorder.discard,
-                   "left": lambda: self._select("left"), "right": lambda: self._select("right")}
+        actions = {
+            "start": self._start,
+            "save": self.recorder.stop_and_save,
+            "discard": self.recorder.discard,
+            "left": lambda: self._select("left"),
+            "right": lambda: self._select("right"),
+        }
         for pressed in self.buttons.on_joy(msg.axes, msg.buttons):
             self._log_outcome(actions[pressed]())
 

@@ -8,6 +8,7 @@ an RGB uint8 array or an ImageError that says what was wrong with the message.
 of a 1280x720 Image into Python costs about 20 ms (30 Hz of it is most of a core), the `rosbags`
 CDR reader about 0.4 ms with the pixels as a NumPy array.
 """
+
 from __future__ import annotations
 
 import numpy as np

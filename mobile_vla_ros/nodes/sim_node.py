@@ -11,6 +11,7 @@ is advanced to "now", so each header stamp is the time the pictured state was re
 ``cmd_vel`` older than ``cmd_timeout_s`` counts as zero: the robot stops rather than coasting on
 a command nobody is sending any more.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,10 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
 from mobile_vla_ros.sim.render import CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
-from mobile_vla_ros.nodes.process import run_node
 
 # name -> (default, description, read_only)
 PARAMETERS = {
@@ -41,8 +42,12 @@ PARAMETERS = {
     "max_speed": (1.15, "per-axis speed limit in m/s; faster commands are clipped", True),
     "time_limit_s": (20.0, "an episode that has not ended by then is timed_out", True),
     "cmd_timeout_s": (0.5, "a cmd_vel older than this counts as zero velocity", False),
-    "freeze_camera": (False, "camera/image_raw shows the episode's first view throughout (the demo's check of "
-                      "what a policy does when its images stop changing)", False),
+    "freeze_camera": (
+        False,
+        "camera/image_raw shows the episode's first view throughout (the demo's check of "
+        "what a policy does when its images stop changing)",
+        False,
+    ),
     "camera_frame_id": ("sim_camera", "header.frame_id of the camera images", True),
     "world_frame_id": ("sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)", True),
 }
@@ -58,13 +63,16 @@ class SimNode(Node):
             if not value(rate) > 0:
                 raise MobileVlaError(f"parameter {rate} must be positive, got {value(rate)}")
         self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
-        self._renderer = Renderer(self._room, CameraConfig(int(value("image_width")), int(value("image_height")),
-                                                           float(value("hfov_deg"))))
+        self._renderer = Renderer(
+            self._room, CameraConfig(int(value("image_width")), int(value("image_height")), float(value("hfov_deg")))
+        )
         self._camera_frame, self._world_frame = value("camera_frame_id"), value("world_frame_id")
 
         self._image_pub = self.create_publisher(Image, "camera/image_raw", 2)
         self._pose_pub = self.create_publisher(PoseStamped, "sim/pose", 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self._result_pub = self.create_publisher(String, "sim/result", latched)
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_service(Trigger, "sim/reset", self._on_reset)
@@ -94,7 +102,9 @@ class SimNode(Node):
     def _on_reset(self, request, response):
         self._start_episode()
         response.success = True
-        response.message = json.dumps({"episode": self._episode, "seed": self._seed, "layout": self._world.layout.to_dict()})
+        response.message = json.dumps(
+            {"episode": self._episode, "seed": self._seed, "layout": self._world.layout.to_dict()}
+        )
         return response
 
     # -- motion -------------------------------------------------------------------------------

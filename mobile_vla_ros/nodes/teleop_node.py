@@ -3,6 +3,7 @@
 The mapping and its safety rules live in control/teleop.py; parameter names follow
 teleop_twist_joy. Gamepad layouts: config/gamepads/*.yaml.
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,7 +62,9 @@ class TeleopNode(Node):
             self._layout_checked = True
             missing = self.config.missing_inputs(len(msg.axes), len(msg.buttons))
             if missing:
-                self.get_logger().warning(f"this gamepad lacks configured inputs (they read as released): {', '.join(missing)}")
+                self.get_logger().warning(
+                    f"this gamepad lacks configured inputs (they read as released): {', '.join(missing)}"
+                )
         self.publish(self.mapper.on_joy(msg.axes, msg.buttons, self.now_s()))
 
     def on_watchdog(self) -> None:
@@ -76,7 +79,6 @@ class TeleopNode(Node):
         twist = Twist()
         twist.linear.x, twist.linear.y, twist.angular.z = (float(value) for value in command)
         self.publisher.publish(twist)
-
 
     def stop(self) -> None:
         """The base keeps a teleop's last command: leave it a zero one."""

@@ -4,7 +4,11 @@ Each frame is its own sequence `[BOS] <image> 64 image tokens </image> prompt [A
 RoboVLMs "post" layout); the last hidden state at the learned action token is the frame feature.
 Prompt building and tokenisation happen only in `PromptEncoder`, which training and inference
 both use (the lab lost its prompts to a second, diverging code path).
+
+One file on purpose: everything about the frozen base model (loading, fingerprint, dtype choice,
+prompt encoding) in one place, so no second path can load it differently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +28,13 @@ _VOLATILE_CONFIG_KEYS = {"transformers_version", "torch_dtype", "dtype", "_name_
 # What turns text and pixels into model inputs: a changed vocabulary or image normalisation changes
 # what the policy sees as surely as changed weights. Hashed whole (they are small) when present.
 _PREPROCESSING_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "sentencepiece.bpe.model", "preprocessor_config.json", "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+    "preprocessor_config.json",
+    "processor_config.json",
 )
 _SAMPLE_BLOCKS = 16
 _SAMPLE_BYTES = 4096
@@ -46,7 +55,9 @@ AUTO_DTYPE = "auto"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
-def choose_dtype(device_type: str, cuda_bf16: bool = False, cpu_flags=frozenset(), quantize: str = "none") -> tuple[str, str]:
+def choose_dtype(
+    device_type: str, cuda_bf16: bool = False, cpu_flags=frozenset(), quantize: str = "none"
+) -> tuple[str, str]:
     """The fastest backbone dtype the hardware runs natively, and why. Pure: hardware facts in."""
     if quantize == "int8":
         return "fp32", "int8 weights are quantised from fp32 (activations stay fp32)"
@@ -57,7 +68,11 @@ def choose_dtype(device_type: str, cuda_bf16: bool = False, cpu_flags=frozenset(
     native = [flag for flag in CPU_BF16_FLAGS if flag in set(cpu_flags)]
     if native:
         return "bf16", f"the CPU has native bf16 ({', '.join(native)})"
-    return "fp32", f"the CPU has no native bf16 ({', '.join(CPU_BF16_FLAGS)} absent): bf16 would be emulated, far slower than fp32"
+    return (
+        "fp32",
+        f"the CPU has no native bf16 ({', '.join(CPU_BF16_FLAGS)} absent): "
+        "bf16 would be emulated, far slower than fp32",
+    )
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
@@ -234,10 +249,10 @@ class PromptBatch:
     instruction_ids: torch.Tensor  # (B, K) long: the instruction alone, for the head
     instruction_mask: torch.Tensor  # (B, K) bool
 
-    def to(self, device) -> "PromptBatch":
+    def to(self, device) -> PromptBatch:
         return PromptBatch(*(tensor.to(device) for tensor in self.__dict__.values()))
 
-    def repeat_frames(self, frames: int) -> "PromptBatch":
+    def repeat_frames(self, frames: int) -> PromptBatch:
         """One copy per frame: (B, ...) -> (B*frames, ...)."""
         return PromptBatch(*(tensor.repeat_interleave(frames, dim=0) for tensor in self.__dict__.values()))
 
@@ -276,8 +291,14 @@ class PromptEncoder:
         for instruction in instructions:
             prompt = self._tokens(self.prompt_text(instruction))
             sequences.append(
-                [self.tokenizer.bos_token_id, self.image_start, *self.image_placeholders, self.image_end, *prompt,
-                 self.action_placeholder]
+                [
+                    self.tokenizer.bos_token_id,
+                    self.image_start,
+                    *self.image_placeholders,
+                    self.image_end,
+                    *prompt,
+                    self.action_placeholder,
+                ]
             )
             instruction_tokens.append(self._tokens(" ".join(instruction.split())) or [self.tokenizer.unk_token_id])
         length = max(map(len, sequences))

@@ -1,9 +1,10 @@
 """Latency of the policy step versus a plain Kosmos-2 forward, measured in one run.
 
-    bare_forward  one transformers Kosmos-2 forward of one frame with the prompt (the reference)
-    naive_step    re-encoding the whole window every step (what the lab's runtime did)
-    cached_step   the runner's incremental step: one new frame through the VLM + the head
+bare_forward  one transformers Kosmos-2 forward of one frame with the prompt (the reference)
+naive_step    re-encoding the whole window every step (what the lab's runtime did)
+cached_step   the runner's incremental step: one new frame through the VLM + the head
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -23,7 +24,13 @@ from mobile_vla_ros.policy.checkpoint import save_policy
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.policy.model import VLAPolicy
-from mobile_vla_ros.policy.quantize import INT8_BACKBONE_FILE, int8_linear_type, load_int8_policy, quantize_int8_, save_int8_backbone
+from mobile_vla_ros.policy.quantize import (
+    INT8_BACKBONE_FILE,
+    int8_linear_type,
+    load_int8_policy,
+    quantize_int8_,
+    save_int8_backbone,
+)
 from mobile_vla_ros.policy.runner import PolicyRunner
 from mobile_vla_ros.policy.tiny import save_tiny_tokenizer
 
@@ -78,8 +85,9 @@ def _cached_sequence(runner: PolicyRunner, frames: np.ndarray, steps: int, on_st
     return np.stack(actions)
 
 
-def _fp32_reference(base_model: str, tokenizer_dir: str | None, device: str, steps: int, warmup: int, scratch: str,
-                    make_int8: bool) -> None:
+def _fp32_reference(
+    base_model: str, tokenizer_dir: str | None, device: str, steps: int, warmup: int, scratch: str, make_int8: bool
+) -> None:
     """Child process: the fp32 actions and step times of the bench sequence (a same-run baseline on a
     shared machine), and for int8 the stored int8 checkpoint (so the measured process only ever
     holds the int8 model, as a robot would)."""
@@ -89,18 +97,24 @@ def _fp32_reference(base_model: str, tokenizer_dir: str | None, device: str, ste
     runner = PolicyRunner(policy, resolve_device(device))
     frames = _bench_frames(runner.config, runner.config.window_size + steps + 1)
     seconds = []
-    np.save(Path(scratch) / "fp32_actions.npy",
-            _cached_sequence(runner, frames, steps, lambda i, s: i >= warmup and seconds.append(s)))
+    np.save(
+        Path(scratch) / "fp32_actions.npy",
+        _cached_sequence(runner, frames, steps, lambda i, s: i >= warmup and seconds.append(s)),
+    )
     np.save(Path(scratch) / "fp32_step_s.npy", np.asarray(seconds))
     if make_int8:
-        save_int8_backbone(quantize_int8_(runner.policy.encoder.kosmos), Path(scratch) / INT8_BACKBONE_FILE,
-                           policy.config.base_model["fingerprint"])
+        save_int8_backbone(
+            quantize_int8_(runner.policy.encoder.kosmos),
+            Path(scratch) / INT8_BACKBONE_FILE,
+            policy.config.base_model["fingerprint"],
+        )
 
 
 def _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8) -> float:
     """Runs `_fp32_reference` in a fresh process; returns that process's peak RSS (MB)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=_fp32_reference, args=(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8))
+        target=_fp32_reference, args=(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8)
+    )
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -124,8 +138,14 @@ def _stage_percentiles(timings) -> dict:
 
 
 def run_benchmark(
-    base_model: str, device: str = "cpu", dtype: str = "auto", repeats: int = 5, warmup: int = 1,
-    tokenizer_dir: str | None = None, quantize: str = "none", progress=print,
+    base_model: str,
+    device: str = "cpu",
+    dtype: str = "auto",
+    repeats: int = 5,
+    warmup: int = 1,
+    tokenizer_dir: str | None = None,
+    quantize: str = "none",
+    progress=print,
 ) -> dict:
     dtype, why = resolve_dtype(dtype, resolve_device(device), quantize)
     progress(f"dtype {dtype}: {why}")
@@ -137,12 +157,16 @@ def run_benchmark(
     reference_peak_mb = None
     if dtype != "fp32" or quantize != "none":
         progress(f"fp32 reference{' and int8 checkpoint' if quantize == 'int8' else ''} in a separate process ...")
-        reference_peak_mb = _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, quantize == "int8")
+        reference_peak_mb = _run_reference(
+            base_model, tokenizer_dir, device, steps, warmup, scratch, quantize == "int8"
+        )
     progress(f"building the policy on {base_model} ({dtype}, {device}, quantize={quantize}) ...")
     started = time.perf_counter()
     if quantize == "int8":  # from the stored int8 checkpoint: no fp32 copy in this process
         base_dir = None if base_model == FULL_RANDOM else base_model
-        runner = PolicyRunner(load_int8_policy(scratch, base_dir, tokenizer_dir), resolve_device(device), merge_lora=False)
+        runner = PolicyRunner(
+            load_int8_policy(scratch, base_dir, tokenizer_dir), resolve_device(device), merge_lora=False
+        )
     else:
         runner = build_runner(base_model, device, dtype, tokenizer_dir)
     load_s, load_peak_mb = time.perf_counter() - started, _peak_rss_mb()
@@ -184,9 +208,12 @@ def run_benchmark(
         "window_size": window,
         "threads": torch.get_num_threads(),
         "load_s": load_s,
-        "bare_forward_ms_p50": bare_p["p50"], "bare_forward_ms_p95": bare_p["p95"],
-        "naive_step_ms_p50": naive_p["p50"], "naive_step_ms_p95": naive_p["p95"],
-        "cached_step_ms_p50": cached_p["p50"], "cached_step_ms_p95": cached_p["p95"],
+        "bare_forward_ms_p50": bare_p["p50"],
+        "bare_forward_ms_p95": bare_p["p95"],
+        "naive_step_ms_p50": naive_p["p50"],
+        "naive_step_ms_p95": naive_p["p95"],
+        "cached_step_ms_p50": cached_p["p50"],
+        "cached_step_ms_p95": cached_p["p95"],
         "cached_step_ms_p99": cached_p["p99"],
         **_stage_percentiles(timings),
         "speedup_naive_over_cached": naive_p["p50"] / cached_p["p50"],
@@ -196,8 +223,10 @@ def run_benchmark(
         "peak_rss_mb": _peak_rss_mb(),
         "reference_process_peak_rss_mb": reference_peak_mb,
         "versions": {
-            "mobile_vla_ros": mobile_vla_ros.__version__, "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__, "python": platform.python_version(),
+            "mobile_vla_ros": mobile_vla_ros.__version__,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "python": platform.python_version(),
         },
         "cpu": platform.processor() or platform.machine(),
     }
@@ -237,18 +266,31 @@ def _tensor_bytes(module: torch.nn.Module):
 
 
 def format_table(result: dict) -> str:
-    rows = [("bare Kosmos-2 forward (1 frame)", "bare_forward"), ("naive step (whole window)", "naive_step"),
-            ("cached step (new frame only)", "cached_step")]
+    rows = [
+        ("bare Kosmos-2 forward (1 frame)", "bare_forward"),
+        ("naive step (whole window)", "naive_step"),
+        ("cached step (new frame only)", "cached_step"),
+    ]
     lines = [f"{'':34s} {'p50 ms':>10s} {'p95 ms':>10s}"]
     lines += [f"{label:34s} {result[key + '_ms_p50']:10.1f} {result[key + '_ms_p95']:10.1f}" for label, key in rows]
-    lines.append(f"naive / cached: {result['speedup_naive_over_cached']:.2f}x   cached / bare: {result['cached_over_bare']:.3f}")
-    lines.append("cached step by stage, p50 ms: " + ", ".join(
-        f"{stage} {result[f'stage_{stage}_ms_p50']:.1f}" for stage in ("preprocess", "backbone", "head")))
-    lines.append(f"peak RSS: {result['peak_rss_mb']:.0f} MB (after loading {result['load_peak_rss_mb']:.0f} MB)   "
-                 f"device: {result['device']}   dtype: {result['dtype']}   quantize: {result['quantize']}")
+    lines.append(
+        f"naive / cached: {result['speedup_naive_over_cached']:.2f}x   cached / bare: {result['cached_over_bare']:.3f}"
+    )
+    lines.append(
+        "cached step by stage, p50 ms: "
+        + ", ".join(f"{stage} {result[f'stage_{stage}_ms_p50']:.1f}" for stage in ("preprocess", "backbone", "head"))
+    )
+    lines.append(
+        f"peak RSS: {result['peak_rss_mb']:.0f} MB (after loading {result['load_peak_rss_mb']:.0f} MB)   "
+        f"device: {result['device']}   dtype: {result['dtype']}   quantize: {result['quantize']}"
+    )
     if "action_diff_vs_fp32_max" in result:
-        lines.append(f"actions vs fp32 on the same {result['action_diff_steps']} windows: max |diff| "
-                     f"{result['action_diff_vs_fp32_max']:.4f}, mean {result['action_diff_vs_fp32_mean']:.4f}")
-        lines.append(f"cached step vs fp32 in this run: {result['cached_step_ms_p50']:.1f} / "
-                     f"{result['fp32_cached_step_ms_p50']:.1f} ms = {result['cached_step_over_fp32']:.2f}x")
+        lines.append(
+            f"actions vs fp32 on the same {result['action_diff_steps']} windows: max |diff| "
+            f"{result['action_diff_vs_fp32_max']:.4f}, mean {result['action_diff_vs_fp32_mean']:.4f}"
+        )
+        lines.append(
+            f"cached step vs fp32 in this run: {result['cached_step_ms_p50']:.1f} / "
+            f"{result['fp32_cached_step_ms_p50']:.1f} ms = {result['cached_step_over_fp32']:.2f}x"
+        )
     return "\n".join(lines)

@@ -1,10 +1,11 @@
 """Policy checkpoints: a directory of safetensors + `policy.json`. No pickle anywhere.
 
-    MODEL_DIR/policy.json          PolicyConfig (window, chunk, action_dt, prompt, LoRA, ranges,
-                                   trained instructions, base model name + fingerprint, provenance)
-    MODEL_DIR/adapter.safetensors  LoRA weights + the learned action token
-    MODEL_DIR/head.safetensors     action head
+MODEL_DIR/policy.json          PolicyConfig (window, chunk, action_dt, prompt, LoRA, ranges,
+                               trained instructions, base model name + fingerprint, provenance)
+MODEL_DIR/adapter.safetensors  LoRA weights + the learned action token
+MODEL_DIR/head.safetensors     action head
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,10 @@ def save_policy(policy: VLAPolicy, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    adapter = {key: value.detach().float().cpu().contiguous() for key, value in get_peft_model_state_dict(policy.encoder.kosmos).items()}
+    adapter = {
+        key: value.detach().float().cpu().contiguous()
+        for key, value in get_peft_model_state_dict(policy.encoder.kosmos).items()
+    }
     adapter[ACTION_TOKEN_KEY] = policy.encoder.action_token.detach().float().cpu().contiguous()
     head = {key: value.detach().float().cpu().contiguous() for key, value in policy.head.state_dict().items()}
     # Weights first, config last: a directory with policy.json is complete.
@@ -69,9 +73,7 @@ def _check_tensor_names(path: Path, found, expected, what: str) -> None:
         raise CheckpointError(f"{path} does not match its policy.json: " + "; ".join(problems))
 
 
-def load_policy(
-    model_dir: str | Path, base_model_dir: str | Path, dtype: torch.dtype = torch.float32
-) -> VLAPolicy:
+def load_policy(model_dir: str | Path, base_model_dir: str | Path, dtype: torch.dtype = torch.float32) -> VLAPolicy:
     """Load a checkpoint onto its base model; refuses a base model with another fingerprint and
     any adapter or head file whose tensors are not exactly the ones this configuration needs."""
     model_dir = Path(model_dir)

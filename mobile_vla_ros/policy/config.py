@@ -4,6 +4,7 @@ Everything the runtime must agree on with training lives here (window size, chun
 action time step, image size, prompt template, normalisation, trained instructions, the base
 model's identity), so it is stored once, in the checkpoint, and never re-typed as a node knob.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,7 +70,7 @@ class PolicyConfig:
     def action_dim(self) -> int:
         return len(self.action_names)
 
-    def validate(self) -> "PolicyConfig":
+    def validate(self) -> PolicyConfig:
         problems = []
         if self.window_size < 1:
             problems.append(f"window_size must be >= 1, got {self.window_size}")
@@ -91,7 +92,7 @@ class PolicyConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = CONFIG_FILE) -> "PolicyConfig":
+    def from_dict(cls, data: dict, where: str = CONFIG_FILE) -> PolicyConfig:
         """Strict: unknown keys and missing keys (but `training`) are errors, never defaults."""
         _check_keys(data, cls, where)
         values = dict(data)
@@ -110,7 +111,7 @@ class PolicyConfig:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PolicyConfig":
+    def load(cls, directory: str | Path) -> PolicyConfig:
         """Read `policy.json` alone (no torch), e.g. for the camera window node."""
         path = Path(directory) / CONFIG_FILE
         if not Path(directory).is_dir():
@@ -127,8 +128,11 @@ class PolicyConfig:
         if version != SCHEMA_VERSION:
             raise CheckpointError(
                 f"{path} has schema_version {version!r}; this package reads schema_version {SCHEMA_VERSION} only"
-                + (" (written by an older version: retrain the policy)" if isinstance(version, int) and version < SCHEMA_VERSION
-                   else " (written by a newer version of mobile-vla?)")
+                + (
+                    " (written by an older version: retrain the policy)"
+                    if isinstance(version, int) and version < SCHEMA_VERSION
+                    else " (written by a newer version of mobile-vla?)"
+                )
             )
         try:
             config = cls.from_dict(data, str(path))

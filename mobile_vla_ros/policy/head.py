@@ -16,6 +16,7 @@ action token train they move the features, so the statistics then follow them (a
 per training batch): left at their start values they went stale within 300 steps on the tiny
 model (a common offset of ~29 standard deviations that hid the frames again).
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,12 +74,17 @@ class ActionHead(nn.Module):
         self.input = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, hidden), nn.GELU())
         self.film_in = FiLM(hidden, hidden)
         self.lstm = nn.LSTM(
-            hidden, hidden, num_layers=settings.lstm_layers, batch_first=True,
+            hidden,
+            hidden,
+            num_layers=settings.lstm_layers,
+            batch_first=True,
             dropout=settings.dropout if settings.lstm_layers > 1 else 0.0,
         )
         self.film_out = FiLM(hidden, hidden)
         self.output = nn.Sequential(
-            nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(settings.dropout),
+            nn.Linear(2 * hidden, hidden),
+            nn.GELU(),
+            nn.Dropout(settings.dropout),
             nn.Linear(hidden, chunk_size * action_dim),
         )
 

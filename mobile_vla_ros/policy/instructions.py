@@ -1,4 +1,5 @@
 """Instruction text handling shared by training, evaluation and the drive runtime."""
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,10 @@ def mirror_instruction(text: str) -> str:
 
 
 def expand_instruction(
-    text: str, trained: tuple[str, ...] | list[str] = (), presets: dict | None = None, max_chars: int = MAX_INSTRUCTION_CHARS
+    text: str,
+    trained: tuple[str, ...] | list[str] = (),
+    presets: dict | None = None,
+    max_chars: int = MAX_INSTRUCTION_CHARS,
 ) -> str:
     """Turn operator input into the instruction the policy sees.
 

@@ -1,4 +1,5 @@
 """The vision-language-action policy: Kosmos-2 frame encoder + LoRA + instruction-conditioned head."""
+
 from __future__ import annotations
 
 import warnings
@@ -18,13 +19,17 @@ def add_lora(kosmos: nn.Module, config: PolicyConfig) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     lora = config.lora
-    settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules)
+    settings = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+    )
     try:
         with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
             warnings.simplefilter("ignore", FutureWarning)
             return get_peft_model(kosmos, settings)
     except ValueError as error:
-        raise ValueError(f"LoRA target_modules {lora.target_modules!r} match nothing in this Kosmos-2: {error}") from error
+        raise ValueError(
+            f"LoRA target_modules {lora.target_modules!r} match nothing in this Kosmos-2: {error}"
+        ) from error
 
 
 class VLAPolicy(nn.Module):
@@ -46,7 +51,7 @@ class VLAPolicy(nn.Module):
         self.register_buffer("action_low", torch.tensor(config.action_low), persistent=False)
         self.register_buffer("action_high", torch.tensor(config.action_high), persistent=False)
 
-    def train(self, mode: bool = True) -> "VLAPolicy":
+    def train(self, mode: bool = True) -> VLAPolicy:
         """Training mode for the head and the adapters only.
 
         The frozen backbone is a fixed feature extractor: its own dropout (0.1 in Kosmos-2's text

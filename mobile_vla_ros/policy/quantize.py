@@ -12,6 +12,7 @@ stored tensors, so the fp32 model never exists on the robot and the load peaks n
 Weights are symmetric per output channel (int8 values + one fp32 scale per row); activations are
 quantised per call (dynamic quantisation, fbgemm on x86, qnnpack on ARM).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,15 @@ def int8_linear_type():
         return torch.ao.nn.quantized.dynamic.Linear
 
 
-def _int8_linear(in_features: int, out_features: int, values: torch.Tensor, scales: torch.Tensor,
-                 bias: torch.Tensor | None) -> nn.Module:
+def _int8_linear(
+    in_features: int, out_features: int, values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None
+) -> nn.Module:
     with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao (not installed)
         warnings.simplefilter("ignore")
         layer = int8_linear_type()(in_features, out_features, bias_=bias is not None, dtype=torch.qint8)
         weight = torch._make_per_channel_quantized_tensor(
-            values, scales.double(), torch.zeros(out_features, dtype=torch.long), 0)
+            values, scales.double(), torch.zeros(out_features, dtype=torch.long), 0
+        )
         layer.set_weight_bias(weight, bias)
     return layer
 
@@ -94,8 +97,13 @@ def save_int8_backbone(kosmos: nn.Module, path: str | Path, base_fingerprint: st
             continue
         saved[id(tensor)] = name
         tensors[name] = tensor.detach().contiguous()
-    metadata = {"format": FORMAT, "quantized": json.dumps(quantized), "aliases": json.dumps(aliases),
-                "kosmos_config": json.dumps(kosmos.config.to_dict()), "base_fingerprint": base_fingerprint}
+    metadata = {
+        "format": FORMAT,
+        "quantized": json.dumps(quantized),
+        "aliases": json.dumps(aliases),
+        "kosmos_config": json.dumps(kosmos.config.to_dict()),
+        "base_fingerprint": base_fingerprint,
+    }
     save_file(tensors, str(path), metadata=metadata)
     return Path(path)
 
@@ -105,7 +113,9 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     owner = model.get_submodule(owner_name)
     if attribute in owner._parameters:
         # An alias gets the very Parameter it aliases: tied weights stay one object, as transformers ties them.
-        owner._parameters[attribute] = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False)
+        owner._parameters[attribute] = (
+            tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False)
+        )
     elif attribute in owner._buffers:
         owner._buffers[attribute] = tensor
     else:
@@ -136,8 +146,13 @@ def load_int8_backbone(path: str | Path) -> nn.Module:
             owner_name, _, attribute = name.rpartition(".")
             linear = model.get_submodule(name)
             bias = handle.get_tensor(name + ".bias") if name + ".bias" in names else None
-            layer = _int8_linear(linear.in_features, linear.out_features, handle.get_tensor(name + _INT8),
-                                 handle.get_tensor(name + _SCALE), bias)
+            layer = _int8_linear(
+                linear.in_features,
+                linear.out_features,
+                handle.get_tensor(name + _INT8),
+                handle.get_tensor(name + _SCALE),
+                bias,
+            )
             setattr(model.get_submodule(owner_name), attribute, layer)
         prefixes = tuple(name + "." for name in quantized)
         for name in sorted(names):
@@ -184,8 +199,14 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     # nothing, and then given the int8 backbone, into which the adapters are already merged.
     with torch.device("meta"):
         skeleton = Kosmos2ForConditionalGeneration(kosmos.config)
-    base = BaseModel(skeleton, tokenizer, config.base_model.get("name", ""), made_from,
-                     tuple(config.image_mean), tuple(config.image_std))
+    base = BaseModel(
+        skeleton,
+        tokenizer,
+        config.base_model.get("name", ""),
+        made_from,
+        tuple(config.image_mean),
+        tuple(config.image_std),
+    )
     policy = VLAPolicy(config, base)
     policy.encoder.kosmos = kosmos
     head, adapter = _read_tensors(model_dir / HEAD_FILE), _read_tensors(model_dir / ADAPTER_FILE)

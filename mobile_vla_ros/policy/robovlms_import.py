@@ -17,7 +17,11 @@ stops the import; nothing is guessed.
 
 Memory. Tensors are read through the memory map and written shard by shard (SHARD_BYTES), so
 the process holds about one shard of weights besides the mapped file.
+
+One file on purpose: the restricted unpickler, the key mapping and the provenance are one audited
+import path (docs/robovlms-import.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,7 +81,9 @@ ROBOVLMS_KOSMOS_RULES = (
     # Buffers without learned values, rebuilt at load. Current transformers do not save them, but
     # a state_dict taken from an older or patched Kosmos-2 class may hold them.
     Rule("model.backbone.vision_model.model.embeddings.position_ids", None, "position index buffer, rebuilt at load"),
-    Rule("model.backbone.text_model.model.embed_positions.weights", None, "sinusoidal position table, recomputed at load"),
+    Rule(
+        "model.backbone.text_model.model.embed_positions.weights", None, "sinusoidal position table, recomputed at load"
+    ),
 )
 
 
@@ -135,7 +141,9 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
         with torch.serialization.safe_globals(allowed):
             loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:  # the scan missed something; the unpickler did not
-        reason = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "an object outside the allow-list")
+        reason = next(
+            (line.strip() for line in str(error).splitlines() if "GLOBAL" in line), "an object outside the allow-list"
+        )
         raise UnsafeCheckpointError(f"refused {path}: {reason}; nothing was loaded") from error
     except (RuntimeError, ValueError, OSError) as error:
         raise RobovlmsImportError(f"cannot read {path}: {error}") from error
@@ -160,9 +168,10 @@ def sha256_file(path: Path) -> str:
     from tqdm import tqdm
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256", leave=False
-    ) as bar:
+    with (
+        open(path, "rb") as handle,
+        tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256", leave=False) as bar,
+    ):
         while block := handle.read(_HASH_BLOCK):
             digest.update(block)
             bar.update(len(block))
@@ -217,14 +226,23 @@ class ImportPlan:
                 "--list-keys and, if they are not part of the Kosmos-2 backbone, drop them with --drop PREFIX"
             )
         if self.foreign:
-            hint = " (unmerged LoRA adapters: merge them into the weights first)" if any(
-                "lora_" in key for key in self.foreign) else ""
-            problems.append(f"{len(self.foreign)} backbone tensors are not Kosmos-2 tensors{hint}: {listed(self.foreign)}")
+            hint = (
+                " (unmerged LoRA adapters: merge them into the weights first)"
+                if any("lora_" in key for key in self.foreign)
+                else ""
+            )
+            problems.append(
+                f"{len(self.foreign)} backbone tensors are not Kosmos-2 tensors{hint}: {listed(self.foreign)}"
+            )
         if self.wrong_shape:
-            problems.append(f"shapes differ from the base config: {listed(self.wrong_shape)}; is --base the same "
-                            "Kosmos-2 size (and vocabulary) the checkpoint was trained from?")
+            problems.append(
+                f"shapes differ from the base config: {listed(self.wrong_shape)}; is --base the same "
+                "Kosmos-2 size (and vocabulary) the checkpoint was trained from?"
+            )
         if self.missing:
-            problems.append(f"{len(self.missing)} Kosmos-2 tensors are missing from the checkpoint: {listed(self.missing)}")
+            problems.append(
+                f"{len(self.missing)} Kosmos-2 tensors are missing from the checkpoint: {listed(self.missing)}"
+            )
         return problems
 
 
@@ -238,7 +256,7 @@ def plan_import(state: dict[str, torch.Tensor], layout: TargetLayout, rules: tup
         elif rule.target is None:
             plan.dropped.append((key, rule))
         else:
-            name = rule.target + key[len(rule.prefix):]
+            name = rule.target + key[len(rule.prefix) :]
             if name in layout.tied:
                 plan.tied[key] = layout.tied[name]
             elif name not in layout.shapes:
@@ -282,8 +300,11 @@ def write_weights(out_dir: Path, state: dict[str, torch.Tensor], mapped: dict[st
     from tqdm import tqdm
 
     shards = _shards(sorted(mapped), state, mapped)
-    files = (["model.safetensors"] if len(shards) == 1
-             else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    files = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map = {}
     for filename, names in tqdm(list(zip(files, shards)), desc="writing", unit="shard", leave=False):
         tensors = {}
@@ -303,8 +324,19 @@ def write_weights(out_dir: Path, state: dict[str, torch.Tensor], mapped: dict[st
 
 
 def _is_weights_file(path: Path) -> bool:
-    return path.name.endswith((".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt",
-                               ".pth", ".ckpt", ".h5", ".msgpack"))
+    return path.name.endswith(
+        (
+            ".safetensors",
+            ".safetensors.index.json",
+            ".bin",
+            ".bin.index.json",
+            ".pt",
+            ".pth",
+            ".ckpt",
+            ".h5",
+            ".msgpack",
+        )
+    )
 
 
 def copy_tokenizer_and_processor(base_dir: Path, out_dir: Path) -> list[str]:
@@ -344,7 +376,9 @@ def import_record(source: SourceCheckpoint, sha256: str, rules: tuple[Rule, ...]
         "mapping": MAPPING_NAME,
         "rules": [rule.to_dict() for rule in rules],
         "tensors": {"mapped": len(plan.mapped), "tied": len(plan.tied), "dropped": len(plan.dropped)},
-        "run": {key: value if isinstance(value, (int, float, str)) else str(value) for key, value in source.run.items()},
+        "run": {
+            key: value if isinstance(value, (int, float, str)) else str(value) for key, value in source.run.items()
+        },
     }
 
 
@@ -383,8 +417,10 @@ def import_robovlms(
             **config[IMPORT_RECORD_KEY],
             "mapped": {name: key for name, key in sorted(plan.mapped.items())},
             "tied": plan.tied,
-            "dropped": [{"key": key, "shape": list(source.state_dict[key].shape), "reason": rule.reason}
-                        for key, rule in plan.dropped],
+            "dropped": [
+                {"key": key, "shape": list(source.state_dict[key].shape), "reason": rule.reason}
+                for key, rule in plan.dropped
+            ],
             "base": str(base_dir.resolve()),
         }
         (partial / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -431,7 +467,7 @@ def list_keys(source: SourceCheckpoint, rules: tuple[Rule, ...]) -> tuple[str, i
         elif rule.target is None:
             decision = f"dropped: {rule.reason}"
         else:
-            decision = f"-> {rule.target}{key_group(key)[len(rule.prefix):]}"
+            decision = f"-> {rule.target}{key_group(key)[len(rule.prefix) :]}"
         group = (key_group(key), decision)
         groups[group] += 1
         values[group] += tensor.numel()

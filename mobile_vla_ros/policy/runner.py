@@ -13,6 +13,7 @@ the next window has even more new frames (the 16 s p95 of the drive bench). Inst
 frame is encoded and each skipped frame takes the feature of the frame before it, as if the
 camera had repeated a frame: the window keeps its length and time span, the step its cost.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +52,11 @@ class StepTiming:
 
 class PolicyRunner:
     def __init__(
-        self, policy: VLAPolicy, device: torch.device | str = "cpu", merge_lora: bool = True, quantize: str = "none",
+        self,
+        policy: VLAPolicy,
+        device: torch.device | str = "cpu",
+        merge_lora: bool = True,
+        quantize: str = "none",
         max_new_frames: int = 1,
     ):
         device = resolve_device(str(device))
@@ -77,9 +82,15 @@ class PolicyRunner:
 
     @classmethod
     def load(
-        cls, model_dir: str | Path, base_model_dir: str | Path, device: str = "auto", dtype: str = "fp32",
-        merge_lora: bool = True, quantize: str = "none", max_new_frames: int = 1,
-    ) -> "PolicyRunner":
+        cls,
+        model_dir: str | Path,
+        base_model_dir: str | Path,
+        device: str = "auto",
+        dtype: str = "fp32",
+        merge_lora: bool = True,
+        quantize: str = "none",
+        max_new_frames: int = 1,
+    ) -> PolicyRunner:
         """`dtype` may be "auto" (see backbone.resolve_dtype). With quantize "int8", a checkpoint
         made by `mobile-vla quantize` loads its stored int8 backbone (no fp32 copy); any other
         checkpoint is converted layer by layer after loading in fp32."""
@@ -88,8 +99,9 @@ class PolicyRunner:
         if quantize == "int8" and is_int8_checkpoint(model_dir):
             if device.type != "cpu" or dtype != "fp32":
                 raise ValueError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
-            return cls(load_int8_policy(model_dir, base_model_dir), device, merge_lora=False,
-                       max_new_frames=max_new_frames)
+            return cls(
+                load_int8_policy(model_dir, base_model_dir), device, merge_lora=False, max_new_frames=max_new_frames
+            )
         policy = load_policy(model_dir, base_model_dir, dtype=torch_dtype(dtype))
         return cls(policy, device, merge_lora, quantize, max_new_frames)
 
@@ -163,8 +175,13 @@ class PolicyRunner:
         for stale in [key for key in self._features if key not in in_window]:
             del self._features[stale]
         actions = self._finish(self.policy.predict(features, self._instruction_vector))
-        self.last_timing = StepTiming(preprocessed - started, encoded - preprocessed, time.perf_counter() - encoded,
-                                      len(keys) - first_encoded, first_encoded - first_new)
+        self.last_timing = StepTiming(
+            preprocessed - started,
+            encoded - preprocessed,
+            time.perf_counter() - encoded,
+            len(keys) - first_encoded,
+            first_encoded - first_new,
+        )
         return actions
 
     @torch.inference_mode()

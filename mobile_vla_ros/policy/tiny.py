@@ -1,6 +1,7 @@
 """A tiny Kosmos-2 for tests and the demo: the real architecture with small widths, random
 weights and a tokenizer trained locally on instruction text, saved with `save_pretrained` so
 every loader runs exactly as it would on microsoft/kosmos-2-patch14-224."""
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,23 @@ def _train_tokenizer(vocab_size: int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIAL_TOKENS, show_progress=False)
     tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
         extra_special_tokens=["<image>", "</image>", "<grounding>", "<phrase>", "</phrase>"],
     )
 
 
 def make_tiny_model(
-    out_dir: str | Path, seed: int = 0, image_size: int = 224, width: int = 64, layers: int = 2,
-    text_init_std: float = 0.02, vision_init_factor: float = 1.0,
+    out_dir: str | Path,
+    seed: int = 0,
+    image_size: int = 224,
+    width: int = 64,
+    layers: int = 2,
+    text_init_std: float = 0.02,
+    vision_init_factor: float = 1.0,
 ) -> Path:
     """`text_init_std` / `vision_init_factor` are Kosmos2Config's init scales. At the defaults (the
     real model's) a random tiny model's action-token feature barely depends on the image; the demo
@@ -58,12 +68,22 @@ def make_tiny_model(
     tokenizer = _train_tokenizer(vocab_size=400)
     config = Kosmos2Config(
         text_config=dict(
-            vocab_size=len(tokenizer), embed_dim=width, layers=layers, ffn_dim=2 * width, attention_heads=4,
-            max_position_embeddings=512, init_std=text_init_std,
+            vocab_size=len(tokenizer),
+            embed_dim=width,
+            layers=layers,
+            ffn_dim=2 * width,
+            attention_heads=4,
+            max_position_embeddings=512,
+            init_std=text_init_std,
         ),
         vision_config=dict(
-            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
-            image_size=image_size, patch_size=14, initializer_factor=vision_init_factor,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=14,
+            initializer_factor=vision_init_factor,
         ),
         latent_query_num=64,
     )
@@ -71,8 +91,15 @@ def make_tiny_model(
     model = Kosmos2ForConditionalGeneration(config)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    }, indent=2))
+    (out_dir / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "size": {"shortest_edge": image_size},
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+            },
+            indent=2,
+        )
+    )
     return out_dir

@@ -9,12 +9,13 @@ While recording, the executed command carries a little correlated noise but the 
 the expert's clean command for the state actually reached. The episodes therefore show the robot
 slightly off the ideal path and how to get back to it, which a policy driving on its own needs.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -40,8 +41,15 @@ class Rollout:
     path: np.ndarray  # (N, 3) (t, x, y) of the whole motion
 
 
-def rollout_expert(layout: Layout, side: str, room: RoomConfig = RoomConfig(), sample_rate_hz: float = 10.0,
-                   speed: float = 0.6, noise_std: float = 0.0, rng: np.random.Generator | None = None) -> Rollout:
+def rollout_expert(
+    layout: Layout,
+    side: str,
+    room: RoomConfig = RoomConfig(),
+    sample_rate_hz: float = 10.0,
+    speed: float = 0.6,
+    noise_std: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Rollout:
     """Drive the expert through one layout (no rendering, so it is cheap)."""
     world, expert = World(layout, room), ScriptedExpert(layout, side, room, speed)
     rng = rng or np.random.default_rng(0)
@@ -56,12 +64,25 @@ def rollout_expert(layout: Layout, side: str, room: RoomConfig = RoomConfig(), s
         if noise_std > 0:
             noise = NOISE_CORRELATION * noise + np.sqrt(1 - NOISE_CORRELATION**2) * noise_std * rng.standard_normal(2)
         world.step(action + noise, dt)
-    return Rollout(layout, side, np.array(times), np.array(positions), np.array(actions, np.float32),
-                   world.outcome, np.array(world.state.path))
+    return Rollout(
+        layout,
+        side,
+        np.array(times),
+        np.array(positions),
+        np.array(actions, np.float32),
+        world.outcome,
+        np.array(world.state.path),
+    )
 
 
-def expert_rollouts(episodes_per_side: int, seed: int = 0, sample_rate_hz: float = 10.0, room: RoomConfig = RoomConfig(),
-                    expert_speed: float = 0.6, noise_std: float = 0.1) -> list[Rollout]:
+def expert_rollouts(
+    episodes_per_side: int,
+    seed: int = 0,
+    sample_rate_hz: float = 10.0,
+    room: RoomConfig = RoomConfig(),
+    expert_speed: float = 0.6,
+    noise_std: float = 0.1,
+) -> list[Rollout]:
     """The rollouts `record_demonstrations` records (same layouts, same noise), without rendering."""
     rollouts = []
     for episode in range(episodes_per_side):
@@ -100,10 +121,14 @@ def record_demonstrations(
     renderer = Renderer(room, camera)
     paths, rollouts, skipped = [], [], 0
     total = episodes_per_side * len(SIDES)
-    for index, rollout in enumerate(expert_rollouts(episodes_per_side, seed, sample_rate_hz, room, expert_speed, noise_std)):
+    for index, rollout in enumerate(
+        expert_rollouts(episodes_per_side, seed, sample_rate_hz, room, expert_speed, noise_std)
+    ):
         rollouts.append(rollout)
         if rollout.outcome.succeeded(rollout.side):
-            paths.append(_write_episode(directory, rollout, renderer, sample_rate_hz, image_size, seed, index // len(SIDES)))
+            paths.append(
+                _write_episode(directory, rollout, renderer, sample_rate_hz, image_size, seed, index // len(SIDES))
+            )
         else:
             skipped += 1
         if progress is not None:
@@ -111,17 +136,28 @@ def record_demonstrations(
     return DemonstrationSet(paths, rollouts, skipped)
 
 
-def _write_episode(directory, rollout: Rollout, renderer: Renderer, sample_rate_hz: float,
-                   image_size, seed: int, episode: int) -> Path:
+def _write_episode(
+    directory, rollout: Rollout, renderer: Renderer, sample_rate_hz: float, image_size, seed: int, episode: int
+) -> Path:
     writer = EpisodeWriter(
-        directory, LAB_INSTRUCTIONS[rollout.side], sample_rate_hz, image_size=image_size,
-        source="simulator", sim_seed=int(seed), sim_episode=int(episode),
-        sim_layout=json.dumps(rollout.layout.to_dict()), sim_outcome=rollout.outcome.value,
+        directory,
+        LAB_INSTRUCTIONS[rollout.side],
+        sample_rate_hz,
+        image_size=image_size,
+        source="simulator",
+        sim_seed=int(seed),
+        sim_episode=int(episode),
+        sim_layout=json.dumps(rollout.layout.to_dict()),
+        sim_outcome=rollout.outcome.value,
     )
     try:
         for index, ((x, y), action, stamp) in enumerate(zip(rollout.positions, rollout.actions, rollout.times)):
-            writer.append(renderer.render(rollout.layout, x, y), [action[0], action[1], 0.0], stamp,
-                          "episode_start" if index == 0 else "step")
+            writer.append(
+                renderer.render(rollout.layout, x, y),
+                [action[0], action[1], 0.0],
+                stamp,
+                "episode_start" if index == 0 else "step",
+            )
         return writer.save()
     except BaseException:
         writer.discard()

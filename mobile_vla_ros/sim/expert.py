@@ -4,6 +4,7 @@ It follows three waypoints at a constant cruise speed: to the chosen side of the
 corner, past the box's rear face on that side, then to the front of the bottle. The actions it
 produces are what the demonstrations record and what the learned policy has to imitate.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ A trial is anything with ``side`` ('left'/'right', the instruction), ``layout``
 qualify as they are. The left panel overlays every trial relative to its box; the small panels
 show each trial in its own room.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Circle, Rectangle  # noqa: E402
-
 import numpy as np  # noqa: E402
+from matplotlib.patches import Circle, Rectangle  # noqa: E402
 
 from mobile_vla_ros.sim.world import Outcome, RoomConfig  # noqa: E402
 
 SIDE_COLOURS = {"left": "tab:blue", "right": "tab:orange"}
-OUTCOME_MARKERS = {"succeeded": "o", "wrong_side": "^", Outcome.COLLIDED.value: "x", Outcome.TIMED_OUT.value: "s",
-                   Outcome.RUNNING.value: "."}
+OUTCOME_MARKERS = {
+    "succeeded": "o",
+    "wrong_side": "^",
+    Outcome.COLLIDED.value: "x",
+    Outcome.TIMED_OUT.value: "s",
+    Outcome.RUNNING.value: ".",
+}
 MAX_PANELS = 30
 
 
@@ -43,7 +48,9 @@ def _draw_scene(axis, layout, room: RoomConfig, offset=(0.0, 0.0), alpha=1.0) ->
     (bx, by), (hx, hy), (tx, ty) = layout.box_center, layout.box_half_size, layout.target
     ox, oy = offset
     # Plot axes: horizontal = y (left is left on the page, so y grows to the left), vertical = x.
-    axis.add_patch(Rectangle((-(by + hy - oy), bx - hx - ox), 2 * hy, 2 * hx, color="tab:red", alpha=0.35 * alpha, lw=0))
+    axis.add_patch(
+        Rectangle((-(by + hy - oy), bx - hx - ox), 2 * hy, 2 * hx, color="tab:red", alpha=0.35 * alpha, lw=0)
+    )
     axis.add_patch(Circle((-(ty - oy), tx - ox), room.bottle_radius, color="tab:green", alpha=alpha))
 
 
@@ -69,8 +76,11 @@ def plot_trajectories(trials, path, room: RoomConfig = RoomConfig(), title: str 
     overview.set_aspect("equal")
     overview.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colour, label=f"instruction {side}") for side, colour in SIDE_COLOURS.items()]
-    handles += [plt.Line2D([], [], ls="", marker=marker, color="k", label=name.replace("_", " "))
-                for name, marker in OUTCOME_MARKERS.items() if name != Outcome.RUNNING.value]
+    handles += [
+        plt.Line2D([], [], ls="", marker=marker, color="k", label=name.replace("_", " "))
+        for name, marker in OUTCOME_MARKERS.items()
+        if name != Outcome.RUNNING.value
+    ]
     overview.legend(handles=handles, loc="lower left", fontsize=7)
 
     half = room.width / 2

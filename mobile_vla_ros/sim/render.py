@@ -6,6 +6,7 @@ lines sweeping past), beige walls with vertical stripes, a red box and a green b
 white label. Where the box sits left or right of centre and how big it and the bottle appear
 tell the policy where it is; nothing else in the picture changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -166,7 +167,14 @@ class Renderer:
 
         def band(half_width: float, z0: float, z1: float) -> np.ndarray:
             side = across * half_width
-            return np.array([centre - side + [0, 0, z0], centre + side + [0, 0, z0], centre + side + [0, 0, z1], centre - side + [0, 0, z1]])
+            return np.array(
+                [
+                    centre - side + [0, 0, z0],
+                    centre + side + [0, 0, z0],
+                    centre + side + [0, 0, z1],
+                    centre - side + [0, 0, z1],
+                ]
+            )
 
         self._fill(image, band(radius, 0.0, 0.68 * height), BOTTLE_BODY, x, y)
         self._fill(image, band(radius, 0.25 * height, 0.5 * height), BOTTLE_LABEL, x, y)

@@ -10,6 +10,7 @@ side is easy and wide enough that the robot cannot squeeze past without choosing
 episode ends when the robot reaches the front of the bottle (the result names the side on which
 it passed the box), touches the box, the bottle or a wall, or runs out of time.
 """
+
 from __future__ import annotations
 
 import math
@@ -88,9 +89,14 @@ class Layout:
         return {key: [float(v) for v in value] for key, value in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Layout":
+    def from_dict(cls, data: dict) -> Layout:
         try:
-            return cls(**{key: tuple(float(v) for v in data[key]) for key in ("start", "box_center", "box_half_size", "target")})
+            return cls(
+                **{
+                    key: tuple(float(v) for v in data[key])
+                    for key in ("start", "box_center", "box_half_size", "target")
+                }
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise SimulationError(f"not a layout: {data!r} ({error})") from error
 
@@ -104,7 +110,10 @@ def sample_layout(seed: int, episode: int = 0, room: RoomConfig = RoomConfig()) 
         start=(room.start_x, float(rng.uniform(*room.start_y_range))),
         box_center=(float(box_x), float(box_y)),
         box_half_size=(float(rng.uniform(*room.box_half_depth_range)), float(rng.uniform(*room.box_half_width_range))),
-        target=(float(box_x + rng.uniform(*room.target_gap_range)), float(box_y + rng.uniform(*room.target_y_offset_range))),
+        target=(
+            float(box_x + rng.uniform(*room.target_gap_range)),
+            float(box_y + rng.uniform(*room.target_y_offset_range)),
+        ),
     )
 
 

@@ -7,6 +7,7 @@ safetensors entry, and the structure around them (dicts, lists, tuples, numbers,
 JSON in the file's metadata. Loading parses JSON and reads tensors; no code can run. A value that
 is neither raises CheckpointError at save time instead of being pickled.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Training configuration: built-in defaults (equal to config/train.yaml, a test keeps them so),
 overridden by a YAML file and then by `section.key=value` settings from the command line."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,7 +78,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         config = cls()
         config.update(values)
         return config
@@ -105,11 +106,16 @@ class TrainConfig:
             (self.data.legacy_action_dt > 0, "data.legacy_action_dt must be > 0"),
             (self.data.correction_weight >= 1, "data.correction_weight must be >= 1"),
             (self.optim.learning_rate > 0, "optim.learning_rate must be > 0"),
-            (self.optim.backbone_learning_rate is None or self.optim.backbone_learning_rate >= 0,
-             "optim.backbone_learning_rate must be >= 0 (0 keeps LoRA and the action token fixed)"),
+            (
+                self.optim.backbone_learning_rate is None or self.optim.backbone_learning_rate >= 0,
+                "optim.backbone_learning_rate must be >= 0 (0 keeps LoRA and the action token fixed)",
+            ),
             (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
             (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
-            (self.trainer.max_steps >= 1 or self.trainer.max_minutes, "give trainer.max_steps >= 1 or a max_minutes budget"),
+            (
+                self.trainer.max_steps >= 1 or self.trainer.max_minutes,
+                "give trainer.max_steps >= 1 or a max_minutes budget",
+            ),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:

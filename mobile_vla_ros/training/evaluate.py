@@ -1,5 +1,6 @@
 """Offline evaluation: replay episodes through PolicyRunner (the robot's incremental path) and
 report how well the policy imitates them and whether it follows its instruction (metrics.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,13 @@ from mobile_vla_ros.data.windows import load_training_episodes
 from mobile_vla_ros.errors import BaseModelError
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.training.metrics import (
-    Replay, encode_episode, mean_cosine, replay_with_runner, short_instruction, side_prompts, summarize,
+    Replay,
+    encode_episode,
+    mean_cosine,
+    replay_with_runner,
+    short_instruction,
+    side_prompts,
+    summarize,
 )
 
 LOG = logging.getLogger(__name__)
@@ -48,12 +55,16 @@ def feature_cosine(runner, episodes) -> float | None:
         picks = np.linspace(0, episode.num_frames - 1, min(per_episode, episode.num_frames)).round().astype(int)
         prompts = side_prompts(episode.instruction)
         with torch.inference_mode():
-            left, right = (encode_episode(runner.policy, episode.frames[picks], prompts[side]) for side in ("left", "right"))
+            left, right = (
+                encode_episode(runner.policy, episode.frames[picks], prompts[side]) for side in ("left", "right")
+            )
         values.append(mean_cosine(left, right))
     return float(np.mean(values))
 
 
-def evaluate(model_dir, data_dirs, base_model_dir=None, device: str = "auto", dtype: str = "fp32") -> tuple[dict, list[Replay]]:
+def evaluate(
+    model_dir, data_dirs, base_model_dir=None, device: str = "auto", dtype: str = "fp32"
+) -> tuple[dict, list[Replay]]:
     from mobile_vla_ros.policy.runner import PolicyRunner
 
     runner = PolicyRunner.load(model_dir, resolve_base_model_dir(model_dir, base_model_dir), device=device, dtype=dtype)
@@ -62,7 +73,11 @@ def evaluate(model_dir, data_dirs, base_model_dir=None, device: str = "auto", dt
     episodes, skipped = load_training_episodes(data_dirs, config.image_size, min_frames=1, legacy_action_dt=legacy_dt)
     mismatched = sorted({round(e.action_dt, 6) for e in episodes} - {round(config.action_dt, 6)})
     if mismatched:
-        LOG.warning("episodes sampled every %s s, the model was trained at %g s: predictions are off", mismatched, config.action_dt)
+        LOG.warning(
+            "episodes sampled every %s s, the model was trained at %g s: predictions are off",
+            mismatched,
+            config.action_dt,
+        )
     replays = []
     for index, episode in enumerate(episodes, 1):
         replays.append(replay_with_runner(runner, episode))
@@ -79,18 +94,30 @@ def format_report(report: dict) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     names = list(next(iter(report["mae"].values())))
-    lines = [f"{'instruction':<64} {'frames':>6} {'sign y':>7} " + " ".join(f"{'MAE ' + n:>14}" for n in names)
-             + " " + " ".join(f"{'blind ' + n:>14}" for n in names) + f" {'vs blind':>8} {'frames→':>7}"]
+    lines = [
+        f"{'instruction':<64} {'frames':>6} {'sign y':>7} "
+        + " ".join(f"{'MAE ' + n:>14}" for n in names)
+        + " "
+        + " ".join(f"{'blind ' + n:>14}" for n in names)
+        + f" {'vs blind':>8} {'frames→':>7}"
+    ]
     for instruction, mae in report["mae"].items():
         lines.append(
-            f"{short_instruction(instruction, 64):<64} {report['frames'][instruction]:>6} {number(report['sign_accuracy'][instruction]):>7} "
-            + " ".join(f"{value:>14.4f}" for value in mae.values()) + " "
+            f"{short_instruction(instruction, 64):<64} {report['frames'][instruction]:>6} "
+            f"{number(report['sign_accuracy'][instruction]):>7} "
+            + " ".join(f"{value:>14.4f}" for value in mae.values())
+            + " "
             + " ".join(f"{value:>14.4f}" for value in report["blind_mae"][instruction].values())
-            + f" {number(report['mae_vs_blind'][instruction], 2):>8} {number(report['frame_sensitivity'][instruction], 2):>7}"
+            + f" {number(report['mae_vs_blind'][instruction], 2):>8}"
+            + f" {number(report['frame_sensitivity'][instruction], 2):>7}"
         )
-    lines.append("vs blind: MAE / MAE of the best constant per instruction (>= 0.9: the images barely help); "
-                 "frames→: prediction change / recorded change when the frames come from another episode")
-    lines.append(f"instruction separation: {number(report['instruction_separation'])}  (1 = follows left/right, 0 = ignores it)")
+    lines.append(
+        "vs blind: MAE / MAE of the best constant per instruction (>= 0.9: the images barely help); "
+        "frames→: prediction change / recorded change when the frames come from another episode"
+    )
+    lines.append(
+        f"instruction separation: {number(report['instruction_separation'])}  (1 = follows left/right, 0 = ignores it)"
+    )
     lines.append(f"left/right feature cosine: {number(report['feature_cosine'])}")
     if report.get("mean_linear_y"):
         mean = report["mean_linear_y"]
@@ -114,8 +141,9 @@ def plot_replays(replays: list[Replay], action_names, path, per_instruction: int
         if counts.get(replay.instruction, 0) < per_instruction:
             chosen.append(replay)
             counts[replay.instruction] = counts.get(replay.instruction, 0) + 1
-    figure, axes = plt.subplots(len(chosen), len(action_names), figsize=(5 * len(action_names), 2.2 * len(chosen)),
-                                squeeze=False, sharex="row")
+    figure, axes = plt.subplots(
+        len(chosen), len(action_names), figsize=(5 * len(action_names), 2.2 * len(chosen)), squeeze=False, sharex="row"
+    )
     for row, replay in enumerate(chosen):
         for column, name in enumerate(action_names):
             axis = axes[row, column]

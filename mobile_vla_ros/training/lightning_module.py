@@ -1,4 +1,5 @@
 """Lightning wrappers: the policy as a LightningModule, the window clips as a LightningDataModule."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,14 +24,19 @@ def select_rows(prompts: PromptBatch, rows: torch.Tensor) -> PromptBatch:
 
 
 class PolicyModule(L.LightningModule):
-    """Huber loss on normalised action chunks (steps past an episode's end masked); only LoRA, the action token and the head train.
+    """Huber loss on normalised action chunks (steps past an episode's end masked); only LoRA, the
+    action token and the head train.
 
     Checkpoints hold the trainable weights only (the frozen Kosmos-2 is the base model directory,
     identified by its fingerprint), so a resume checkpoint of the full-size model stays small.
     """
 
     def __init__(
-        self, policy: VLAPolicy, learning_rate: float, weight_decay: float, huber_delta: float,
+        self,
+        policy: VLAPolicy,
+        learning_rate: float,
+        weight_decay: float,
+        huber_delta: float,
         backbone_learning_rate: float | None = None,
     ):
         super().__init__()
@@ -108,15 +114,24 @@ class ClipDataModule(L.LightningDataModule):
     def __init__(self, train: list[TrainingEpisode], val: list[TrainingEpisode], config: TrainConfig):
         super().__init__()
         policy, data = config.policy, config.data
-        self.train_set = WindowDataset(train, policy.window_size, policy.chunk_size, data.clip_length,
-                                       data.correction_weight)
+        self.train_set = WindowDataset(
+            train, policy.window_size, policy.chunk_size, data.clip_length, data.correction_weight
+        )
         self.val_set = WindowDataset(val, policy.window_size, policy.chunk_size, data.clip_length) if val else None
-        self.batch_size, self.num_workers, self.seed = config.trainer.batch_size, config.trainer.num_workers, config.trainer.seed
+        self.batch_size, self.num_workers, self.seed = (
+            config.trainer.batch_size,
+            config.trainer.num_workers,
+            config.trainer.seed,
+        )
 
     def _loader(self, dataset: WindowDataset, sampler=None) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_clips,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=collate_clips,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self):

@@ -28,6 +28,7 @@ instructions that name a side - with the "left" and the "right" wording on the s
 `eval` replays through PolicyRunner (the robot's incremental path), training through the batched
 feature path on its validation episodes; everything after the replay is this module.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -82,7 +83,7 @@ def cpu_threads(count: int | None):
 
 def short_instruction(text: str, width: int) -> str:
     """Keep the end of long instructions in tables: that is where "left"/"right" usually is."""
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
 def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosine: float | None) -> dict:
@@ -94,16 +95,23 @@ def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosi
     for instruction, group in sorted(by_instruction.items()):
         true = np.concatenate([replay.true for replay in group])
         predicted = np.concatenate([replay.predicted for replay in group])
-        mae[instruction] = {name: float(np.abs(predicted[:, i] - true[:, i]).mean()) for i, name in enumerate(action_names)}
+        mae[instruction] = {
+            name: float(np.abs(predicted[:, i] - true[:, i]).mean()) for i, name in enumerate(action_names)
+        }
         moving = np.abs(true[:, LINEAR_Y]) > MOVING
         sign_accuracy[instruction] = (
-            float((np.sign(predicted[moving, LINEAR_Y]) == np.sign(true[moving, LINEAR_Y])).mean()) if moving.any() else None
+            float((np.sign(predicted[moving, LINEAR_Y]) == np.sign(true[moving, LINEAR_Y])).mean())
+            if moving.any()
+            else None
         )
         frames[instruction], episodes[instruction] = int(len(true)), len(group)
     blind = {instruction: _blind_baseline(group, action_names) for instruction, group in sorted(by_instruction.items())}
     ratio = {
-        instruction: (sum(mae[instruction].values()) / sum(blind[instruction].values())
-                      if sum(blind[instruction].values()) > 0 else None)
+        instruction: (
+            sum(mae[instruction].values()) / sum(blind[instruction].values())
+            if sum(blind[instruction].values()) > 0
+            else None
+        )
         for instruction in blind
     }
     return {
@@ -113,11 +121,14 @@ def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosi
         "feature_cosine": feature_cosine,
         "blind_mae": blind,
         "mae_vs_blind": ratio,
-        "frame_sensitivity": {instruction: _frame_sensitivity(group) for instruction, group in sorted(by_instruction.items())},
+        "frame_sensitivity": {
+            instruction: _frame_sensitivity(group) for instruction, group in sorted(by_instruction.items())
+        },
         "warnings": [
             f"{short_instruction(instruction, 60)}: MAE is {value:.2f}x the image-blind baseline "
             f"(>= {BLIND_WARNING}): the policy is hardly using its images"
-            for instruction, value in ratio.items() if value is not None and value >= BLIND_WARNING
+            for instruction, value in ratio.items()
+            if value is not None and value >= BLIND_WARNING
         ],
         "frames": frames,
         "episodes": episodes,
@@ -159,8 +170,10 @@ def _separation(replays: list[Replay]) -> dict:
     return {
         "instruction_separation": separation,
         "mean_linear_y": {
-            "left_prompt": predicted["left"], "right_prompt": predicted["right"],
-            "true_left": true["left"], "true_right": true["right"],
+            "left_prompt": predicted["left"],
+            "right_prompt": predicted["right"],
+            "true_left": true["left"],
+            "true_right": true["right"],
         },
     }
 

@@ -6,6 +6,7 @@ it must be reading its instruction. Used by the tests and by the acceptance chec
 
     python -m mobile_vla_ros.training.synthetic OUT_DIR --pairs 24 --frames 18 --seed 0 [--legacy]
 """
+
 from __future__ import annotations
 
 import argparse

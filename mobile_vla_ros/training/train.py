@@ -7,7 +7,10 @@ Layout of `--out MODEL_DIR`:
     training/checkpoints/last.ckpt resume state: a safetensors file (see checkpoint_io.py), not a pickle
     training/logs/version_N/metrics.csv  per-step / per-epoch metrics (Lightning CSVLogger), one per (re)start
     training/summary.json          the final summary printed at the end
+
+One file on purpose: a run's start, resume pinning, export and summary share the TrainRun state.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +61,12 @@ class TrainRun:
         return self.work_dir / "checkpoints" / "last.ckpt"
 
     def to_dict(self) -> dict:
-        return {"data_dirs": self.data_dirs, "base_model_dir": self.base_model_dir, "config": self.config.to_dict(),
-                "init_from": self.init_from}
+        return {
+            "data_dirs": self.data_dirs,
+            "base_model_dir": self.base_model_dir,
+            "config": self.config.to_dict(),
+            "init_from": self.init_from,
+        }
 
 
 def saved_run(out_dir: str | Path) -> dict:
@@ -74,8 +81,12 @@ def _fixed_part(run: dict) -> dict:
     config = json.loads(json.dumps(run["config"]))
     for key in BUDGET_KEYS:
         config["trainer"].pop(key, None)
-    return {"data_dirs": run["data_dirs"], "base_model_dir": run["base_model_dir"], "config": config,
-            "init_from": run.get("init_from")}
+    return {
+        "data_dirs": run["data_dirs"],
+        "base_model_dir": run["base_model_dir"],
+        "config": config,
+        "init_from": run.get("init_from"),
+    }
 
 
 def _check_resumable(run: TrainRun) -> None:
@@ -107,10 +118,13 @@ def _check_same_inputs(run: TrainRun, inputs: dict) -> None:
     """--resume continues on exactly the data (and so the action normalisation) it started on."""
     saved = saved_run(run.out_dir).get("inputs")
     if saved is None:
-        raise CheckpointError(f"{run.work_dir / RUN_FILE} does not record its dataset; the run cannot be resumed safely")
+        raise CheckpointError(
+            f"{run.work_dir / RUN_FILE} does not record its dataset; the run cannot be resumed safely"
+        )
     if saved["dataset_sha256"] != inputs["dataset_sha256"]:
         raise TrainConfigError(
-            f"--resume: the episodes in {', '.join(run.data_dirs)} are not the ones the run in {run.out_dir} started on "
+            f"--resume: the episodes in {', '.join(run.data_dirs)} are not the ones "
+            f"the run in {run.out_dir} started on "
             f"(content {inputs['dataset_sha256'][:19]}..., then {saved['dataset_sha256'][:19]}...); "
             "start a new run in another --out to train on changed data"
         )
@@ -123,8 +137,16 @@ def _check_same_inputs(run: TrainRun, inputs: dict) -> None:
 
 def _report_outliers(outliers, low, high) -> None:
     for outlier in outliers[:10]:
-        LOG.warning("outlier action %.4g (dimension %d) at frame %d of %s: left out of the normalisation range "
-                    "%s..%s and clamped in training", outlier.value, outlier.dim, outlier.frame, outlier.source, low, high)
+        LOG.warning(
+            "outlier action %.4g (dimension %d) at frame %d of %s: left out of the normalisation range "
+            "%s..%s and clamped in training",
+            outlier.value,
+            outlier.dim,
+            outlier.frame,
+            outlier.source,
+            low,
+            high,
+        )
     if len(outliers) > 10:
         LOG.warning("%d outlier actions in all", len(outliers))
 
@@ -139,8 +161,11 @@ def _trainer(run: TrainRun, has_val: bool, callbacks: list):
 
     settings = run.config.trainer
     periodic = ModelCheckpoint(
-        dirpath=run.last_checkpoint.parent, filename="last", every_n_train_steps=settings.checkpoint_every_n_steps,
-        save_top_k=1, enable_version_counter=False,
+        dirpath=run.last_checkpoint.parent,
+        filename="last",
+        every_n_train_steps=settings.checkpoint_every_n_steps,
+        save_top_k=1,
+        enable_version_counter=False,
     )
     return L.Trainer(
         max_steps=settings.max_steps if settings.max_steps >= 1 else -1,
@@ -191,12 +216,19 @@ def _train(run: TrainRun, resume: bool) -> dict:
     initial = _initial_policy(run) if run.init_from else None
     base = None if initial is not None else load_base_model(run.base_model_dir)
     episodes, skipped = load_training_episodes(
-        run.data_dirs, initial.config.image_size if initial is not None else base.image_size, config.data.min_frames or config.policy.window_size, config.data.legacy_action_dt,
-        config.data.max_idle_s, config.data.frame_cache_mb,
+        run.data_dirs,
+        initial.config.image_size if initial is not None else base.image_size,
+        config.data.min_frames or config.policy.window_size,
+        config.data.legacy_action_dt,
+        config.data.max_idle_s,
+        config.data.frame_cache_mb,
     )
     action_dt = common_action_dt(episodes)
     train_episodes, val_episodes = split_by_episode(episodes, config.data.val_fraction, config.trainer.seed)
-    train_set, val_set = with_mirrors(train_episodes, config.data.mirror), with_mirrors(val_episodes, config.data.mirror)
+    train_set, val_set = (
+        with_mirrors(train_episodes, config.data.mirror),
+        with_mirrors(val_episodes, config.data.mirror),
+    )
     low, high, outliers = action_range(train_set)
     _report_outliers(outliers, low, high)
     inputs = {"dataset_sha256": dataset_hash(episodes), "action_low": low, "action_high": high}
@@ -208,9 +240,14 @@ def _train(run: TrainRun, resume: bool) -> dict:
     else:
         policy = VLAPolicy(
             PolicyConfig(
-                window_size=config.policy.window_size, chunk_size=config.policy.chunk_size, action_dt=action_dt,
-                prompt_template=config.policy.prompt_template, lora=config.policy.lora, head=config.policy.head,
-                instructions=tuple(sorted(instructions)), camera=training_camera(episodes),
+                window_size=config.policy.window_size,
+                chunk_size=config.policy.chunk_size,
+                action_dt=action_dt,
+                prompt_template=config.policy.prompt_template,
+                lora=config.policy.lora,
+                head=config.policy.head,
+                instructions=tuple(sorted(instructions)),
+                camera=training_camera(episodes),
             ),
             base,
         )
@@ -219,14 +256,24 @@ def _train(run: TrainRun, resume: bool) -> dict:
             set_feature_statistics(policy, train_set)
     LOG.info(
         "%d training episodes (%d with mirrors), %d validation episodes (%d with mirrors); action_dt %.3g s; %s",
-        len(train_episodes), len(train_set), len(val_episodes), len(val_set), action_dt, skipped.summary(),
+        len(train_episodes),
+        len(train_set),
+        len(val_episodes),
+        len(val_set),
+        action_dt,
+        skipped.summary(),
     )
 
     run.work_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (run.work_dir / RUN_FILE).write_text(json.dumps({**run.to_dict(), "inputs": inputs}, indent=2) + "\n")
-    module = PolicyModule(policy, config.optim.learning_rate, config.optim.weight_decay, config.optim.huber_delta,
-                          config.optim.backbone_learning_rate)
+    module = PolicyModule(
+        policy,
+        config.optim.learning_rate,
+        config.optim.weight_decay,
+        config.optim.huber_delta,
+        config.optim.backbone_learning_rate,
+    )
     data = ClipDataModule(train_set, val_set, config)
     state = RunState()
     trainer = _trainer(run, bool(val_set), [state])
@@ -243,11 +290,17 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     policy.eval()
     report = evaluate_policy(policy, val_set) if val_set else None
-    summary = _summary(run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started)
+    summary = _summary(
+        run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started
+    )
     summary["cut_by_max_minutes"] = cut_short
     summary["action_outliers"] = [vars(outlier) for outlier in outliers]
-    policy.config.training = {**summary, "base_model_dir": str(Path(run.base_model_dir).resolve()),
-                              "init_from": run.init_from, "correction_episodes": skipped.corrections}
+    policy.config.training = {
+        **summary,
+        "base_model_dir": str(Path(run.base_model_dir).resolve()),
+        "init_from": run.init_from,
+        "correction_episodes": skipped.corrections,
+    }
     save_policy(policy, run.out_dir)
     (run.work_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -259,7 +312,10 @@ def _initial_policy(run: TrainRun) -> VLAPolicy:
     policy = load_policy(run.init_from, run.base_model_dir)
     section, loaded = run.config.policy, policy.config
     section.window_size, section.chunk_size, section.prompt_template = (
-        loaded.window_size, loaded.chunk_size, loaded.prompt_template)
+        loaded.window_size,
+        loaded.chunk_size,
+        loaded.prompt_template,
+    )
     section.lora, section.head = loaded.lora, loaded.head
     LOG.info("continuing from %s (window %d, chunk %d)", run.init_from, loaded.window_size, loaded.chunk_size)
     return policy
@@ -270,12 +326,16 @@ def _continue(policy: VLAPolicy, init_from: str, action_dt: float, instructions:
     outputs keep their meaning)."""
     config = policy.config
     if abs(action_dt - config.action_dt) > 1e-6:
-        raise DatasetError(f"the episodes are sampled every {action_dt:g} s, the policy in {init_from} every "
-                           f"{config.action_dt:g} s: a window would span another time")
+        raise DatasetError(
+            f"the episodes are sampled every {action_dt:g} s, the policy in {init_from} every "
+            f"{config.action_dt:g} s: a window would span another time"
+        )
     trained, recorded = config.camera.get("rotate_180"), camera.get("rotate_180")
     if None not in (trained, recorded) and trained != recorded:
-        raise DatasetError(f"the episodes were recorded with rotate_180 {recorded}, the policy in {init_from} "
-                           f"was trained with {trained}")
+        raise DatasetError(
+            f"the episodes were recorded with rotate_180 {recorded}, the policy in {init_from} "
+            f"was trained with {trained}"
+        )
     config.instructions = tuple(sorted(set(config.instructions) | instructions))
     return policy
 
@@ -285,9 +345,11 @@ def _cut_by_clock(trainer, settings) -> str | None:
     then depends on the machine's speed and load, so its results do not reproduce."""
     if not settings.max_minutes or trainer.global_step >= settings.max_steps >= 1:
         return None
-    return (f"training was cut short by max_minutes={settings.max_minutes:g} at step {trainer.global_step} of "
-            f"{settings.max_steps}: the result depends on how fast and busy this machine was; "
-            "train by steps for a result that reproduces")
+    return (
+        f"training was cut short by max_minutes={settings.max_minutes:g} at step {trainer.global_step} of "
+        f"{settings.max_steps}: the result depends on how fast and busy this machine was; "
+        "train by steps for a result that reproduces"
+    )
 
 
 def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
@@ -298,8 +360,10 @@ def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
     from mobile_vla_ros.training.metrics import encode_episode
 
     policy.eval()
-    features = [encode_episode(policy, episode.frames, episode.instruction)
-                for episode in tqdm(episodes, desc="feature statistics", unit="episode", leave=False)]
+    features = [
+        encode_episode(policy, episode.frames, episode.instruction)
+        for episode in tqdm(episodes, desc="feature statistics", unit="episode", leave=False)
+    ]
     policy.head.set_feature_statistics(torch.cat(features))
     policy.train()
 
@@ -316,10 +380,19 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
         "epochs": int(trainer.current_epoch),
         "seconds": round(seconds, 1),
         "windows_per_second": round(state.windows_per_second, 2) if state.windows_per_second else None,
-        "episodes": {"train": train_count, "validation": val_count, "skipped": len(skipped.skipped), "found": skipped.total,
-                     "corrections": len(skipped.corrections)},
-        "windows": {"train": data.train_set.num_windows, "validation": data.val_set.num_windows if data.val_set else 0,
-                    "left_out": skipped.windows_left_out, "left_out_by": dict(skipped.left_out_by)},
+        "episodes": {
+            "train": train_count,
+            "validation": val_count,
+            "skipped": len(skipped.skipped),
+            "found": skipped.total,
+            "corrections": len(skipped.corrections),
+        },
+        "windows": {
+            "train": data.train_set.num_windows,
+            "validation": data.val_set.num_windows if data.val_set else 0,
+            "left_out": skipped.windows_left_out,
+            "left_out_by": dict(skipped.left_out_by),
+        },
         "train_loss": _metric(trainer, "train_loss"),
         "val_loss": _metric(trainer, "val_loss"),
         "validation": report,
@@ -341,13 +414,15 @@ def format_summary(summary: dict, out_dir) -> str:
         "training summary",
         f"  steps / epochs          {summary['steps']} / {summary['epochs']}  ({summary['seconds']} s, "
         f"{number(summary['windows_per_second'])} windows/s)",
-        f"  episodes                {summary['episodes']['train']} train, {summary['episodes']['validation']} validation "
+        f"  episodes                {summary['episodes']['train']} train, "
+        f"{summary['episodes']['validation']} validation "
         f"(mirrors included), {summary['episodes']['skipped']} of {summary['episodes']['found']} skipped",
         f"  windows left out        {summary['windows']['left_out']} flagged by quality checks "
         f"{summary['windows']['left_out_by'] or ''}  (train {summary['windows']['train']}, "
         f"validation {summary['windows']['validation']})",
         f"  loss                    train {number(summary['train_loss'])}, validation {number(summary['val_loss'])}",
-        f"  instruction separation  {number(summary['instruction_separation'], 3)}  (1 = follows left/right, 0 = ignores it)",
+        f"  instruction separation  {number(summary['instruction_separation'], 3)}  "
+        "(1 = follows left/right, 0 = ignores it)",
         f"  feature cosine l/r      {number(report.get('feature_cosine'), 3)}",
     ]
     for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
