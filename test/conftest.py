@@ -74,6 +74,26 @@ def tiny_checkpoint(tiny_base_model, tmp_path_factory):
     return save_policy(policy.eval(), tmp_path_factory.mktemp("tiny_policy"))
 
 
+@pytest.fixture
+def train_one_step(tiny_base_model):
+    """`mobile-vla train` for one step of config/train_tiny.yaml on a data directory, without a
+    validation split: does training accept these episodes, and what does its summary count?"""
+    import json
+    from pathlib import Path
+
+    from mobile_vla_ros.cli.main import main
+
+    config = Path(__file__).resolve().parents[1] / "config" / "train_tiny.yaml"
+
+    def train(data, out) -> dict:
+        arguments = ["train", "--data", str(data), "--base-model", str(tiny_base_model), "--out", str(out)]
+        arguments += ["--config", str(config), "--max-steps", "1", "--set", "data.val_fraction=0"]
+        assert main(arguments) == 0
+        return json.loads((Path(out) / "training" / "summary.json").read_text())
+
+    return train
+
+
 @pytest.fixture(scope="session")
 def colcon_install(tmp_path_factory):
     """`colcon build` of this checkout into a scratch workspace, once per test run (as on a robot)."""

@@ -3,8 +3,6 @@ episode sampled and checked like a live recording, which inspect and train accep
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import pytest
@@ -111,7 +109,7 @@ def test_a_bag_becomes_an_episode_sampled_like_a_live_recording(tmp_path, storag
     assert "quality: ok" in capsys.readouterr().out
 
 
-def test_camera_gaps_are_flagged_and_inspect_and_train_accept_the_result(tmp_path, tiny_base_model, capsys):
+def test_camera_gaps_are_flagged_and_inspect_and_train_accept_the_result(tmp_path, train_one_step, capsys):
     out = tmp_path / "episodes"
     assert main(import_args(write_bag(tmp_path / "a", StoragePlugin.MCAP, gap=(1.5, 1.8)), out)) == 0
     assert main(import_args(write_bag(tmp_path / "b", StoragePlugin.SQLITE3, compressed=True), out, "right")) == 0
@@ -128,27 +126,7 @@ def test_camera_gaps_are_flagged_and_inspect_and_train_accept_the_result(tmp_pat
     assert "2 episode files, 2 readable" in listing and "trim camera_lag" in listing
 
     model = tmp_path / "model"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(out),
-                "--base-model",
-                str(tiny_base_model),
-                "--out",
-                str(model),
-                "--config",
-                "config/train_tiny.yaml",
-                "--max-steps",
-                "1",
-                "--set",
-                "data.val_fraction=0",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((model / "training" / "summary.json").read_text())
+    summary = train_one_step(out, model)
     assert summary["episodes"]["skipped"] == 0 and summary["windows"]["left_out_by"]["camera_lag"] >= 2
 
 

@@ -4,8 +4,6 @@ windows out and counts them."""
 
 from __future__ import annotations
 
-import json
-
 import h5py
 import numpy as np
 
@@ -174,9 +172,7 @@ def test_schema_1_files_without_digests_or_verdicts_still_read(tmp_path):
     assert episode.num_frames == 10 and episode.stored_verdicts is None and episode.quality().verdicts == []
 
 
-def test_train_reports_the_windows_it_left_out(tmp_path, tiny_base_model, capsys):
-    from mobile_vla_ros.cli.main import main
-
+def test_train_reports_the_windows_it_left_out(tmp_path, train_one_step, capsys):
     data = tmp_path / "data"
     lagged = good(20)
     lagged[5] = lagged[6] = (None, MOVE)
@@ -184,27 +180,7 @@ def test_train_reports_the_windows_it_left_out(tmp_path, tiny_base_model, capsys
     record(data, good(20), instruction="right")
     record(data, good(4))  # too short
     model = tmp_path / "model"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(data),
-                "--base-model",
-                str(tiny_base_model),
-                "--out",
-                str(model),
-                "--config",
-                "config/train_tiny.yaml",
-                "--max-steps",
-                "1",
-                "--set",
-                "data.val_fraction=0",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((model / "training" / "summary.json").read_text())
+    summary = train_one_step(data, model)
     assert summary["episodes"]["skipped"] == 1
     assert summary["windows"]["left_out"] == 2 and summary["windows"]["left_out_by"] == {"camera_lag": 2}
     assert summary["windows"]["train"] == 2 * 38  # both episodes and their mirrors, 2 windows fewer in one pair
