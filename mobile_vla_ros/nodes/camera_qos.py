@@ -37,13 +37,14 @@ def subscribe_matching_camera(node: Node, message_type, topic: str, callback: Ca
     so the node keeps spinning meanwhile); log which reliability was chosen and why. `raw`: the
     callback gets the serialized message (see nodes/ros_image.deserialize_camera_message)."""
     resolved = node.resolve_topic_name(topic)
-    waited = {"polls": 0}
+    polls = 0
 
     def try_subscribe() -> None:
+        nonlocal polls
         publishers = node.get_publishers_info_by_topic(resolved)
         if not publishers:
-            waited["polls"] += 1
-            if waited["polls"] % round(WAITING_LOG_PERIOD_S / DISCOVERY_POLL_S) == 0:
+            polls += 1
+            if polls % round(WAITING_LOG_PERIOD_S / DISCOVERY_POLL_S) == 0:
                 node.get_logger().warning(f"camera {resolved}: no publisher yet, waiting")
             return
         node.destroy_timer(timer)

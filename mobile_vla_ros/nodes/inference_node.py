@@ -238,19 +238,9 @@ class InferenceNode(Node):
         self.counts["windows"] += 1
         with self._lock:
             self.controller.on_window(stamp)
-            now = self.now()
-            override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
         self.worker.submit(frames[-self.config.window_size :], stamp)
         if self.corrections is not None:
-            self._record_correction(
-                Sample(
-                    frames[-1],
-                    stamp,
-                    self._executed if override is None else override,
-                    np.full(2, np.nan) if proposal is None else proposal,
-                    human=override is not None,
-                )
-            )
+            self._record_correction(frames[-1], stamp)
 
     def _on_window_built(self, msg: TimeReference) -> None:
         stamp, built = stamp_seconds(msg.header.stamp), stamp_seconds(msg.time_ref)
@@ -377,8 +367,20 @@ class InferenceNode(Node):
         self.get_logger().info(f"recording corrections to {directory}")
         return CorrectionRecorder(settings, self.config.action_dt, open_episode)
 
-    def _record_correction(self, sample: Sample) -> None:
-        """A failing disk must not stop the robot: the error is logged and the takeover dropped."""
+    def _record_correction(self, frame: np.ndarray, stamp: float) -> None:
+        """One sample per window: the person's command while they are in charge, else what was executed,
+        with the policy's proposal beside it. A failing disk must not stop the robot: the error is logged
+        and the takeover dropped."""
+        with self._lock:
+            now = self.now()
+            override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
+        sample = Sample(
+            frame,
+            stamp,
+            self._executed if override is None else override,
+            np.full(2, np.nan) if proposal is None else proposal,
+            human=override is not None,
+        )
         try:
             saved = self.corrections.on_sample(sample)
         except (MobileVlaError, OSError) as error:
