@@ -102,11 +102,20 @@ def load_policy(model_dir: str | Path, base_model_dir: str | Path, dtype: torch.
 
     action_token = adapter.pop(ACTION_TOKEN_KEY)
     _check_tensor_names(model_dir / ADAPTER_FILE, adapter, get_peft_model_state_dict(policy.encoder.kosmos), "LoRA")
-    _check_tensor_names(model_dir / HEAD_FILE, head, policy.head.state_dict(), "head")
     try:
         set_peft_model_state_dict(policy.encoder.kosmos, adapter)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
+    restore_head(policy, model_dir, head, action_token)
+    return policy.eval()
+
+
+def restore_head(policy: VLAPolicy, model_dir: Path, head: dict, action_token: torch.Tensor) -> None:
+    """The head (with its feature statistics) and the action token of a checkpoint, checked by name
+    and shape; shared by the fp32 loader and the int8 one (policy/quantize.py)."""
+    _check_tensor_names(model_dir / HEAD_FILE, head, policy.head.state_dict(), "head")
+    try:
         policy.head.load_state_dict(head)
         policy.encoder.action_token.data.copy_(action_token)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
-    return policy.eval()

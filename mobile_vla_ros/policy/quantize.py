@@ -175,7 +175,7 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     from transformers import AutoTokenizer
 
     from mobile_vla_ros.policy.backbone import BaseModel, check_base_model_dir, fingerprint_base_model
-    from mobile_vla_ros.policy.checkpoint import ACTION_TOKEN_KEY, ADAPTER_FILE, HEAD_FILE, _read_tensors
+    from mobile_vla_ros.policy.checkpoint import ACTION_TOKEN_KEY, ADAPTER_FILE, HEAD_FILE, _read_tensors, restore_head
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.policy.model import VLAPolicy
 
@@ -209,12 +209,10 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     )
     policy = VLAPolicy(config, base)
     policy.encoder.kosmos = kosmos
-    head, adapter = _read_tensors(model_dir / HEAD_FILE), _read_tensors(model_dir / ADAPTER_FILE)
-    try:
-        policy.head.load_state_dict(head)
-        policy.encoder.action_token.data.copy_(adapter[ACTION_TOKEN_KEY])
-    except (RuntimeError, KeyError) as error:
-        raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
+    adapter = _read_tensors(model_dir / ADAPTER_FILE)
+    if ACTION_TOKEN_KEY not in adapter:
+        raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
+    restore_head(policy, model_dir, _read_tensors(model_dir / HEAD_FILE), adapter[ACTION_TOKEN_KEY])
     return policy.eval()
 
 
