@@ -105,6 +105,16 @@ def test_split_is_by_episode_seeded_and_keeps_both_instructions():
     assert len(single[0]) == 1 and not single[1]  # never leaves an instruction without training data
 
 
+def test_correction_episodes_are_never_held_out_for_validation():
+    episodes = [episode(8, LEFT if i % 2 else RIGHT) for i in range(20)]
+    for i, ep in enumerate(episodes):
+        ep.source, ep.correction = f"ep{i}.h5", i < 6
+    for seed in range(5):
+        train, val = split_by_episode(episodes, 0.5, seed=seed)
+        assert {f"ep{i}.h5" for i in range(6)} <= {e.source for e in train}
+        assert len(val) == 8 and not any(e.correction for e in val)  # round(0.5 * 7) of each side's 7 demonstrations
+
+
 def test_action_range_covers_zero_and_never_collapses():
     low, high, outliers = action_range([episode(5, y=0.5), episode(5, y=0.7)])
     assert outliers == []

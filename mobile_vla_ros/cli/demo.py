@@ -6,9 +6,17 @@ import argparse
 from pathlib import Path
 
 import mobile_vla_ros.demo
+from mobile_vla_ros.demo.corrections import run_corrections_demo
 from mobile_vla_ros.demo.pipeline import TRAIN_MAX_STEPS, run_demo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Defaults that differ with --corrections: (plain demo, corrections round). The corrections round
+# starts from a deliberately weak policy: few demonstrations, short training.
+DEFAULTS = {
+    "episodes": (60, 8),
+    "train_steps": (TRAIN_MAX_STEPS, 600),
+}
 
 
 def _default_dir(name: str) -> Path:
@@ -32,13 +40,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--out", type=Path, default=_default_dir("runs") / "demo", help="where the report goes (default: %(default)s)"
     )
-    parser.add_argument("--episodes", type=int, default=60, metavar="N", help="expert episodes per instruction")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        metavar="N",
+        help="expert episodes per instruction (default: {}; with --corrections {})".format(*DEFAULTS["episodes"]),
+    )
     parser.add_argument(
         "--train-steps",
         type=int,
-        default=TRAIN_MAX_STEPS,
         metavar="N",
-        help="training steps (the demo trains by steps, so a slow or busy machine gets the same policy, only later)",
+        help="training steps (the demo trains by steps, so a slow or busy machine gets the same policy, only "
+        "later; default: {}, with --corrections {})".format(*DEFAULTS["train_steps"]),
     )
     parser.add_argument("--trials", type=int, default=10, metavar="N", help="closed-loop trials per instruction")
     parser.add_argument(
@@ -47,8 +60,31 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=1, help="layout series of the trials (not 0: training uses it)")
     parser.add_argument("--device", default="auto", help="torch device for training and driving")
     parser.add_argument("--fresh", action="store_true", help="rebuild every cached stage")
+    corrections = parser.add_argument_group(
+        "corrections", "--corrections: one round of takeovers by the scripted expert, fine-tuning, before/after"
+    )
+    corrections.add_argument(
+        "--corrections",
+        action="store_true",
+        help="a weak policy, takeovers on training layouts recorded as corrections, fine-tuned, evaluated "
+        "before and after (report: OUT/corrections.json)",
+    )
+    corrections.add_argument(
+        "--correction-trials",
+        type=int,
+        default=10,
+        metavar="N",
+        help="closed-loop trials per instruction with the scripted person on training-series layouts",
+    )
+    corrections.add_argument(
+        "--finetune-steps", type=int, default=600, metavar="N", help="steps of `train --init-from` on the corrections"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    return run_demo(args)
+    mode = 1 if args.corrections else 0
+    for name, defaults in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[mode])
+    return run_corrections_demo(args) if args.corrections else run_demo(args)

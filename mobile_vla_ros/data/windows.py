@@ -271,13 +271,16 @@ def split_by_episode(
     """Seeded train/validation split of whole episodes (windows of one episode never straddle it).
 
     Each instruction is split on its own so both sides reach validation; at least one episode
-    of every instruction stays in training.
+    of every instruction stays in training. Correction episodes always train: they are few, and
+    each holds exactly the states the policy failed in (held out, the fine-tuning would miss them).
     """
     rng = np.random.default_rng(seed)
     by_instruction: dict[str, list[TrainingEpisode]] = {}
+    train = [episode for episode in episodes if episode.correction]
     for episode in episodes:
-        by_instruction.setdefault(episode.instruction, []).append(episode)
-    train, val = [], []
+        if not episode.correction:
+            by_instruction.setdefault(episode.instruction, []).append(episode)
+    val = []
     for instruction in sorted(by_instruction):
         group = by_instruction[instruction]
         order = rng.permutation(len(group))

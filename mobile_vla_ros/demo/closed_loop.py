@@ -11,6 +11,12 @@ A trial: disable the policy (the inference node publishes zero), publish the ins
 the simulator to its next layout, wait until the camera window holds only frames of the new
 layout (the robot stands still, so the window equals the padded start of a training episode),
 enable, and collect `sim/pose` until `sim/result` reports the end of the episode.
+
+With takeover rules (`mobile-vla demo --corrections`) the conductor also plays the person who
+takes over: at the control rate it judges the robot's pose and commanded velocity
+(sim/takeover.py) and, while it is in charge, publishes the scripted expert's command on
+`cmd_vel_teleop`, the inference node's human override. With `corrections_dir` the inference node
+records each takeover as a correction episode (`record_corrections`), exactly as with a gamepad.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import time
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PoseStamped
+import yaml
+from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -37,10 +44,12 @@ from mobile_vla_ros.errors import MobileVlaError
 from mobile_vla_ros.paths import config_file
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import instruction_side
+from mobile_vla_ros.sim.takeover import TakeoverRules, TakeoverSupervisor
 from mobile_vla_ros.sim.world import Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RESULT_MARGIN_S = 5.0  # beyond the simulator's own time limit before a trial counts as lost
+SUPERVISE_RATE_HZ = 20.0  # the person's judgement and teleop rate (the inference node's control rate)
 
 
 class ClosedLoopError(MobileVlaError):
@@ -56,18 +65,25 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
 
 
 class TrialConductor(Node):
-    """Plays the operator: instruction and enable out, simulator poses and results in."""
+    """Plays the operator: instruction and enable out, simulator poses and results in; with a
+    supervisor also the person who takes over on `cmd_vel_teleop`."""
 
     def __init__(self, **kwargs):
         super().__init__("demo_conductor", **kwargs)
         self._lock = threading.Lock()
         self._path: list[tuple[float, float, float]] | None = None
         self._path_start = 0.0
+        self._pose: tuple[float, float] | None = None
+        self._velocity = (0.0, 0.0)  # the inference node's latest cmd_vel: where the robot is going
+        self._supervisor: TakeoverSupervisor | None = None
         self.result: dict = {}
         self.active_instruction = ""
         self.instruction_pub = self.create_publisher(String, "instruction", 10)
         self.enable_pub = self.create_publisher(Bool, "enable", 10)
+        self.teleop_pub = self.create_publisher(Twist, "cmd_vel_teleop", 10)
         self.create_subscription(PoseStamped, "sim/pose", self._on_pose, 50)
+        self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.create_timer(1.0 / SUPERVISE_RATE_HZ, self._supervise)
         self.create_subscription(String, "sim/result", self._on_result, LATCHED)
         self.create_subscription(
             String,
@@ -79,8 +95,30 @@ class TrialConductor(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         with self._lock:
+            self._pose = (msg.pose.position.x, msg.pose.position.y)
             if self._path is not None:
                 self._path.append((time.monotonic() - self._path_start, msg.pose.position.x, msg.pose.position.y))
+
+    def _on_cmd_vel(self, msg: Twist) -> None:
+        with self._lock:
+            self._velocity = (msg.linear.x, msg.linear.y)
+
+    def _supervise(self) -> None:
+        with self._lock:
+            supervisor, pose, velocity = self._supervisor, self._pose, self._velocity
+            if supervisor is None or pose is None or self._path is None:
+                return
+            command = supervisor.command(time.monotonic() - self._path_start, *pose, *velocity)
+        if command is not None:
+            twist = Twist()
+            twist.linear.x, twist.linear.y = float(command[0]), float(command[1])
+            self.teleop_pub.publish(twist)
+
+    def supervise(self, supervisor: TakeoverSupervisor | None) -> TakeoverSupervisor | None:
+        """Install the person for the next trial (None: nobody takes over); returns the previous one."""
+        with self._lock:
+            previous, self._supervisor = self._supervisor, supervisor
+        return previous
 
     def _on_result(self, msg: String) -> None:
         with self._lock:
@@ -132,9 +170,14 @@ class ClosedLoopSim:
         quiet: bool = False,
         torch_threads: int = 1,
         freeze_camera: bool = False,
+        corrections_dir=None,
     ):
+        """`corrections_dir`: the inference node records takeovers there (record_corrections)."""
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
+        self.corrections_dir = corrections_dir
+        drive_params = yaml.safe_load(config_file("drive.yaml").read_text())["inference_node"]["ros__parameters"]
+        self.correction_end_hold_s = float(drive_params["correction_end_hold_s"])
         # The window must hold frames of the new layout only, plus one sample and some delivery slack.
         self.settle_s = (config.window_size + 1) * config.action_dt + 0.2
         self.processes: list[subprocess.Popen] = []
@@ -176,6 +219,11 @@ class ClosedLoopSim:
                         f"dtype:={dtype}",
                         "-p",
                         "start_enabled:=false",
+                        *(
+                            []
+                            if corrections_dir is None
+                            else ["-p", "record_corrections:=true", "-p", f"corrections_dir:={corrections_dir}"]
+                        ),
                     ],
                 ),
             }
@@ -229,14 +277,18 @@ class ClosedLoopSim:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run_trial(self, index: int, side: str) -> Trial:
+    def run_trial(self, index: int, side: str, takeover: TakeoverRules | None = None) -> Trial:
+        """One episode; with `takeover` rules the scripted person takes over when they say so."""
         conductor = self.conductor
         conductor.enable(False)
         conductor.instruction_pub.publish(String(data=side))
         _wait(lambda: instruction_side(conductor.active_instruction) == side, 10.0, f"instruction {side!r} to apply")
         info = conductor.reset_sim(10.0)
+        layout = Layout.from_dict(info["layout"])
         time.sleep(self.settle_s)
         conductor.start_path()
+        if takeover is not None:
+            conductor.supervise(TakeoverSupervisor(layout, side, rules=takeover))
         conductor.enable(True)
         started = time.monotonic()
         try:
@@ -246,14 +298,18 @@ class ClosedLoopSim:
                 f"the end of episode {info['episode']}",
             )
         finally:
+            supervisor = conductor.supervise(None)
             conductor.enable(False)
         duration = time.monotonic() - started
         result = conductor.latest_result()
         path = conductor.take_path()
         path.append((duration, result["x"], result["y"]))
-        return Trial(
-            index, side, info["episode"], Layout.from_dict(info["layout"]), np.array(path), result["outcome"], duration
-        )
+        reasons = supervisor.reasons if supervisor is not None else []
+        if reasons and self.corrections_dir is not None:
+            # Let the takeover's episode end (correction_end_hold_s) while the camera still shows
+            # this layout, so no frame of the next one is appended to it.
+            time.sleep(self.correction_end_hold_s + 0.3)
+        return Trial(index, side, info["episode"], layout, np.array(path), result["outcome"], duration, list(reasons))
 
     def _finished(self, episode: int) -> bool:
         result = self.conductor.latest_result()

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from mobile_vla_ros.demo.stages import DemoError, Stages, is_current, mark_stage_done, redo
@@ -33,8 +34,8 @@ TRAIN_MAX_STEPS = 2500
 STAGE_COUNT = 6
 
 
-def run_demo(args) -> int:
-    """Run every stage for the parsed `mobile-vla demo` arguments; 0 on success."""
+def check_common_args(args) -> None:
+    """The checks every demo run needs (plain and --corrections)."""
     if args.seed == TRAINING_LAYOUT_SEED:
         raise DemoError(f"--seed {args.seed} is the training layouts' series; trials need unseen layouts")
     if args.episodes < 2 or args.trials < 1 or args.train_steps < 1:
@@ -42,9 +43,46 @@ def run_demo(args) -> int:
     if args.image_size < 14 or args.image_size % 14:
         raise DemoError(f"--image-size must be a positive multiple of 14 (the patch size), got {args.image_size}")
 
+
+def run_demo(args) -> int:
+    """Run every stage for the parsed `mobile-vla demo` arguments; 0 on success."""
+    check_common_args(args)
     stages = Stages(STAGE_COUNT)
+    prepared = prepare_policy(args, stages, "demo")
+
+    trials = stages.run(
+        4,
+        "closed-loop driving",
+        False,
+        lambda: drive_trials(prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device),
+    )
+    frozen = stages.run(
+        5,
+        "closed loop, frozen camera",
+        False,
+        lambda: drive_trials(
+            prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, freeze_camera=True
+        ),
+    )
+    print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
+    _report(args, trials, frozen, stages, prepared.policy_dir)
+    return 0
+
+
+@dataclass(frozen=True)
+class PreparedPolicy:
+    base_dir: Path
+    episodes_dir: Path
+    policy_dir: Path
+
+
+def prepare_policy(args, stages: Stages, name: str) -> PreparedPolicy:
+    """Stages 1-3, cached in --workdir: the tiny base model (shared), `args.episodes` expert episodes
+    per instruction in WORKDIR/<name>-episodes and a policy trained on them for `args.train_steps`
+    in WORKDIR/<name>-policy."""
     workdir = args.workdir.resolve()
-    base_dir, episodes_dir, policy_dir = workdir / "tiny-kosmos2", workdir / "demo-episodes", workdir / "demo-policy"
+    base_dir = workdir / "tiny-kosmos2"
+    episodes_dir, policy_dir = workdir / f"{name}-episodes", workdir / f"{name}-policy"
 
     base_key = {"stage": "base-model", "image_size": args.image_size, **TINY_MODEL}
     stages.run(
@@ -70,7 +108,7 @@ def run_demo(args) -> int:
 
     from mobile_vla_ros.policy.backbone import fingerprint_base_model
 
-    config = _train_config(args)
+    config = train_config(args.train_steps, args.device)
     policy_key = {
         "stage": "policy",
         "base_fingerprint": fingerprint_base_model(base_dir),
@@ -78,20 +116,8 @@ def run_demo(args) -> int:
         "train": config.to_dict(),
     }
     trained = is_current(policy_dir, policy_key, args.fresh) and _policy_matches_base(policy_dir, policy_key)
-    stages.run(3, "training", trained, lambda: _train(policy_dir, policy_key, episodes_dir, base_dir, config))
-
-    trials = stages.run(
-        4, "closed-loop driving", False, lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device)
-    )
-    frozen = stages.run(
-        5,
-        "closed loop, frozen camera",
-        False,
-        lambda: _drive(policy_dir, base_dir, args.seed, args.trials, args.device, freeze_camera=True),
-    )
-    print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
-    _report(args, trials, frozen, stages, policy_dir)
-    return 0
+    stages.run(3, "training", trained, lambda: train_policy(policy_dir, [episodes_dir], base_dir, config, policy_key))
+    return PreparedPolicy(base_dir, episodes_dir, policy_dir)
 
 
 def _build_base_model(directory: Path, key: dict, image_size: int) -> None:
@@ -130,13 +156,14 @@ def _record(directory: Path, key: dict, per_instruction: int, image_size: int) -
     mark_stage_done(directory, key)
 
 
-def _train_config(args):
+def train_config(steps: int, device: str):
+    """config/train.yaml + config/train_tiny.yaml + TRAIN_SETTINGS, `steps` long, on `device`."""
     from mobile_vla_ros.paths import config_file
     from mobile_vla_ros.training.config import load_train_config
 
-    settings = [*TRAIN_SETTINGS, "trainer.max_minutes=null", f"trainer.max_steps={args.train_steps}"]
-    if args.device != "auto":
-        settings.append(f"trainer.accelerator={'cpu' if args.device == 'cpu' else 'gpu'}")
+    settings = [*TRAIN_SETTINGS, "trainer.max_minutes=null", f"trainer.max_steps={steps}"]
+    if device != "auto":
+        settings.append(f"trainer.accelerator={'cpu' if device == 'cpu' else 'gpu'}")
     return load_train_config(config_file("train_tiny.yaml"), settings)
 
 
@@ -150,18 +177,38 @@ def _policy_matches_base(directory: Path, key: dict) -> bool:
         return False
 
 
-def _train(directory: Path, key: dict, episodes_dir: Path, base_dir: Path, config) -> None:
+def train_policy(
+    directory: Path, data_dirs: list[Path], base_dir: Path, config, key: dict, init_from: Path | None = None
+) -> None:
+    """`mobile-vla train` (the same TrainRun), continuing from `init_from` when given; stamps `key`."""
     from mobile_vla_ros.training.train import TrainRun, format_summary, train
 
     redo(directory)
-    summary = train(TrainRun([str(episodes_dir)], str(base_dir), str(directory), config))
+    run = TrainRun(
+        [str(path) for path in data_dirs],
+        str(base_dir),
+        str(directory),
+        config,
+        init_from=None if init_from is None else str(init_from),
+    )
+    summary = train(run)
     print(format_summary(summary, directory), flush=True)
     mark_stage_done(directory, key)
 
 
-def _drive(
-    policy_dir: Path, base_dir: Path, seed: int, per_instruction: int, device: str, freeze_camera: bool = False
+def drive_trials(
+    policy_dir: Path,
+    base_dir: Path,
+    seed: int,
+    per_instruction: int,
+    device: str,
+    freeze_camera: bool = False,
+    takeover=None,
+    corrections_dir: Path | None = None,
 ) -> list:
+    """Closed-loop trials on layouts of series `seed`, alternating left/right. `takeover`
+    (sim.takeover.TakeoverRules): the scripted person takes over; `corrections_dir`: the inference
+    node records those takeovers there."""
     import torch
     from tqdm import tqdm
 
@@ -171,16 +218,25 @@ def _drive(
     sides = trial_sides(per_instruction)
     trials = []
     print("    starting sim_node, camera_window_node, inference_node ...", flush=True)
-    with ClosedLoopSim(policy_dir, base_dir, seed, device=device, quiet=True, freeze_camera=freeze_camera) as loop:
+    with ClosedLoopSim(
+        policy_dir,
+        base_dir,
+        seed,
+        device=device,
+        quiet=True,
+        freeze_camera=freeze_camera,
+        corrections_dir=corrections_dir,
+    ) as loop:
         with tqdm(total=len(sides), desc="trials", unit="trial", file=sys.stdout) as bar:
             for index, side in enumerate(sides):
-                trial = loop.run_trial(index, side)
+                trial = loop.run_trial(index, side, takeover)
                 trials.append(trial)
                 wins = {s: sum(t.succeeded for t in trials if t.side == s) for s in ("left", "right")}
                 runs = {s: sum(t.side == s for t in trials) for s in ("left", "right")}
+                taken = f", takeovers: {', '.join(trial.takeovers)}" if trial.takeovers else ""
                 bar.write(
                     f"    trial {index + 1:2d}: {side:<5} -> {trial.outcome:<13} ({trial.duration_s:4.1f} s, "
-                    f"layout {trial.episode} of seed {seed})"
+                    f"layout {trial.episode} of seed {seed}{taken})"
                 )
                 bar.set_postfix_str(f"left {wins['left']}/{runs['left']}  right {wins['right']}/{runs['right']}")
                 bar.update(1)

@@ -5,7 +5,7 @@ report table. No ROS imports here.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class Trial:
     path: np.ndarray  # (N, 3) time since enable [s], x, y
     outcome: str
     duration_s: float
+    takeovers: list[str] = field(default_factory=list)  # why the scripted person took over, in order
 
     @property
     def succeeded(self) -> bool:
@@ -45,6 +46,7 @@ class Trial:
             "outcome": self.outcome,
             "succeeded": self.succeeded,
             "duration_s": round(self.duration_s, 2),
+            "takeovers": list(self.takeovers),
             "path": np.round(np.asarray(self.path, dtype=float), 3).tolist(),
         }
 

@@ -38,6 +38,12 @@ class ScriptedExpert:
         ]
         self._next = 0
 
+    def resume_from(self, x: float, y: float) -> None:
+        """Take over a robot already under way: skip the waypoints it has driven past (along x), so
+        the expert does not turn back for them."""
+        while self._next < len(self.waypoints) - 1 and self.waypoints[self._next][0] <= x:
+            self._next += 1
+
     def act(self, x: float, y: float) -> np.ndarray:
         """(linear_x, linear_y) in m/s for a robot at (x, y)."""
         while self._next < len(self.waypoints) - 1 and self._distance(self._next, x, y) < WAYPOINT_TOLERANCE_M:

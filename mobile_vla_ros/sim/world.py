@@ -151,7 +151,7 @@ class World:
             raise SimulationError("the robot starts beside or behind the box")
         if not (0 < tx < room.length and abs(ty) < room.width / 2):
             raise SimulationError(f"the bottle at ({tx:.2f}, {ty:.2f}) is outside the room")
-        if self._contact(*layout.start):
+        if self.contact(*layout.start):
             raise SimulationError("the robot starts in contact with something")
 
     @property
@@ -177,7 +177,7 @@ class World:
         for _ in range(substeps):
             state.time_s += sub_dt
             x, y = state.x + velocity[0] * sub_dt, state.y + velocity[1] * sub_dt
-            if self._contact(x, y):  # the robot stops where it touched, never inside anything
+            if self.contact(x, y):  # the robot stops where it touched, never inside anything
                 state.outcome = Outcome.COLLIDED
                 break
             state.x, state.y = x, y
@@ -199,7 +199,8 @@ class World:
             return Outcome.TIMED_OUT
         return Outcome.RUNNING
 
-    def _contact(self, x: float, y: float) -> bool:
+    def contact(self, x: float, y: float) -> bool:
+        """True when a robot centred at (x, y) touches a wall, the box or the bottle."""
         room, radius = self.room, self.room.robot_radius
         if x - radius < 0 or x + radius > room.length or abs(y) + radius > room.width / 2:
             return True

@@ -1,0 +1,221 @@
+"""`mobile-vla demo --corrections`: one round of human-gated DAgger in the simulated room.
+
+  1-3 a deliberately weak policy: the demo's base model, stages and trainer, on few expert
+      episodes (--episodes, default 8 per instruction) in WORKDIR/weak-episodes, WORKDIR/weak-policy
+  4   before: closed-loop trials on unseen layouts (--seed)
+  5   takeovers: closed loop on layouts of the training series (seed 0), the scripted expert
+      taking over on `cmd_vel_teleop` when the robot heads for a collision or the wrong side
+      (sim/takeover.py); the inference node records each takeover (`record_corrections`) into
+      WORKDIR/corrections
+  6   fine-tune: `train --init-from WORKDIR/weak-policy` on the expert episodes + the corrections,
+      to WORKDIR/corrected-policy
+  7   after: the trials of stage 4 again (same layouts) with the fine-tuned policy
+  8   report: success before/after per instruction, takeovers, OUT/corrections.json
+
+Stages 4-7 always run (the round); 1-3 are cached like the plain demo's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections import Counter
+from pathlib import Path
+
+from mobile_vla_ros.demo.pipeline import (
+    TRAINING_LAYOUT_SEED,
+    check_common_args,
+    drive_trials,
+    prepare_policy,
+    train_config,
+    train_policy,
+)
+from mobile_vla_ros.demo.stages import DemoError, Stages, redo
+from mobile_vla_ros.demo.trials import summarize
+from mobile_vla_ros.sim.world import SIDES
+
+STAGE_COUNT = 8
+ROUND_STAGES = ("takeovers", "fine-tuning", "after")  # what one more round would cost
+TARGET_GAIN = 0.2  # success on unseen layouts rises by this much per instruction ...
+TARGET_RATE = 0.8  # ... or reaches this
+
+
+def run_corrections_demo(args) -> int:
+    """Run the round for the parsed `mobile-vla demo --corrections` arguments; 0 on success."""
+    check_common_args(args)
+    if args.correction_trials < 1 or args.finetune_steps < 1:
+        raise DemoError("--correction-trials must be >= 1 and --finetune-steps > 0")
+    from mobile_vla_ros.sim.takeover import TakeoverRules
+
+    stages = Stages(STAGE_COUNT)
+    weak = prepare_policy(args, stages, "weak")
+    workdir = args.workdir.resolve()
+    corrections_dir, corrected_dir = workdir / "corrections", workdir / "corrected-policy"
+
+    def evaluate(policy_dir: Path) -> list:
+        return drive_trials(policy_dir, weak.base_dir, args.seed, args.trials, args.device)
+
+    before = stages.run(4, "before", False, lambda: evaluate(weak.policy_dir))
+
+    def take_over() -> list:
+        redo(corrections_dir)
+        return drive_trials(
+            weak.policy_dir,
+            weak.base_dir,
+            TRAINING_LAYOUT_SEED,
+            args.correction_trials,
+            args.device,
+            takeover=TakeoverRules(),
+            corrections_dir=corrections_dir,
+        )
+
+    driven = stages.run(5, "takeovers", False, take_over)
+    corrections = _correction_episodes(corrections_dir)
+    if not corrections:
+        raise DemoError(
+            f"the scripted person never took over in {len(driven)} trials, so there is nothing to fine-tune on; "
+            "run more --correction-trials or a weaker policy (fewer --episodes / --train-steps)"
+        )
+    config = train_config(args.finetune_steps, args.device)
+    stages.run(
+        6,
+        "fine-tuning",
+        False,
+        lambda: train_policy(
+            corrected_dir,
+            [weak.episodes_dir, corrections_dir],
+            weak.base_dir,
+            config,
+            {"stage": "corrected-policy", "init_from": str(weak.policy_dir)},
+            init_from=weak.policy_dir,
+        ),
+    )
+    after = stages.run(7, "after", False, lambda: evaluate(corrected_dir))
+    print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
+    report = corrections_report(args, before, driven, after, corrections, stages, weak.policy_dir, corrected_dir)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "corrections.json").write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(format_corrections(report))
+    print(f"report: {out / 'corrections.json'}")
+    return 0
+
+
+def _correction_episodes(directory: Path) -> list[dict]:
+    """Each saved takeover: file, instruction, frames and how many of them the person commanded."""
+    from mobile_vla_ros.data.correction_episodes import human_frames
+    from mobile_vla_ros.data.episode import list_episodes, read_episode
+
+    episodes = []
+    for path in list_episodes(directory):
+        episode = read_episode(path)
+        human = human_frames(episode)
+        if human is None:
+            raise DemoError(f"{path} is not a correction episode; the inference node writes only those there")
+        episodes.append(
+            {
+                "file": path.name,
+                "instruction": episode.instruction,
+                "frames": int(len(human)),
+                "by_person": int(human.sum()),
+            }
+        )
+    return episodes
+
+
+def success_rates(trials: list) -> dict[str, float]:
+    return {side: row["success_rate"] for side, row in summarize(trials).items()}
+
+
+def target_met(before: dict[str, float], after: dict[str, float]) -> dict[str, bool]:
+    """Per instruction: success rose by TARGET_GAIN or reached TARGET_RATE (the issue's done-when)."""
+    return {
+        side: after[side] >= TARGET_RATE - 1e-9 or after[side] - before[side] >= TARGET_GAIN - 1e-9 for side in SIDES
+    }
+
+
+def corrections_report(args, before, driven, after, corrections, stages: Stages, weak_dir, corrected_dir) -> dict:
+    from mobile_vla_ros.policy.config import PolicyConfig
+
+    before_rates, after_rates = success_rates(before), success_rates(after)
+    reasons = Counter(reason for trial in driven for reason in trial.takeovers)
+
+    def training(directory) -> dict:
+        summary = PolicyConfig.load(directory).training
+        return {key: summary.get(key) for key in ("steps", "seconds", "train_loss", "val_loss", "init_from")}
+
+    return {
+        "before": before_rates,
+        "after": after_rates,
+        "takeovers": sum(reasons.values()),
+        "takeovers_per_round": [sum(reasons.values())],
+        "takeover_reasons": dict(sorted(reasons.items())),
+        "target_met": target_met(before_rates, after_rates),
+        "before_detail": summarize(before),
+        "after_detail": summarize(after),
+        "takeover_trials": {
+            "trials": len(driven),
+            "with_takeover": sum(bool(trial.takeovers) for trial in driven),
+            "succeeded_with_help": summarize(driven),
+        },
+        "correction_episodes": corrections,
+        "seeds": {
+            "training_layouts": TRAINING_LAYOUT_SEED,
+            "takeover_layouts": TRAINING_LAYOUT_SEED,
+            "trial_layouts": args.seed,
+            "training": PolicyConfig.load(weak_dir).training.get("config", {}).get("trainer", {}).get("seed"),
+        },
+        "stages": stages.records,
+        "round_seconds": round(sum(stages.records[name]["seconds"] for name in ROUND_STAGES), 1),
+        "total_seconds": round(stages.total_seconds, 1),
+        "training": {"weak": training(weak_dir), "corrected": training(corrected_dir)},
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "func"
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average": [round(value, 2) for value in os.getloadavg()],
+        },
+        "trials": {
+            "before": [trial.to_dict() for trial in before],
+            "takeovers": [trial.to_dict() for trial in driven],
+            "after": [trial.to_dict() for trial in after],
+        },
+    }
+
+
+def format_corrections(report: dict) -> str:
+    """The table `mobile-vla demo --corrections` prints."""
+    before, after = report["before_detail"], report["after_detail"]
+    lines = [
+        f"success on {sum(row['trials'] for row in before.values())} unseen layouts "
+        f"(layout seed {report['seeds']['trial_layouts']}), before and after one round of corrections:",
+        f"{'instruction':<12} {'before':>8} {'after':>8} {'change':>8}  target (+20 points or >= 80%)",
+        "-" * 64,
+    ]
+    for side in SIDES:
+        change = 100 * (report["after"][side] - report["before"][side])
+        lines.append(
+            f"{side:<12} {before[side]['succeeded']:>4}/{before[side]['trials']:<3} "
+            f"{after[side]['succeeded']:>4}/{after[side]['trials']:<3} {change:>+7.0f}  "
+            f"{'met' if report['target_met'][side] else 'not met'}"
+        )
+    trials = report["takeover_trials"]
+    reasons = ", ".join(f"{name} {count}" for name, count in report["takeover_reasons"].items()) or "none"
+    lines += [
+        "",
+        f"round 1: {report['takeovers']} takeovers ({reasons}) in {trials['with_takeover']} of {trials['trials']} "
+        f"trials on training-series layouts; {len(report['correction_episodes'])} correction episodes, "
+        f"{sum(e['by_person'] for e in report['correction_episodes'])} frames commanded by the person",
+        "stages: "
+        + ", ".join(
+            f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
+            for name, record in report["stages"].items()
+        )
+        + f"; the round (takeovers + fine-tuning + after) {report['round_seconds'] / 60:.1f} min, "
+        f"total {report['total_seconds'] / 60:.1f} min",
+    ]
+    return "\n".join(lines)
