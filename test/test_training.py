@@ -281,6 +281,44 @@ def test_loss_ignores_targets_past_the_episode_end(tiny_checkpoint, tiny_base_mo
         assert module.loss(batch) > before + 0.1
 
 
+def test_cached_features_give_the_same_predictions_and_loss_as_the_frames(tiny_checkpoint, tiny_base_model):
+    """A fixed encoder's features are computed once before training (cache_features); a batch of
+    them must train the head exactly as the frames it replaces would, mirrored episodes included."""
+    from mobile_vla_ros.data.windows import TrainingEpisode, WindowDataset, collate_clips, with_mirrors
+    from mobile_vla_ros.policy.checkpoint import load_policy
+    from mobile_vla_ros.training.lightning_module import PolicyModule
+    from mobile_vla_ros.training.train import cache_features
+
+    policy = load_policy(tiny_checkpoint, tiny_base_model)
+    module = PolicyModule(policy, 1e-3, 0.0, 1.0, backbone_learning_rate=0)
+    rng = np.random.default_rng(1)
+    episodes = with_mirrors(
+        [
+            TrainingEpisode(
+                rng.integers(0, 256, (10, 224, 224, 3), dtype=np.uint8),
+                rng.uniform(-0.5, 0.5, (10, 3)).astype(np.float32),
+                LAB_INSTRUCTIONS[side],
+                f"{side}.h5",
+                0.1,
+            )
+            for side in ("left", "right")
+        ]
+    )
+    cached = cache_features(policy, episodes)
+    assert [episode.features.shape for episode in cached] == [(10, policy.head.feature_mean.numel())] * 4
+    module.eval()
+    for dataset in (WindowDataset, lambda *a: WindowDataset(*a, clip_length=4)):
+        from_frames, from_features = dataset(episodes, 8, 5), dataset(cached, 8, 5)
+        frames_batch = collate_clips([from_frames[i] for i in range(len(from_frames))])
+        features_batch = collate_clips([from_features[i] for i in range(len(from_features))])
+        assert "frames" not in features_batch and "features" not in frames_batch
+        with torch.no_grad():
+            torch.testing.assert_close(module.predict_batch(features_batch), module.predict_batch(frames_batch))
+            torch.testing.assert_close(module.loss(features_batch), module.loss(frames_batch))
+    with pytest.raises(ValueError, match="mixes"):
+        collate_clips([from_frames[0], from_features[0]])
+
+
 def test_resume_refuses_changed_episodes(mirrored_data, tiny_base_model, tmp_path, capsys):
     import shutil
 

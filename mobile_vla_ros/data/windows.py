@@ -65,6 +65,9 @@ class TrainingEpisode:
     rotated_180: bool | None = None  # as recorded; None: not recorded (legacy files)
     usable: np.ndarray | None = None  # (T,) bool: the window ending at frame t is trained on; None = all
     correction: bool = False  # a person's takeover: only the frames they commanded are usable
+    # (T, hidden) float32 encoder features of the frames, when training keeps the encoder fixed:
+    # computed once, they stand in for the frames (see training.train.cache_features).
+    features: torch.Tensor | None = None
 
     @property
     def usable_windows(self) -> np.ndarray:
@@ -91,6 +94,7 @@ class TrainingEpisode:
             actions=actions,
             instruction=mirror_instruction(self.instruction),
             mirrored=not self.mirrored,
+            features=None,  # features of the flipped frames are other features
         )
 
 
@@ -395,8 +399,12 @@ class WindowDataset(torch.utils.data.Dataset):
         targets, valid = map(
             np.stack, zip(*(action_targets(episode.actions, t, self.chunk_size) for t in range(clip.start, clip.stop)))
         )
+        if episode.features is not None:
+            inputs = {"features": episode.features[first : clip.stop]}
+        else:
+            inputs = {"frames": torch.from_numpy(np.ascontiguousarray(episode.frames[first : clip.stop]))}
         return {
-            "frames": torch.from_numpy(np.ascontiguousarray(episode.frames[first : clip.stop])),
+            **inputs,
             "windows": torch.from_numpy(windows),
             "targets": torch.from_numpy(targets),
             "target_mask": torch.from_numpy(valid),
@@ -405,16 +413,19 @@ class WindowDataset(torch.utils.data.Dataset):
 
 
 def collate_clips(items: list[dict]) -> dict:
-    """Concatenate clips: frames (N, S, S, 3), windows (W, window) indexing those frames,
-    targets (W, chunk, A) with target_mask (W, chunk) of the steps that exist; `frame_clip`/`window_clip`
-    map rows to `instructions`."""
-    offsets = np.cumsum([0] + [len(item["frames"]) for item in items])
+    """Concatenate clips: frames (N, S, S, 3) or their cached features (N, hidden), windows
+    (W, window) indexing those rows, targets (W, chunk, A) with target_mask (W, chunk) of the steps
+    that exist; `frame_clip`/`window_clip` map rows to `instructions`."""
+    kind = "features" if "features" in items[0] else "frames"
+    if any(kind not in item for item in items):
+        raise ValueError("a batch mixes clips with cached features and clips with frames")
+    offsets = np.cumsum([0] + [len(item[kind]) for item in items])
     return {
-        "frames": torch.cat([item["frames"] for item in items]),
+        kind: torch.cat([item[kind] for item in items]),
         "windows": torch.cat([item["windows"] + int(offset) for item, offset in zip(items, offsets)]),
         "targets": torch.cat([item["targets"] for item in items]),
         "target_mask": torch.cat([item["target_mask"] for item in items]),
-        "frame_clip": torch.cat([torch.full((len(item["frames"]),), i) for i, item in enumerate(items)]),
+        "frame_clip": torch.cat([torch.full((len(item[kind]),), i) for i, item in enumerate(items)]),
         "window_clip": torch.cat([torch.full((len(item["windows"]),), i) for i, item in enumerate(items)]),
         "instructions": [item["instruction"] for item in items],
     }

@@ -60,7 +60,10 @@ class PolicyModule(L.LightningModule):
         """Normalised chunks (windows, chunk, A): each frame encoded once, windows gathered."""
         policy = self.policy
         prompts = policy.encode_prompts(batch["instructions"])
-        features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
+        if "features" in batch:  # the encoder is fixed: its features were computed once before training
+            features = batch["features"].to(policy.image_mean.device)
+        else:
+            features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
         if self.training and self.backbone_trains:  # the head's standardisation follows the moving features
             policy.head.track_feature_statistics(features)
         instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
