@@ -46,6 +46,45 @@ def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_si
     assert [trial.episode for trial in trials] == [trials[0].episode, trials[0].episode + 1]
 
 
+@pytest.mark.ros
+def test_the_scripted_person_takes_over_on_cmd_vel_teleop_and_the_node_records_a_correction(
+    tiny_checkpoint, tiny_base_model, tmp_path
+):
+    """`demo --corrections` in small: the fixture's policy drives left at 0.5 m/s sideways into the
+    wall; the conductor's scripted person takes over on cmd_vel_teleop before it touches, and the
+    inference node (record_corrections) saves the takeover with both action streams."""
+    pytest.importorskip("rclpy")
+    from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
+    from mobile_vla_ros.data.episode import list_episodes, read_episode
+    from mobile_vla_ros.demo.closed_loop import ClosedLoopSim
+    from mobile_vla_ros.sim.takeover import COLLISION, TakeoverRules
+
+    corrections = tmp_path / "corrections"
+    with ClosedLoopSim(
+        tiny_checkpoint,
+        tiny_base_model,
+        seed=5,
+        time_limit_s=12.0,
+        device="cpu",
+        corrections_dir=corrections,
+        first_episode=3,
+    ) as loop:
+        trial = loop.run_trial(0, "left", TakeoverRules())
+
+    assert trial.episode == 4 and trial.layout == sample_layout(5, 4)  # first_episode 3, then one reset
+    assert trial.takeovers and trial.takeovers[0] == COLLISION, trial.takeovers
+    assert trial.outcome != "collided", "the person took over before the robot touched anything"
+    paths = list_episodes(corrections)
+    assert 1 <= len(paths) <= len(trial.takeovers)  # takeovers close together share one episode
+    episode = read_episode(paths[0])
+    human = np.asarray(episode.extras[HUMAN], bool)
+    proposals = np.asarray(episode.extras[POLICY_ACTIONS])
+    assert episode.attrs["correction"] and not human[0] and human.sum() >= 5  # context first, then the person
+    # The policy kept proposing its diagonal (linear_y +0.5 for left); the person steered otherwise.
+    assert np.allclose(np.nanmedian(proposals[human, 1]), 0.5, atol=0.1)
+    assert np.abs(episode.actions[human, 1] - proposals[human, 1]).max() > 0.3
+
+
 # ------------------------------------------------------------------------------ caching (pure)
 
 

@@ -171,8 +171,10 @@ class ClosedLoopSim:
         torch_threads: int = 1,
         freeze_camera: bool = False,
         corrections_dir=None,
+        first_episode: int = 0,
     ):
-        """`corrections_dir`: the inference node records takeovers there (record_corrections)."""
+        """`corrections_dir`: the inference node records takeovers there (record_corrections);
+        `first_episode`: the simulator's layout number at start (the first trial drives the next)."""
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
         self.corrections_dir = corrections_dir
@@ -196,6 +198,8 @@ class ClosedLoopSim:
                     [
                         "-p",
                         f"seed:={int(seed)}",
+                        "-p",
+                        f"first_episode:={int(first_episode)}",
                         "-p",
                         f"time_limit_s:={self.time_limit_s}",
                         "-p",

@@ -3,7 +3,8 @@
   1-3 a deliberately weak policy: the demo's base model, stages and trainer, on few expert
       episodes (--episodes, default 8 per instruction) in WORKDIR/weak-episodes, WORKDIR/weak-policy
   4   before: closed-loop trials on unseen layouts (--seed)
-  5   takeovers: closed loop on layouts of the training series (seed 0), the scripted expert
+  5   takeovers: closed loop on layouts of the training series (seed 0) that the demonstrations
+      did not use (from layout --episodes + 1 on), the scripted expert
       taking over on `cmd_vel_teleop` when the robot heads for a collision or the wrong side
       (sim/takeover.py); the inference node records each takeover (`record_corrections`) into
       WORKDIR/corrections
@@ -68,6 +69,7 @@ def run_corrections_demo(args) -> int:
             args.device,
             takeover=TakeoverRules(),
             corrections_dir=corrections_dir,
+            first_episode=args.episodes,  # past the demonstrated layouts 0 .. episodes-1
         )
 
     driven = stages.run(5, "takeovers", False, take_over)
@@ -164,6 +166,7 @@ def corrections_report(args, before, driven, after, corrections, stages: Stages,
         "seeds": {
             "training_layouts": TRAINING_LAYOUT_SEED,
             "takeover_layouts": TRAINING_LAYOUT_SEED,
+            "takeover_first_layout": args.episodes + 1,
             "trial_layouts": args.seed,
             "training": PolicyConfig.load(weak_dir).training.get("config", {}).get("trainer", {}).get("seed"),
         },

@@ -205,10 +205,11 @@ def drive_trials(
     freeze_camera: bool = False,
     takeover=None,
     corrections_dir: Path | None = None,
+    first_episode: int = 0,
 ) -> list:
-    """Closed-loop trials on layouts of series `seed`, alternating left/right. `takeover`
-    (sim.takeover.TakeoverRules): the scripted person takes over; `corrections_dir`: the inference
-    node records those takeovers there."""
+    """Closed-loop trials on layouts first_episode+1, +2, ... of series `seed`, alternating
+    left/right. `takeover` (sim.takeover.TakeoverRules): the scripted person takes over;
+    `corrections_dir`: the inference node records those takeovers there."""
     import torch
     from tqdm import tqdm
 
@@ -226,6 +227,7 @@ def drive_trials(
         quiet=True,
         freeze_camera=freeze_camera,
         corrections_dir=corrections_dir,
+        first_episode=first_episode,
     ) as loop:
         with tqdm(total=len(sides), desc="trials", unit="trial", file=sys.stdout) as bar:
             for index, side in enumerate(sides):

@@ -34,6 +34,7 @@ from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
 # name -> (default, description, read_only)
 PARAMETERS = {
     "seed": (0, "series of random layouts; sim/reset moves to the next layout of the current seed", False),
+    "first_episode": (0, "layout number of the episode at start; sim/reset moves on from there", True),
     "physics_rate_hz": (50.0, "rate of the integration and sim/pose messages", True),
     "camera_rate_hz": (30.0, "rate of camera/image_raw", True),
     "image_width": (640, "camera image width in pixels", True),
@@ -62,6 +63,8 @@ class SimNode(Node):
         for rate in ("physics_rate_hz", "camera_rate_hz", "cmd_timeout_s"):
             if not value(rate) > 0:
                 raise MobileVlaError(f"parameter {rate} must be positive, got {value(rate)}")
+        if value("first_episode") < 0:
+            raise MobileVlaError(f"parameter first_episode must be >= 0, got {value('first_episode')}")
         self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
         self._renderer = Renderer(
             self._room, CameraConfig(int(value("image_width")), int(value("image_height")), float(value("hfov_deg")))
@@ -79,7 +82,7 @@ class SimNode(Node):
 
         self._command = (0.0, 0.0)
         self._command_time_ns = None
-        self._episode = -1
+        self._episode = int(value("first_episode")) - 1
         self._start_episode()
         self.create_timer(1.0 / value("physics_rate_hz"), self._on_physics_tick)
         self.create_timer(1.0 / value("camera_rate_hz"), self._on_camera_tick)
