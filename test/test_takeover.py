@@ -4,7 +4,7 @@ that its commands rescue a robot the policy was steering into trouble. Pure Pyth
 import numpy as np
 import pytest
 
-from mobile_vla_ros.sim.takeover import COLLISION, WRONG_SIDE, TakeoverSupervisor, takeover_reason
+from mobile_vla_ros.sim.takeover import COLLISION, MISSING_TARGET, WRONG_SIDE, TakeoverSupervisor, takeover_reason
 from mobile_vla_ros.sim.world import Layout, World, sample_layout
 
 DT = 0.05
@@ -48,6 +48,14 @@ def test_reaching_the_bottle_is_not_a_collision():
     assert takeover_reason(world, "left", 2.7, 0.2, 0.6, 0.0) is None
 
 
+def test_a_course_past_the_bottle_is_missing_it():
+    world = World(LAYOUT)  # bottle at (3.3, 0.2), reached within 0.45 m from its front
+    assert takeover_reason(world, "left", 2.7, 0.8, 0.6, 0.0) == MISSING_TARGET  # passes 0.6 m beside it
+    assert takeover_reason(world, "left", 2.7, 0.8, 0.6, -0.4) is None  # turning in toward it
+    assert takeover_reason(world, "left", 2.7, 0.2, -0.3, 0.0) == MISSING_TARGET  # backing away
+    assert takeover_reason(world, "left", 2.2, 0.8, 0.6, 0.0) is None  # still beside the box: may turn
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_the_expert_itself_never_triggers_a_takeover(side):
     from mobile_vla_ros.sim.expert import ScriptedExpert
@@ -72,3 +80,17 @@ def test_a_policy_going_the_wrong_way_is_taken_over_and_the_trial_succeeds(side)
     assert world.outcome.succeeded(side), world.summary()
     assert supervisor.takeovers >= 1 and supervisor.reasons[0] == WRONG_SIDE
     assert not supervisor.in_charge or world.state.x > 2.0  # handed back behind the box, or still driving there
+
+
+def test_a_policy_that_drives_past_the_bottle_is_taken_over_before_the_wall():
+    def policy(x, y):  # the expert's way around the box, then straight on at the pass height
+        return expert.act(x, y) if x < 2.4 else (0.6, 0.0)
+
+    from mobile_vla_ros.sim.expert import ScriptedExpert
+
+    expert = ScriptedExpert(LAYOUT, "right")
+    assert drive(LAYOUT, "right", policy).outcome.value == "collided"  # the far wall
+    expert = ScriptedExpert(LAYOUT, "right")
+    supervisor = TakeoverSupervisor(LAYOUT, "right")
+    world = drive(LAYOUT, "right", policy, supervisor)
+    assert world.outcome.succeeded("right") and supervisor.reasons == [MISSING_TARGET]

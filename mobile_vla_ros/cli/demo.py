@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Defaults that differ with --corrections: (plain demo, corrections round). The corrections round
 # starts from a deliberately weak policy: few demonstrations, short training.
 DEFAULTS = {
-    "episodes": (60, 8),
+    "episodes": (60, 6),
     "train_steps": (TRAIN_MAX_STEPS, 600),
 }
 

@@ -1,7 +1,7 @@
 """`mobile-vla demo --corrections`: one round of human-gated DAgger in the simulated room.
 
   1-3 a deliberately weak policy: the demo's base model, stages and trainer, on few expert
-      episodes (--episodes, default 8 per instruction) in WORKDIR/weak-episodes, WORKDIR/weak-policy
+      episodes (--episodes, default 6 per instruction) in WORKDIR/weak-episodes, WORKDIR/weak-policy
   4   before: closed-loop trials on unseen layouts (--seed)
   5   takeovers: closed loop on layouts of the training series (seed 0) that the demonstrations
       did not use (from layout --episodes + 1 on), the scripted expert
