@@ -77,6 +77,12 @@ def register(subparsers) -> None:
         help="closed-loop trials per instruction with the scripted person on training-series layouts",
     )
     corrections.add_argument(
+        "--control",
+        action="store_true",
+        help="also fine-tune the weak policy the same way on the expert episodes alone and evaluate it "
+        "(more training without corrections, for comparison)",
+    )
+    corrections.add_argument(
         "--finetune-steps", type=int, default=600, metavar="N", help="steps of `train --init-from` on the corrections"
     )
     parser.set_defaults(func=run)

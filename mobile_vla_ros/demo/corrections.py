@@ -13,7 +13,11 @@
   7   after: the trials of stage 4 again (same layouts) with the fine-tuned policy
   8   report: success before/after per instruction, takeovers, OUT/corrections.json
 
-Stages 4-7 always run (the round); 1-3 are cached like the plain demo's.
+With --control two more stages before the report answer "was it the corrections, or only more
+training?": the same fine-tuning (same steps, same init) on the expert episodes alone, to
+WORKDIR/control-policy, evaluated on the same layouts.
+
+Stages 4-7 (and the control's) always run; 1-3 are cached like the plain demo's.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from mobile_vla_ros.demo.stages import DemoError, Stages, redo
 from mobile_vla_ros.demo.trials import summarize
 from mobile_vla_ros.sim.world import SIDES
 
-STAGE_COUNT = 8
+STAGE_COUNT = 8  # 10 with --control
 ROUND_STAGES = ("takeovers", "fine-tuning", "after")  # what one more round would cost
 TARGET_GAIN = 0.2  # success on unseen layouts rises by this much per instruction ...
 TARGET_RATE = 0.8  # ... or reaches this
@@ -49,7 +53,8 @@ def run_corrections_demo(args) -> int:
         raise DemoError("--correction-trials must be >= 1 and --finetune-steps > 0")
     from mobile_vla_ros.sim.takeover import TakeoverRules
 
-    stages = Stages(STAGE_COUNT)
+    stage_count = STAGE_COUNT + 2 * bool(args.control)
+    stages = Stages(stage_count)
     weak = prepare_policy(args, stages, "weak")
     workdir = args.workdir.resolve()
     corrections_dir, corrected_dir = workdir / "corrections", workdir / "corrected-policy"
@@ -80,22 +85,24 @@ def run_corrections_demo(args) -> int:
             "run more --correction-trials or a weaker policy (fewer --episodes / --train-steps)"
         )
     config = train_config(args.finetune_steps, args.device)
-    stages.run(
-        6,
-        "fine-tuning",
-        False,
-        lambda: train_policy(
-            corrected_dir,
-            [weak.episodes_dir, corrections_dir],
-            weak.base_dir,
-            config,
-            {"stage": "corrected-policy", "init_from": str(weak.policy_dir)},
-            init_from=weak.policy_dir,
-        ),
-    )
+
+    def fine_tune(directory: Path, data_dirs: list[Path]) -> None:
+        key = {"stage": directory.name, "init_from": str(weak.policy_dir), "data": [str(d) for d in data_dirs]}
+        train_policy(directory, data_dirs, weak.base_dir, config, key, init_from=weak.policy_dir)
+
+    stages.run(6, "fine-tuning", False, lambda: fine_tune(corrected_dir, [weak.episodes_dir, corrections_dir]))
     after = stages.run(7, "after", False, lambda: evaluate(corrected_dir))
-    print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
+    control = None
+    if args.control:
+        control_dir = workdir / "control-policy"
+        stages.run(8, "control fine-tuning", False, lambda: fine_tune(control_dir, [weak.episodes_dir]))
+        control = stages.run(9, "control after", False, lambda: evaluate(control_dir))
+    print(f"[{stage_count}/{stage_count}] report", flush=True)
     report = corrections_report(args, before, driven, after, corrections, stages, weak.policy_dir, corrected_dir)
+    if control is not None:
+        report["control_without_corrections"] = success_rates(control)
+        report["control_detail"] = summarize(control)
+        report["trials"]["control"] = [trial.to_dict() for trial in control]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "corrections.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -205,6 +212,12 @@ def format_corrections(report: dict) -> str:
             f"{side:<12} {before[side]['succeeded']:>4}/{before[side]['trials']:<3} "
             f"{after[side]['succeeded']:>4}/{after[side]['trials']:<3} {change:>+7.0f}  "
             f"{'met' if report['target_met'][side] else 'not met'}"
+        )
+    control = report.get("control_detail")
+    if control is not None:
+        lines.append(
+            "control (the same fine-tuning on the expert episodes alone): "
+            + ", ".join(f"{side} {control[side]['succeeded']}/{control[side]['trials']}" for side in SIDES)
         )
     trials = report["takeover_trials"]
     reasons = ", ".join(f"{name} {count}" for name, count in report["takeover_reasons"].items()) or "none"
