@@ -26,6 +26,7 @@ One file on purpose: loading, quality trimming and the window datasets share Tra
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import Counter
@@ -272,22 +273,26 @@ def training_camera(episodes: Iterable[TrainingEpisode]) -> dict:
 def split_by_episode(
     episodes: Sequence[TrainingEpisode], val_fraction: float, seed: int
 ) -> tuple[list[TrainingEpisode], list[TrainingEpisode]]:
-    """Seeded train/validation split of whole episodes (windows of one episode never straddle it).
+    """Seeded train/validation split of whole scenes (windows of one episode never straddle it).
 
-    Each instruction is split on its own so both sides reach validation; at least one episode
-    of every instruction stays in training.
+    A scene is the set of episodes that start from the same camera image: the simulator and the
+    synthetic twins record one layout under both instructions, and a validation episode whose
+    twin trains would be judged on frames the policy has seen. Each instruction gets about
+    `val_fraction` of its episodes in validation; at least one of each stays in training.
     """
-    rng = np.random.default_rng(seed)
-    by_instruction: dict[str, list[TrainingEpisode]] = {}
+    scenes: dict[bytes, list[TrainingEpisode]] = {}
     for episode in episodes:
-        by_instruction.setdefault(episode.instruction, []).append(episode)
+        scenes.setdefault(hashlib.sha1(np.ascontiguousarray(episode.frames[0]).tobytes()).digest(), []).append(episode)
+    counts = Counter(episode.instruction for episode in episodes)
+    room = {instruction: min(int(round(val_fraction * count)), count - 1) for instruction, count in counts.items()}
     train, val = [], []
-    for instruction in sorted(by_instruction):
-        group = by_instruction[instruction]
-        order = rng.permutation(len(group))
-        count = min(int(round(val_fraction * len(group))), len(group) - 1)
-        val.extend(group[i] for i in order[:count])
-        train.extend(group[i] for i in order[count:])
+    groups = list(scenes.values())
+    for index in np.random.default_rng(seed).permutation(len(groups)):
+        scene = Counter(episode.instruction for episode in groups[index])
+        fits = all(count <= room[instruction] for instruction, count in scene.items())
+        if fits:
+            room.update({instruction: room[instruction] - count for instruction, count in scene.items()})
+        (val if fits else train).extend(groups[index])
     return train, val
 
 
