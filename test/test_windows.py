@@ -95,6 +95,7 @@ def test_split_is_by_episode_seeded_and_keeps_both_instructions():
     episodes = [episode(8, LEFT if i % 2 else RIGHT) for i in range(20)]
     for i, ep in enumerate(episodes):
         ep.source = f"ep{i}.h5"
+        ep.frames = ep.frames + np.uint8(i * 8)  # each starts from its own view
     train, val = split_by_episode(episodes, 0.2, seed=3)
     again, _ = split_by_episode(episodes, 0.2, seed=3)
     other, _ = split_by_episode(episodes, 0.2, seed=4)
@@ -105,10 +106,25 @@ def test_split_is_by_episode_seeded_and_keeps_both_instructions():
     assert len(single[0]) == 1 and not single[1]  # never leaves an instruction without training data
 
 
+def test_twins_that_start_from_the_same_view_stay_on_one_side_of_the_split():
+    """The simulator records each layout under both instructions: a left episode in validation
+    whose right twin trains would be judged on frames the policy has seen."""
+    episodes = []
+    for scene in range(10):
+        for instruction in (LEFT, RIGHT):
+            twin = episode(8, instruction)
+            twin.frames, twin.source = twin.frames + np.uint8(scene * 8), f"scene{scene}-{instruction[-5:]}.h5"
+            episodes.append(twin)
+    train, val = split_by_episode(episodes, 0.2, seed=0)
+    scene_of = {e.source: e.source.split("-")[0] for e in episodes}
+    assert len(val) == 4 and {e.instruction for e in val} == {LEFT, RIGHT}
+    assert not {scene_of[e.source] for e in train} & {scene_of[e.source] for e in val}
+
+
 def test_correction_episodes_are_never_held_out_for_validation():
     episodes = [episode(8, LEFT if i % 2 else RIGHT) for i in range(20)]
-    for i, ep in enumerate(episodes):
-        ep.source, ep.correction = f"ep{i}.h5", i < 6
+    for i, ep in enumerate(episodes):  # each its own scene (first frame)
+        ep.frames, ep.source, ep.correction = ep.frames + np.uint8(i * 8), f"ep{i}.h5", i < 6
     for seed in range(5):
         train, val = split_by_episode(episodes, 0.5, seed=seed)
         assert {f"ep{i}.h5" for i in range(6)} <= {e.source for e in train}
@@ -225,3 +241,18 @@ def test_instruction_over_the_limit_is_skipped_with_a_count(tmp_path):
     assert len(episodes) == 2
     assert "skipped 1 of 3 episodes (1 instruction too long)" in report.summary()
     assert f"the limit is {MAX_INSTRUCTION_CHARS}" in report.skipped[0][1]
+
+
+def test_synthetic_twins_agree_with_mirror_augmentation():
+    """The mirror image of a synthetic left episode (box at 1 - across, right instruction, linear_y
+    negated) is what the generator itself would record as a right episode there."""
+    from mobile_vla_ros.training.synthetic import pair_frames, twin_actions
+
+    images, reading = pair_frames(np.random.default_rng(0), 12, 64)
+    left = TrainingEpisode(images, twin_actions(reading, "left"), LEFT, "left.h5", 0.1)
+    mirrored = left.mirror()
+    flipped = reading.copy()
+    flipped[:, 1] = 1.0 - reading[:, 1]
+    np.testing.assert_allclose(mirrored.actions, twin_actions(flipped, "right"), atol=1e-6)
+    assert mirrored.instruction == RIGHT
+    assert np.ptp(left.actions[:, 1]) > 0.05  # the sideways speed follows the frames

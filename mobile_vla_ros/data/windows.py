@@ -26,6 +26,7 @@ One file on purpose: loading, quality trimming and the window datasets share Tra
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import Counter
@@ -272,25 +273,29 @@ def training_camera(episodes: Iterable[TrainingEpisode]) -> dict:
 def split_by_episode(
     episodes: Sequence[TrainingEpisode], val_fraction: float, seed: int
 ) -> tuple[list[TrainingEpisode], list[TrainingEpisode]]:
-    """Seeded train/validation split of whole episodes (windows of one episode never straddle it).
+    """Seeded train/validation split of whole scenes (windows of one episode never straddle it).
 
-    Each instruction is split on its own so both sides reach validation; at least one episode
-    of every instruction stays in training. Correction episodes always train: they are few, and
-    each holds exactly the states the policy failed in (held out, the fine-tuning would miss them).
+    A scene is the set of episodes that start from the same camera image: the simulator and the
+    synthetic twins record one layout under both instructions, and a validation episode whose
+    twin trains would be judged on frames the policy has seen. Each instruction gets about
+    `val_fraction` of its episodes in validation; at least one of each stays in training.
+    Correction episodes always train: they are few, and each holds exactly the states the policy
+    failed in (held out, the fine-tuning would miss them).
     """
-    rng = np.random.default_rng(seed)
-    by_instruction: dict[str, list[TrainingEpisode]] = {}
-    train = [episode for episode in episodes if episode.correction]
-    for episode in episodes:
-        if not episode.correction:
-            by_instruction.setdefault(episode.instruction, []).append(episode)
-    val = []
-    for instruction in sorted(by_instruction):
-        group = by_instruction[instruction]
-        order = rng.permutation(len(group))
-        count = min(int(round(val_fraction * len(group))), len(group) - 1)
-        val.extend(group[i] for i in order[:count])
-        train.extend(group[i] for i in order[count:])
+    scenes: dict[bytes, list[TrainingEpisode]] = {}
+    demonstrations = [episode for episode in episodes if not episode.correction]
+    for episode in demonstrations:
+        scenes.setdefault(hashlib.sha1(np.ascontiguousarray(episode.frames[0]).tobytes()).digest(), []).append(episode)
+    counts = Counter(episode.instruction for episode in demonstrations)
+    room = {instruction: min(int(round(val_fraction * count)), count - 1) for instruction, count in counts.items()}
+    train, val = [episode for episode in episodes if episode.correction], []
+    groups = list(scenes.values())
+    for index in np.random.default_rng(seed).permutation(len(groups)):
+        scene = Counter(episode.instruction for episode in groups[index])
+        fits = all(count <= room[instruction] for instruction, count in scene.items())
+        if fits:
+            room.update({instruction: room[instruction] - count for instruction, count in scene.items()})
+        (val if fits else train).extend(groups[index])
     return train, val
 
 

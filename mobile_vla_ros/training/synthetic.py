@@ -1,8 +1,8 @@
 """A synthetic mirrored dataset: every left episode has exactly the same frames as a right one.
 
-Only the instruction and the sign of linear_y differ between the two episodes of a pair, so the
-frames alone cannot tell which way to go: a policy that reaches a high instruction separation on
-it must be reading its instruction. Used by the tests and by the acceptance check of training:
+The two episodes of a pair differ in their instruction and their sideways speed, so the frames
+alone cannot tell which way to go: a policy that reaches a high instruction separation on it must
+be reading its instruction. Used by the tests and by the acceptance check of training:
 
     python -m mobile_vla_ros.training.synthetic OUT_DIR --pairs 24 --frames 18 --seed 0 [--legacy]
 """
@@ -22,13 +22,8 @@ SAMPLE_RATE_HZ = 10.0
 
 
 def pair_frames(rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A moving box on a plain background, and the (T, 2) [linear_x, |linear_y|] it calls for.
-
-    Both speeds are read off the frame: forward from the box's size, sideways from where the box
-    is across the image (0.2 at the left edge to 0.8 at the right, never zero). The box moves, so
-    the sideways speed changes along the episode with what the camera sees and the median action
-    per instruction (an image-blind policy's best guess) is far from right.
-    """
+    """A moving box on a plain background, its size and where it is across the image: (T, 2)
+    [linear_x, across] with across 0 at the left edge and 1 at the right (see `twin_actions`)."""
     background = rng.integers(30, 200, 3)
     colour = rng.integers(0, 256, 3)
     start, velocity = rng.uniform(0.1, 0.9, 2), rng.uniform(-0.04, 0.04, 2)
@@ -41,8 +36,22 @@ def pair_frames(rng: np.random.Generator, frames: int, size: int) -> tuple[np.nd
         x, y = (position * (size - box)).astype(int)
         images[t, y : y + box, x : x + box] = colour
         across[t] = x / (size - box)
-    actions = np.stack([np.full(frames, 0.1 + box / size), 0.2 + 0.6 * across], axis=1)
-    return images, actions.astype(np.float32)
+    return images, np.stack([np.full(frames, 0.1 + box / size), across], axis=1).astype(np.float32)
+
+
+def twin_actions(reading: np.ndarray, side: str) -> np.ndarray:
+    """(T, 3) actions of one twin, read off the frames by `pair_frames`.
+
+    Forward speed follows the box's size; sideways speed (0.2 to 0.8, never zero) grows with the
+    box's distance from the side the robot heads to. The box moves, so the speed changes along the
+    episode with what the camera sees and the median action per instruction (an image-blind
+    policy's best guess) is far from right. The rule is mirror-symmetric, as the world is: the
+    flipped left episode is a valid right episode, so training's mirror augmentation agrees with it.
+    """
+    actions = np.zeros((len(reading), 3), np.float32)
+    across = reading[:, 1] if side == "left" else 1.0 - reading[:, 1]
+    actions[:, 0], actions[:, 1] = reading[:, 0], (1.0 if side == "left" else -1.0) * (0.2 + 0.6 * across)
+    return actions
 
 
 def camera_frames(width: int, height: int, count: int, noise: int = 0, seed: int = 0):
@@ -70,10 +79,9 @@ def write_mirrored_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(pairs):
-        images, speeds = pair_frames(rng, frames, size)
-        for side, sign in (("left", 1.0), ("right", -1.0)):
-            actions = np.zeros((frames, 3), np.float32)
-            actions[:, 0], actions[:, 1] = speeds[:, 0], sign * speeds[:, 1]
+        images, reading = pair_frames(rng, frames, size)
+        for side in ("left", "right"):
+            actions = twin_actions(reading, side)
             if legacy:  # the lab's layout: BGR pixels, side only in the file name
                 name = f"episode_20250101_{index:06d}_1box_hori_{side}_core_medium.h5"
                 paths.append(write_legacy_episode(out_dir / name, images[..., ::-1], actions))
