@@ -138,6 +138,8 @@ def test_recorded_episodes_are_reused_and_a_policy_on_another_base_is_not(tmp_pa
         (["--seed", "0"], "training layouts"),
         (["--trials", "0"], "--trials"),
         (["--image-size", "100"], "multiple of 14"),
+        (["--corrections", "--correction-trials", "0"], "--correction-trials"),
+        (["--corrections", "--seed", "0"], "training layouts"),
     ],
 )
 def test_bad_demo_options_are_refused_before_any_work(tmp_path, arguments, message):
@@ -148,6 +150,14 @@ def test_bad_demo_options_are_refused_before_any_work(tmp_path, arguments, messa
 
 
 # ------------------------------------------------------------------------------ report (pure)
+
+
+def test_the_corrections_target_is_20_points_or_80_percent_per_instruction():
+    from mobile_vla_ros.demo.corrections import target_met
+
+    assert target_met({"left": 0.3, "right": 0.7}, {"left": 0.5, "right": 0.8}) == {"left": True, "right": True}
+    assert target_met({"left": 0.5, "right": 0.9}, {"left": 0.6, "right": 0.7}) == {"left": False, "right": False}
+
 
 
 def _trial(index: int, side: str, outcome: str) -> Trial:
