@@ -159,7 +159,6 @@ def test_the_corrections_target_is_20_points_or_80_percent_per_instruction():
     assert target_met({"left": 0.5, "right": 0.9}, {"left": 0.6, "right": 0.7}) == {"left": False, "right": False}
 
 
-
 def _trial(index: int, side: str, outcome: str) -> Trial:
     return Trial(index, side, index, sample_layout(1, index), np.zeros((2, 3)), outcome, 5.0)
 
