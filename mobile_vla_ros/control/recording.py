@@ -131,7 +131,8 @@ class EpisodeRecorder:
         self.frames_received = 0  # camera messages received during the current (or last) episode
         self._sample_lags: list[float] = []  # seconds from capture to sampling, current (or last) episode
         self.missed_samples = 0  # sample periods without a tick (the process was busy), current (or last) episode
-        self._last_tick: float | None = None
+        self._first_tick: float | None = None
+        self._ticks = 0
         self._waiting_tick: float | None = None  # a tick that found no fresh frame and waits for one
         self._open_writer = open_writer
         self._prepare_frame = prepare_frame
@@ -186,7 +187,8 @@ class EpisodeRecorder:
         self._writer = self._open_writer(self.instruction)
         self._sampled_seq = self._frame_seq - 1  # the newest frame is fresh for the first sample
         self._was_moving = False
-        self.frames_received, self._sample_lags, self.missed_samples, self._last_tick = 0, [], 0, None
+        self.frames_received, self._sample_lags, self.missed_samples = 0, [], 0
+        self._first_tick, self._ticks = None, 0
         self._waiting_tick = None
         self.state = RecorderState.RECORDING
         self._report("recording started")
@@ -211,9 +213,12 @@ class EpisodeRecorder:
         `sample_rate_hz` while recording (a no-op otherwise)."""
         if self.state is not RecorderState.RECORDING:
             return None
-        if self._last_tick is not None:  # a late timer skips the periods it missed
-            self.missed_samples += max(0, round((now_s - self._last_tick) * self.settings.sample_rate_hz) - 1)
-        self._last_tick = now_s
+        # Periods since the first tick minus ticks seen. Not per gap: ROS timers keep their phase, so
+        # a tick 1.5 periods late is followed by one half a period later and nothing was missed.
+        self._first_tick = now_s if self._first_tick is None else self._first_tick
+        self._ticks += 1
+        periods = round((now_s - self._first_tick) * self.settings.sample_rate_hz) + 1
+        self.missed_samples = max(0, periods - self._ticks)
         outcome = None
         if self._waiting_tick is not None:  # no fresh frame since the last tick: that sample keeps the old one
             self._waiting_tick = None
