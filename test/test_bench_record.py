@@ -38,11 +38,12 @@ def test_bench_record_reports_samples_drops_lag_and_cpu(tmp_path, compressed, ca
     assert figures["samples"] + figures["dropped"] >= figures["expected_samples"] - 1
     assert 0 < figures["camera_received"] <= figures["camera_published"]
     assert 0 < figures["lag_ms_p50"] <= figures["lag_ms_p99"] and figures["recorder_cpu_percent"] > 0
+    assert 0 < figures["delivery_ms_p50"] <= figures["delivery_ms_p99"]
     assert status == (0 if figures["dropped"] == figures["lagged"] == 0 else 1)
     assert figures["rmw"] and figures["dds_profile"] == (None if compressed else str(PROFILE))
     assert len(list((tmp_path / "episodes").glob("*.h5"))) == 1
     text = capsys.readouterr().out
-    for label in ("samples", "dropped", "lagged", "lag ", "CPU", "dds"):
+    for label in ("samples", "dropped", "lagged", "lag ", "delivery", "CPU", "dds"):
         assert f"\n{label}" in text
 
 

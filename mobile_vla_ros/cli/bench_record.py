@@ -15,6 +15,8 @@ recorder of the CPU it is measured on).
     dropped   sample periods the recorder's timer missed (it was busy) + samples it could not store
     lagged    stored samples flagged camera_lag (the frame was not fresh when sampled)
     lag       age of the sampled frames (capture stamp to sampling), p50 / p99, from the recorder
+    delivery  age of every received frame (capture stamp to the recorder's callback): the DDS
+              transport's and the recorder's executor's share of the lag
     CPU       the recorder process's CPU time / wall time while recording
     dds       the RMW implementation and the Fast DDS XML profile both processes loaded (if any)
 
@@ -256,6 +258,8 @@ def run(args) -> int:
         "camera_gap_ms_max": round(float(gaps.max()) * 1e3, 1),
         "lag_ms_p50": state.get("sample_lag_ms_p50"),
         "lag_ms_p99": state.get("sample_lag_ms_p99"),
+        "delivery_ms_p50": state.get("delivery_ms_p50"),
+        "delivery_ms_p99": state.get("delivery_ms_p99"),
         "recorder_cpu_percent": round(100 * cpu_recording / wall, 1),
         "cores": os.cpu_count(),
         "rmw": get_rmw_implementation_identifier(),
@@ -277,6 +281,10 @@ def run(args) -> int:
         f"{figures['camera_stalls']}, longest publishing gap {figures['camera_gap_ms_max']} ms)"
     )
     print(f"lag      p50 {figures['lag_ms_p50']} ms, p99 {figures['lag_ms_p99']} ms (capture to sampling)")
+    print(
+        f"delivery p50 {figures['delivery_ms_p50']} ms, p99 {figures['delivery_ms_p99']} ms "
+        "(capture to the recorder's callback)"
+    )
     print(
         f"CPU      recorder {figures['recorder_cpu_percent']}% of one core ({figures['cores']} cores); "
         f"load average {figures['load_average']}"
