@@ -179,6 +179,109 @@ def _listed(value):
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
+def _check_episodes(paths: Sequence[Path], episodes: Sequence[Episode]) -> tuple[int, int, int]:
+    """(fps, width, height) shared by all episodes; EpisodeError naming what does not fit."""
+    fps = _dataset_fps(episodes)
+    empty = [str(episode.path) for episode in episodes if episode.num_frames == 0]
+    if empty:
+        raise EpisodeError(f"episodes without frames: {', '.join(empty)}")
+    sizes = {read_frames(path, [0])[0].shape for path in paths}
+    if len(sizes) > 1:
+        raise EpisodeError(f"the episodes' frames differ in size {sorted(sizes)}; a camera has one size")
+    height, width, _ = sizes.pop()
+    if width % 2 or height % 2:
+        raise EpisodeError(f"frames of {width}x{height}: the video format (yuv420p) needs an even width and height")
+    return fps, width, height
+
+
+def _export_episode(
+    av,
+    out: Path,
+    path: Path,
+    episode: Episode,
+    episode_index: int,
+    task_index: int,
+    first: int,
+    fps: int,
+    size: tuple[int, int],
+    progress,
+) -> tuple[dict, dict, dict]:
+    """Encode one episode's video; return its per-frame columns, its statistics and its row of
+    meta/episodes (lerobot's names)."""
+    length = episode.num_frames
+    sampled = set(np.linspace(0, length - 1, min(STATS_FRAMES, length)).round().astype(int).tolist())
+    samples = []
+
+    def frames():
+        for index in range(length):  # one full-resolution frame in memory at a time
+            [frame] = read_frames(path, [index])
+            if index in sampled:
+                samples.append(_image_sample(frame))
+            yield frame
+            if progress:
+                progress(1)
+
+    chunk_index, file_index = divmod(episode_index, CHUNK_SIZE)
+    _encode_video(
+        av,
+        out / VIDEO_PATH.format(video_key=CAMERA_KEY, chunk_index=chunk_index, file_index=file_index),
+        frames(),
+        fps,
+        size,
+    )
+    columns = {
+        "action": episode.actions.astype(np.float32),
+        "timestamp": (np.arange(length) / fps).astype(np.float32),
+        "frame_index": np.arange(length, dtype=np.int64),
+        "episode_index": np.full(length, episode_index, dtype=np.int64),
+        "index": np.arange(first, first + length, dtype=np.int64),
+        "task_index": np.full(length, task_index, dtype=np.int64),
+    }
+    stats = {name: _feature_stats(values.reshape(length, -1), (0,)) for name, values in columns.items()}
+    stats[CAMERA_KEY] = _feature_stats(np.stack(samples), (0, 2, 3))
+    row = {
+        "episode_index": episode_index,
+        "tasks": [episode.instruction],
+        "length": length,
+        "data/chunk_index": 0,
+        "data/file_index": 0,
+        "dataset_from_index": first,
+        "dataset_to_index": first + length,
+        f"videos/{CAMERA_KEY}/chunk_index": chunk_index,
+        f"videos/{CAMERA_KEY}/file_index": file_index,
+        f"videos/{CAMERA_KEY}/from_timestamp": 0.0,
+        f"videos/{CAMERA_KEY}/to_timestamp": length / fps,
+        "meta/episodes/chunk_index": 0,
+        "meta/episodes/file_index": 0,
+    }
+    for name, feature_stats in stats.items():
+        row.update({f"stats/{name}/{stat}": _listed(value) for stat, value in feature_stats.items()})
+    return columns, stats, row
+
+
+def _write_tables(pyarrow, pandas, out: Path, columns: list[dict], rows: list[dict], tasks: list[str]) -> None:
+    """data/ (every frame, one file), meta/episodes/ and meta/tasks.parquet."""
+    import pyarrow.parquet as parquet
+
+    actions = np.concatenate([episode["action"] for episode in columns]).reshape(-1)
+    table = pyarrow.table(
+        {
+            "action": pyarrow.FixedSizeListArray.from_arrays(pyarrow.array(actions), len(ACTION_NAMES)),
+            **{
+                name: pyarrow.array(np.concatenate([episode[name] for episode in columns]))
+                for name in ("timestamp", *INDEX_FEATURES)
+            },
+        }
+    )
+    data = out / DATA_PATH.format(chunk_index=0, file_index=0)
+    data.parent.mkdir(parents=True)
+    parquet.write_table(table, data, compression="snappy")
+    (out / EPISODES_PATH).parent.mkdir(parents=True)
+    parquet.write_table(pyarrow.Table.from_pylist(rows), out / EPISODES_PATH, compression="snappy")
+    # lerobot reads the tasks with pandas and looks a task up by the frame's index: keep pandas' index.
+    pandas.DataFrame({"task_index": range(len(tasks))}, index=tasks).to_parquet(out / "meta/tasks.parquet")
+
+
 def export_lerobot(
     paths: Sequence[Path],
     out: Path,
@@ -187,102 +290,33 @@ def export_lerobot(
     """Write the episode files `paths` (in this order) as one LeRobot dataset in `out` (which must
     not exist or be empty). `progress(n)` is called after every n frames encoded."""
     av, pandas, pyarrow = _require_export_libraries()
-    import pyarrow.parquet as parquet
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MobileVlaError(f"{out} exists and is not an empty directory; choose a new --out")
     if not paths:
         raise MobileVlaError("no episodes to export")
     episodes = [read_episode(path, frame_indices=[]) for path in paths]
-    fps = _dataset_fps(episodes)
-    sizes = {path: read_frames(path, [0])[0].shape for path, episode in zip(paths, episodes) if episode.num_frames}
-    empty = [str(episode.path) for episode in episodes if episode.num_frames == 0]
-    if empty:
-        raise EpisodeError(f"episodes without frames: {', '.join(empty)}")
-    if len(set(sizes.values())) > 1:
-        raise EpisodeError(f"the episodes' frames differ in size {sorted(set(sizes.values()))}; a camera has one size")
-    height, width, _ = next(iter(sizes.values()))
-    if width % 2 or height % 2:
-        raise EpisodeError(f"frames of {width}x{height}: the video format (yuv420p) needs an even width and height")
-
-    features = _features(fps, width, height)
+    fps, width, height = _check_episodes(paths, episodes)
     tasks = list(dict.fromkeys(episode.instruction for episode in episodes))
-    out.mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(out=out, fps=fps, tasks=tasks)
-    frame_rows: list[dict] = []
-    episode_rows: list[dict] = []
-    episode_stats: dict[str, list] = {name: [] for name in features}
+    columns, rows, stats = [], [], []
+    out.mkdir(parents=True, exist_ok=True)
     try:
         for episode_index, (path, episode) in enumerate(zip(paths, episodes)):
-            length = episode.num_frames
-            sampled = set(np.linspace(0, length - 1, min(STATS_FRAMES, length)).round().astype(int).tolist())
-            samples = []
-
-            def frames(path=path, length=length, sampled=sampled, samples=samples):
-                for index in range(length):  # one full-resolution frame in memory at a time
-                    [frame] = read_frames(path, [index])
-                    if index in sampled:
-                        samples.append(_image_sample(frame))
-                    yield frame
-                    if progress:
-                        progress(1)
-
-            chunk_index, file_index = divmod(episode_index, CHUNK_SIZE)
-            video = VIDEO_PATH.format(video_key=CAMERA_KEY, chunk_index=chunk_index, file_index=file_index)
-            _encode_video(av, out / video, frames(), fps, (width, height))
-
-            first = summary.frames
-            columns = {
-                "action": episode.actions.astype(np.float32),
-                "timestamp": (np.arange(length) / fps).astype(np.float32),
-                "frame_index": np.arange(length, dtype=np.int64),
-                "episode_index": np.full(length, episode_index, dtype=np.int64),
-                "index": np.arange(first, first + length, dtype=np.int64),
-                "task_index": np.full(length, tasks.index(episode.instruction), dtype=np.int64),
-            }
-            frame_rows.append(columns)
-            stats = {name: _feature_stats(values.reshape(length, -1), (0,)) for name, values in columns.items()}
-            stats[CAMERA_KEY] = _feature_stats(np.stack(samples), (0, 2, 3))
-            for name, value in stats.items():
-                episode_stats[name].append(value)
-            row = {
-                "episode_index": episode_index,
-                "tasks": [episode.instruction],
-                "length": length,
-                "data/chunk_index": 0,
-                "data/file_index": 0,
-                "dataset_from_index": first,
-                "dataset_to_index": first + length,
-                f"videos/{CAMERA_KEY}/chunk_index": chunk_index,
-                f"videos/{CAMERA_KEY}/file_index": file_index,
-                f"videos/{CAMERA_KEY}/from_timestamp": 0.0,
-                f"videos/{CAMERA_KEY}/to_timestamp": length / fps,
-                "meta/episodes/chunk_index": 0,
-                "meta/episodes/file_index": 0,
-            }
-            for name, feature_stats in stats.items():
-                row.update({f"stats/{name}/{stat}": _listed(value) for stat, value in feature_stats.items()})
-            episode_rows.append(row)
+            task_index = tasks.index(episode.instruction)
+            exported = _export_episode(
+                av, out, path, episode, episode_index, task_index, summary.frames, fps, (width, height), progress
+            )
+            for collected, item in zip((columns, stats, rows), exported):
+                collected.append(item)
             summary.episodes += 1
-            summary.frames += length
-
-        pa = pyarrow
-        data = {name: np.concatenate([rows[name] for rows in frame_rows]) for name in ("timestamp", *INDEX_FEATURES)}
-        actions = np.concatenate([rows["action"] for rows in frame_rows])
-        table = pa.table(
-            {
-                "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), len(ACTION_NAMES)),
-                **{name: pa.array(values) for name, values in data.items()},
-            }
+            summary.frames += episode.num_frames
+        _write_tables(pyarrow, pandas, out, columns, rows, tasks)
+        features = _features(fps, width, height)
+        dataset_stats = {name: _aggregate_stats([episode[name] for episode in stats]) for name in features}
+        (out / "meta/stats.json").write_text(
+            json.dumps({name: {k: _listed(v) for k, v in s.items()} for name, s in dataset_stats.items()}, indent=4)
         )
-        (out / DATA_PATH.format(chunk_index=0, file_index=0)).parent.mkdir(parents=True)
-        parquet.write_table(table, out / DATA_PATH.format(chunk_index=0, file_index=0), compression="snappy")
-        (out / EPISODES_PATH).parent.mkdir(parents=True)
-        parquet.write_table(pa.Table.from_pylist(episode_rows), out / EPISODES_PATH, compression="snappy")
-        pandas.DataFrame({"task_index": range(len(tasks))}, index=tasks).to_parquet(out / "meta/tasks.parquet")
-        stats = {name: {k: _listed(v) for k, v in _aggregate_stats(per).items()} for name, per in episode_stats.items()}
-        (out / "meta/stats.json").write_text(json.dumps(stats, indent=4))
         info = {
             "codebase_version": CODEBASE_VERSION,
             "robot_type": episodes[0].attrs.get("robot_name") or None,
