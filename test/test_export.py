@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import av
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from mobile_vla_ros.cli.main import main
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.lerobot_export import export_lerobot
-from mobile_vla_ros.errors import EpisodeError
+from mobile_vla_ros.errors import EpisodeError, MobileVlaError
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.training.synthetic import camera_frames
 
@@ -106,3 +107,10 @@ def test_export_refuses_mixed_rates_and_leaves_nothing(tmp_path):
         export_lerobot(paths, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert main(["export", str(paths[0]), "--out", str(tmp_path / "episodes")]) == 2  # not an empty directory
+
+
+def test_export_without_its_libraries_names_the_requirements_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(MobileVlaError, match=r"av is missing\): pip install -r requirements-export.txt"):
+        export_lerobot([tmp_path / "episode.h5"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
