@@ -31,6 +31,7 @@ def test_launch_config_and_index_files_are_installed(workspace):
         "launch/record.launch.py",
         "config/drive.yaml",
         "config/record.yaml",
+        "config/fastdds_large_frames.xml",
         "config/gamepads/xbox.yaml",
         "config/gamepads/dragonrise.yaml",
         "models/README.md",

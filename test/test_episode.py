@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -173,3 +174,36 @@ def test_idle_mask_marks_only_the_ends():
     actions = np.array([[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0]], np.float32)
     assert idle_mask(actions).tolist() == [True, True, False, False, False, True]
     assert idle_mask(np.zeros((3, 3))).all()
+
+
+def test_content_digest_follows_what_training_reads_and_skips_the_frames(tmp_path, monkeypatch):
+    """The digest --resume compares: a changed action, frame (by its checksum) or attribute changes it;
+    the frames of a checksummed file are not read (a 720p episode is ~1 GB of them)."""
+    from mobile_vla_ros.data.episode import content_digest
+
+    path = record(tmp_path, np.full((4, 3), 0.2, np.float32)).save()
+    original = content_digest(path)
+    assert content_digest(path) == original
+    for change in (
+        lambda h5: h5["actions"].__setitem__((1, 0), 0.3),
+        lambda h5: h5["frame_crc32"].__setitem__(2, 12345),
+        lambda h5: h5.attrs.__setitem__("sample_rate_hz", 5.0),
+    ):
+        copy = tmp_path / "copy" / path.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(path.read_bytes())
+        with h5py.File(copy, "r+") as h5:
+            change(h5)
+        assert content_digest(copy) != original
+    read_dataset = h5py.Dataset.__getitem__
+
+    def no_frames(dataset, key):
+        assert not dataset.name.endswith("/images"), "the frames were read"
+        return read_dataset(dataset, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_frames)
+    assert content_digest(path) == original
+    monkeypatch.undo()
+    legacy = tmp_path / "episode_20250101_000000_1box_hori_left_core_medium.h5"
+    write_legacy_episode(legacy, frame(1)[None], np.zeros((1, 3), np.float32))
+    assert content_digest(legacy) == hashlib.sha256(legacy.read_bytes()).digest()  # no checksums: every byte

@@ -161,8 +161,20 @@ def test_late_sampling_counts_the_missed_periods_and_the_frame_age(recorder):
     recorder.on_frame(1, 0.0)
     recorder.start(0.0, 1)
     for frame, now in ((1, 0.02), (2, 0.12), (3, 0.42), (4, 0.52)):  # the timer fired late once: 0.12 -> 0.42
-        recorder.on_frame(frame, now - 0.01)
+        recorder.on_frame(frame, now - 0.01, now - 0.004)  # captured 10 ms before the tick, received 6 ms later
         recorder.tick(now)
     status = recorder.status()
     assert status["missed_samples"] == 2 and status["frames_received"] == 4
     assert status["sample_lag_ms_p50"] == pytest.approx(10.0) and status["sample_lag_ms_p99"] == pytest.approx(10.0)
+    assert status["delivery_ms_p50"] == pytest.approx(6.0) and status["delivery_ms_p99"] == pytest.approx(6.0)
+
+
+def test_a_late_tick_that_the_timer_catches_up_misses_no_period(recorder):
+    recorder.set_instruction("left")
+    recorder.on_frame(1, 0.0)
+    recorder.start(0.0, 1)
+    for frame, now in ((1, 0.02), (2, 0.12), (3, 0.27), (4, 0.32), (5, 0.42)):  # 0.22 ran late, 0.32 on time
+        recorder.on_frame(frame, now - 0.01)
+        recorder.tick(now)
+    assert recorder.status()["missed_samples"] == 0 and recorder.episodes_saved == 0
+    assert recorder.stop_and_save().ok and read_episode(recorder.last_path, frame_indices=[]).num_frames == 5

@@ -127,11 +127,12 @@ def run(args) -> int:
         ]
     )
     # Each node on its own executor thread, as separate processes would be (the GIL stays shared).
-    executors = []
+    executors, spinners = [], []
     for node in (probe, camera, inference):
         executor = SingleThreadedExecutor()  # the multi-threaded executor's wait loop costs interpreter time
         executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spinners.append(threading.Thread(target=executor.spin, daemon=True))
+        spinners[-1].start()
         executors.append(executor)
     try:
         print("waiting for the first chunk ...", flush=True)
@@ -147,6 +148,10 @@ def run(args) -> int:
         inference.stop()
         for executor in executors:
             executor.shutdown()
+        for spinner in spinners:  # no callback may run on a node destroyed below
+            spinner.join(timeout=5.0)
+        for node in (inference, camera, probe):
+            node.destroy_node()
         rclpy.try_shutdown()
     period = _percentiles(np.diff(stamps))
     nominal_ms = 1000.0 / args.control_rate

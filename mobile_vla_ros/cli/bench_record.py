@@ -1,6 +1,7 @@
 """`mobile-vla bench-record`: does recorder_node keep up with a 30 Hz camera while recording?
 
     mobile-vla bench-record --width 1280 --height 720 --seconds 60 [--compressed] [--json OUT]
+        [--dds-profile config/fastdds_large_frames.xml]
 
 Runs recorder_node as its own process (as on the robot) and, from this process, publishes
 camera-like frames that change every frame at --camera-rate (sensor_msgs/Image rgb8, or JPEG
@@ -14,7 +15,10 @@ recorder of the CPU it is measured on).
     dropped   sample periods the recorder's timer missed (it was busy) + samples it could not store
     lagged    stored samples flagged camera_lag (the frame was not fresh when sampled)
     lag       age of the sampled frames (capture stamp to sampling), p50 / p99, from the recorder
+    delivery  age of every received frame (capture stamp to the recorder's callback): the DDS
+              transport's and the recorder's executor's share of the lag
     CPU       the recorder process's CPU time / wall time while recording
+    dds       the RMW implementation and the Fast DDS XML profile both processes loaded (if any)
 
 Exit status 0 when nothing was dropped or lagged, 1 otherwise.
 """
@@ -58,6 +62,11 @@ def register(subparsers) -> None:
         help="reliability of the camera publisher (camera drivers differ)",
     )
     parser.add_argument("--noise", type=int, default=2, help="sensor noise in grey levels (harder to compress)")
+    parser.add_argument(
+        "--dds-profile",
+        type=Path,
+        help="Fast DDS XML profile for both processes (FASTDDS_DEFAULT_PROFILES_FILE; default: the environment's)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", type=Path, help="record into this directory and keep the episode")
     parser.set_defaults(func=run)
@@ -152,15 +161,22 @@ def _driver(args):
 
 
 def run(args) -> int:
+    if args.dds_profile is not None:
+        if not args.dds_profile.is_file():
+            print(f"--dds-profile {args.dds_profile}: no such file")
+            return 2
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.dds_profile.resolve())
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env = dict(os.environ)  # set before rclpy.init(): the recorder and this process use the same DDS set-up
+
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.utilities import get_rmw_implementation_identifier
 
     from mobile_vla_ros.data.episode import read_episode
 
     output = args.keep or Path(tempfile.mkdtemp(prefix="bench_record_"))
     output.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
-    os.environ.update(env)
     recorder = subprocess.Popen(
         [
             sys.executable,
@@ -242,8 +258,12 @@ def run(args) -> int:
         "camera_gap_ms_max": round(float(gaps.max()) * 1e3, 1),
         "lag_ms_p50": state.get("sample_lag_ms_p50"),
         "lag_ms_p99": state.get("sample_lag_ms_p99"),
+        "delivery_ms_p50": state.get("delivery_ms_p50"),
+        "delivery_ms_p99": state.get("delivery_ms_p99"),
         "recorder_cpu_percent": round(100 * cpu_recording / wall, 1),
         "cores": os.cpu_count(),
+        "rmw": get_rmw_implementation_identifier(),
+        "dds_profile": env.get("FASTDDS_DEFAULT_PROFILES_FILE"),
         "file_mb": round(path.stat().st_size / 1e6, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "quality": [verdict.code for verdict in episode.stored_verdicts or []],
@@ -262,10 +282,15 @@ def run(args) -> int:
     )
     print(f"lag      p50 {figures['lag_ms_p50']} ms, p99 {figures['lag_ms_p99']} ms (capture to sampling)")
     print(
+        f"delivery p50 {figures['delivery_ms_p50']} ms, p99 {figures['delivery_ms_p99']} ms "
+        "(capture to the recorder's callback)"
+    )
+    print(
         f"CPU      recorder {figures['recorder_cpu_percent']}% of one core ({figures['cores']} cores); "
         f"load average {figures['load_average']}"
     )
     print(f"file     {figures['file_mb']} MB, quality verdicts: {figures['quality'] or 'none'}")
+    print(f"dds      {figures['rmw']}, profile: {figures['dds_profile'] or 'none (Fast DDS defaults)'}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     if not args.keep:

@@ -21,6 +21,7 @@ COMMANDS = (
     "eval",
     "inspect",
     "import_bag",
+    "export",
     "demo",
 )
 

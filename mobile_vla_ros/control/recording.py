@@ -130,8 +130,10 @@ class EpisodeRecorder:
         self.last_quality: list[dict] = []  # verdicts of the last saved episode
         self.frames_received = 0  # camera messages received during the current (or last) episode
         self._sample_lags: list[float] = []  # seconds from capture to sampling, current (or last) episode
+        self._delivery_lags: list[float] = []  # seconds from capture to receipt (the transport's share of the above)
         self.missed_samples = 0  # sample periods without a tick (the process was busy), current (or last) episode
-        self._last_tick: float | None = None
+        self._first_tick: float | None = None
+        self._ticks = 0
         self._waiting_tick: float | None = None  # a tick that found no fresh frame and waits for one
         self._open_writer = open_writer
         self._prepare_frame = prepare_frame
@@ -154,7 +156,9 @@ class EpisodeRecorder:
         outcome = self._sample(now_s) if late else None  # too late: that sample keeps the old frame, flagged
         self._frame, self._frame_stamp = frame, stamp_s
         self._frame_seq += 1
-        self.frames_received += self.state is RecorderState.RECORDING
+        if self.state is RecorderState.RECORDING:
+            self.frames_received += 1
+            self._delivery_lags.append(now_s - stamp_s)
         if waiting:
             self._waiting_tick = None
             if not late:
@@ -186,7 +190,8 @@ class EpisodeRecorder:
         self._writer = self._open_writer(self.instruction)
         self._sampled_seq = self._frame_seq - 1  # the newest frame is fresh for the first sample
         self._was_moving = False
-        self.frames_received, self._sample_lags, self.missed_samples, self._last_tick = 0, [], 0, None
+        self.frames_received, self._sample_lags, self._delivery_lags, self.missed_samples = 0, [], [], 0
+        self._first_tick, self._ticks = None, 0
         self._waiting_tick = None
         self.state = RecorderState.RECORDING
         self._report("recording started")
@@ -211,9 +216,12 @@ class EpisodeRecorder:
         `sample_rate_hz` while recording (a no-op otherwise)."""
         if self.state is not RecorderState.RECORDING:
             return None
-        if self._last_tick is not None:  # a late timer skips the periods it missed
-            self.missed_samples += max(0, round((now_s - self._last_tick) * self.settings.sample_rate_hz) - 1)
-        self._last_tick = now_s
+        # Periods since the first tick minus ticks seen. Not per gap: ROS timers keep their phase, so
+        # a tick 1.5 periods late is followed by one half a period later and nothing was missed.
+        self._first_tick = now_s if self._first_tick is None else self._first_tick
+        self._ticks += 1
+        periods = round((now_s - self._first_tick) * self.settings.sample_rate_hz) + 1
+        self.missed_samples = max(0, periods - self._ticks)
         outcome = None
         if self._waiting_tick is not None:  # no fresh frame since the last tick: that sample keeps the old one
             self._waiting_tick = None
@@ -294,9 +302,10 @@ class EpisodeRecorder:
             "frames_received": self.frames_received,
             "missed_samples": self.missed_samples,
         }
-        if self._sample_lags:  # age of the sampled frames (capture to sampling), this or the last episode
-            p50, p99 = np.percentile(self._sample_lags, [50, 99])
-            status["sample_lag_ms_p50"], status["sample_lag_ms_p99"] = round(p50 * 1e3, 1), round(p99 * 1e3, 1)
+        for name, lags in (("sample_lag", self._sample_lags), ("delivery", self._delivery_lags)):
+            if lags:  # age of the sampled / of the received frames, this or the last episode
+                p50, p99 = np.percentile(lags, [50, 99])
+                status[f"{name}_ms_p50"], status[f"{name}_ms_p99"] = round(p50 * 1e3, 1), round(p99 * 1e3, 1)
         if now_s is not None and self._frame_stamp is not None:
             status["camera_age_s"] = round(now_s - self._frame_stamp, 3)
         return status

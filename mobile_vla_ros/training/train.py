@@ -102,15 +102,14 @@ def _check_resumable(run: TrainRun) -> None:
 
 
 def dataset_hash(episodes) -> str:
-    """sha256 over the episode files a run trains on (names and bytes, in a fixed order)."""
+    """sha256 over the episode files a run trains on (names and `content_digest`s, in a fixed order)."""
     import hashlib
+
+    from mobile_vla_ros.data.episode import content_digest
 
     digest = hashlib.sha256()
     for source in sorted({str(episode.source) for episode in episodes}):
-        digest.update(Path(source).name.encode() + b"\0")
-        with open(source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(Path(source).name.encode() + b"\0" + content_digest(source))
     return "sha256:" + digest.hexdigest()
 
 
