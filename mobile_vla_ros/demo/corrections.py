@@ -23,8 +23,6 @@ Stages 4-7 (and the control's) always run; 1-3 are cached like the plain demo's.
 from __future__ import annotations
 
 import json
-import os
-import platform
 from collections import Counter
 from pathlib import Path
 
@@ -33,10 +31,11 @@ from mobile_vla_ros.demo.pipeline import (
     check_common_args,
     drive_trials,
     prepare_policy,
+    run_context,
     train_config,
     train_policy,
 )
-from mobile_vla_ros.demo.stages import DemoError, Stages, redo
+from mobile_vla_ros.demo.stages import DemoError, Stages, format_durations, redo
 from mobile_vla_ros.demo.trials import summarize
 from mobile_vla_ros.sim.world import SIDES
 
@@ -181,14 +180,7 @@ def corrections_report(args, before, driven, after, corrections, stages: Stages,
         "round_seconds": round(sum(stages.records[name]["seconds"] for name in ROUND_STAGES), 1),
         "total_seconds": round(stages.total_seconds, 1),
         "training": {"weak": training(weak_dir), "corrected": training(corrected_dir)},
-        "settings": {
-            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "func"
-        },
-        "machine": {
-            "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(),
-            "load_average": [round(value, 2) for value in os.getloadavg()],
-        },
+        **run_context(args),
         "trials": {
             "before": [trial.to_dict() for trial in before],
             "takeovers": [trial.to_dict() for trial in driven],
@@ -226,12 +218,8 @@ def format_corrections(report: dict) -> str:
         f"round 1: {report['takeovers']} takeovers ({reasons}) in {trials['with_takeover']} of {trials['trials']} "
         f"trials on training-series layouts; {len(report['correction_episodes'])} correction episodes, "
         f"{sum(e['by_person'] for e in report['correction_episodes'])} frames commanded by the person",
-        "stages: "
-        + ", ".join(
-            f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
-            for name, record in report["stages"].items()
-        )
-        + f"; the round (takeovers + fine-tuning + after) {report['round_seconds'] / 60:.1f} min, "
+        f"stages: {format_durations(report['stages'])}; the round (takeovers + fine-tuning + after) "
+        f"{report['round_seconds'] / 60:.1f} min, "
         f"total {report['total_seconds'] / 60:.1f} min",
     ]
     return "\n".join(lines)

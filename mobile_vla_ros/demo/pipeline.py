@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobile_vla_ros.demo.stages import DemoError, Stages, is_current, mark_stage_done, redo
+from mobile_vla_ros.demo.stages import DemoError, Stages, format_durations, is_current, mark_stage_done, redo
 from mobile_vla_ros.demo.trials import blind_baseline, format_table, mean_expert_trajectories, summarize, trial_sides
 
 DEMO_SAMPLE_RATE_HZ = 10.0  # becomes the policy's action_dt (0.1 s)
@@ -272,17 +272,10 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
         },
         "stages": stages.records,
         "total_seconds": round(stages.total_seconds, 1),
-        "settings": {
-            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "func"
-        },
+        **run_context(args),
         "training": {
             key: training.get(key)
             for key in ("steps", "seconds", "train_loss", "val_loss", "instruction_separation", "mae_vs_blind")
-        },
-        "machine": {
-            "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(),
-            "load_average": [round(value, 2) for value in os.getloadavg()],
         },
         "trials": [trial.to_dict() for trial in trials],
         "frozen_camera_trials": [trial.to_dict() for trial in frozen],
@@ -299,10 +292,21 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
         "path per instruction replayed without looking, on the same layouts"
     )
     print()
-    durations = ", ".join(
-        f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}"
-        for name, record in stages.records.items()
-    )
-    print(f"stages: {durations}; total {stages.total_seconds / 60:.1f} min")
+    print(f"stages: {format_durations(stages.records)}; total {stages.total_seconds / 60:.1f} min")
     print(f"trajectories: {figure}")
     print(f"summary:      {out / 'summary.json'}")
+
+
+def run_context(args) -> dict:
+    """What a report needs to be read later: the options it ran with and the machine it ran on
+    (its load average, since closed-loop trials run in real time)."""
+    return {
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "func"
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average": [round(value, 2) for value in os.getloadavg()],
+        },
+    }

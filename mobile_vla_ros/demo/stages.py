@@ -96,3 +96,10 @@ class Stages:
     @property
     def total_seconds(self) -> float:
         return time.monotonic() - self.started
+
+
+def format_durations(records: dict[str, dict]) -> str:
+    """One line for a report from `Stages.records`: each stage's time, cached ones marked."""
+    return ", ".join(
+        f"{name} {record['seconds']:.0f} s{' (cached)' if record['cached'] else ''}" for name, record in records.items()
+    )
