@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from mobile_vla_ros.data.episode import list_episodes, read_episode
+    from mobile_vla_ros.data.episode import list_episodes
     from mobile_vla_ros.data.lerobot_export import export_lerobot
 
     paths = []
@@ -46,9 +46,13 @@ def run(args) -> int:
             paths.append(source)
         else:
             raise MobileVlaError(f"{source} does not exist")
-    frames = sum(read_episode(path, frame_indices=[]).num_frames for path in paths)
-    with tqdm(total=frames, unit="frame", desc="export") as bar:
-        summary = export_lerobot(paths, args.out, progress=bar.update)
+    with tqdm(unit="frame", desc="export") as bar:
+
+        def advance(count: int, total: int) -> None:
+            bar.total = total  # known once the export has read the episodes' metadata
+            bar.update(count)
+
+        summary = export_lerobot(paths, args.out, progress=advance)
     print(
         f"exported {summary.episodes} episodes, {summary.frames} frames at {summary.fps} fps, "
         f"{len(summary.tasks)} tasks, to {summary.out}"

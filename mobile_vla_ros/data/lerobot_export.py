@@ -285,10 +285,10 @@ def _write_tables(pyarrow, pandas, out: Path, columns: list[dict], rows: list[di
 def export_lerobot(
     paths: Sequence[Path],
     out: Path,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportSummary:
     """Write the episode files `paths` (in this order) as one LeRobot dataset in `out` (which must
-    not exist or be empty). `progress(n)` is called after every n frames encoded."""
+    not exist or be empty). `progress(n, total)` is called after every n of the total frames encoded."""
     av, pandas, pyarrow = _require_export_libraries()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -297,6 +297,8 @@ def export_lerobot(
         raise MobileVlaError("no episodes to export")
     episodes = [read_episode(path, frame_indices=[]) for path in paths]
     fps, width, height = _check_episodes(paths, episodes)
+    total = sum(episode.num_frames for episode in episodes)
+    advance = None if progress is None else lambda count: progress(count, total)
     tasks = list(dict.fromkeys(episode.instruction for episode in episodes))
     summary = ExportSummary(out=out, fps=fps, tasks=tasks)
     columns, rows, stats = [], [], []
@@ -305,7 +307,7 @@ def export_lerobot(
         for episode_index, (path, episode) in enumerate(zip(paths, episodes)):
             task_index = tasks.index(episode.instruction)
             exported = _export_episode(
-                av, out, path, episode, episode_index, task_index, summary.frames, fps, (width, height), progress
+                av, out, path, episode, episode_index, task_index, summary.frames, fps, (width, height), advance
             )
             for collected, item in zip((columns, stats, rows), exported):
                 collected.append(item)
