@@ -28,8 +28,8 @@ def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_si
     pytest.importorskip("rclpy")
     from mobile_vla_ros.demo.closed_loop import ClosedLoopSim
 
-    # 5 s of simulated time per episode: about 1 s filling the window, then up to 4 s of driving
-    # (slack for a busy machine: a late first chunk only shortens the drive).
+    # 5 s of simulated driving per episode, after the start hold that fills the window (lockstep:
+    # the same on a busy machine, only slower).
     with ClosedLoopSim(tiny_checkpoint, tiny_base_model, seed=5, time_limit_s=5.0, device="cpu") as loop:
         trials = [loop.run_trial(index, side) for index, side in enumerate(("left", "right"))]
 

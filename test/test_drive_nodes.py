@@ -52,6 +52,7 @@ class Harness(Node):
         self.windows: list[tuple[float, int]] = []  # (receipt time, height)
         self.window_stamps: list[float] = []
         self.built: list[tuple[float, float]] = []  # window/built: (capture stamp, build time)
+        self.answered: list[tuple[float, float, str]] = []  # window/answered: (capture stamp, time, source)
         self.active: list[str] = []
         self.status: dict[str, str] = {}
         self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
@@ -61,6 +62,7 @@ class Harness(Node):
         self.create_subscription(Twist, "cmd_vel", self._on_twist, 50)
         self.create_subscription(Image, "window", self._on_window, 10)
         self.create_subscription(TimeReference, "window/built", self._on_built, 10)
+        self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
         self.create_subscription(String, "instruction/active", lambda msg: self.active.append(msg.data), latched)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_status, 10)
         self.create_timer(1.0 / CAMERA_HZ, self._on_camera_tick)
@@ -95,6 +97,16 @@ class Harness(Node):
         with self.lock:
             self.built.append(
                 (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg.time_ref.sec + msg.time_ref.nanosec * 1e-9)
+            )
+
+    def _on_answered(self, msg: TimeReference):
+        with self.lock:
+            self.answered.append(
+                (
+                    msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                    msg.time_ref.sec + msg.time_ref.nanosec * 1e-9,
+                    msg.source,
+                )
             )
 
     def _on_status(self, msg: DiagnosticArray):
@@ -252,7 +264,12 @@ def test_diagnostics_show_every_latency_stage(start_inference, camera_on):
     # window/built is the window's own header (capture stamp) plus its build time: standard messages.
     with harness.lock:
         built, stamps = list(harness.built), set(harness.window_stamps)
+        answered = list(harness.answered)
     assert built and all(capture in stamps and build >= capture for capture, build in built[-5:])
+    # window/answered: the node is done with a window (what the simulator's lockstep waits for).
+    assert answered and all(
+        capture in stamps and done >= capture and source == "chunk" for capture, done, source in answered[-5:]
+    )
 
 
 def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_control_period(

@@ -41,7 +41,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
 class Probe:
     """Subscribes to everything sim_node publishes and drives it."""
 
-    def __init__(self):
+    def __init__(self, setup=None):
+        """`setup(node)`: more subscriptions and publishers, made before the node spins."""
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("sim_probe", context=self.context)
@@ -57,6 +58,8 @@ class Probe:
         )
         self.cmd_vel = self.node.create_publisher(Twist, "cmd_vel", 10)
         self.reset_client = self.node.create_client(Trigger, "sim/reset")
+        if setup is not None:
+            setup(self.node)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -202,3 +205,83 @@ def test_bad_parameters_exit_non_zero_with_a_reason():
     finished = subprocess.run(command, env=os.environ.copy(), cwd=REPO, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 1
     assert "camera_rate_hz must be positive" in finished.stdout + finished.stderr
+
+
+def test_lockstep_time_advances_only_when_the_pipeline_answers():
+    """lockstep: one physics step per cmd_vel; once windows flow, a camera frame holds the clock
+    until window/answered says the pipeline is done with it; the robot integrates fixed steps."""
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import TimeReference
+
+    command = [
+        sys.executable,
+        "-m",
+        "mobile_vla_ros.nodes.sim_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO / "config" / "sim.yaml"),
+        *("-p", f"seed:={SEED}", "-p", "lockstep:=true", "-p", "physics_rate_hz:=20.0"),
+        *("-p", "camera_rate_hz:=10.0", "-p", "start_hold_s:=0.2", "-p", "image_width:=64", "-p", "image_height:=48"),
+    ]
+    process = subprocess.Popen(
+        command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    clock, publishers = [], {}
+
+    def setup(node) -> None:
+        node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
+        publishers["answered"] = node.create_publisher(TimeReference, "window/answered", 10)
+
+    probe = Probe(setup)
+    answered = publishers["answered"]
+
+    def now() -> float:
+        with probe.lock:
+            return clock[-1] if clock else -1.0
+
+    def answer_cmd_vel(vx: float = 0.0) -> float:
+        """The control tick's cmd_vel; returns the simulated time it moved on to."""
+        before = now()
+        probe.drive(vx, 0.0)
+        assert wait_for(lambda: now() > before, 5.0), f"the clock stayed at {before}"
+        return now()
+
+    def answer_frame(stamp_s: float) -> None:
+        msg = TimeReference(source="chunk")
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 0, round(stamp_s * 1e9)
+        answered.publish(msg)
+
+    def x_at(t: float) -> float:
+        def pose():
+            with probe.lock:
+                return next((p for p in probe.poses if abs(p.header.stamp.nanosec * 1e-9 - t) < 1e-6), None)
+
+        assert wait_for(lambda: pose() is not None, 5.0), f"no sim/pose stamped {t}"
+        return pose().pose.position.x
+
+    try:
+        assert wait_for(lambda: clock and probe.results, 20.0), "sim_node published no /clock"
+        start_x = probe.latest_result()["x"]
+        time.sleep(0.6)  # nobody answers: the clock stands (republished for late joiners), no frames
+        assert now() == pytest.approx(0.05) and not probe.images
+        assert answer_cmd_vel(0.5) == pytest.approx(0.10)
+        assert answer_cmd_vel(0.5) == pytest.approx(0.15)  # step 2 was a camera step: frame of 0.10
+        assert wait_for(lambda: probe.images, 5.0) and probe.images[-1][1] == pytest.approx(0.10)
+        answer_frame(0.10)  # windows flow from now on
+        assert answer_cmd_vel(0.5) == pytest.approx(0.20)
+        probe.drive(0.0, 0.0)  # the tick of 0.20: the frame of 0.20 goes out, the clock waits for its answer
+        assert wait_for(lambda: probe.images[-1][1] == pytest.approx(0.20), 5.0)
+        time.sleep(0.5)
+        assert now() == pytest.approx(0.20), "the clock moved on before the frame was answered"
+        answer_frame(0.20)
+        assert wait_for(lambda: now() == pytest.approx(0.25), 5.0)
+        assert x_at(0.25) == start_x, "held at the start until start_hold_s, whatever was commanded"
+        assert answer_cmd_vel(0.5) == pytest.approx(0.30)
+        probe.drive(0.5, 0.0)
+        assert wait_for(lambda: probe.images[-1][1] == pytest.approx(0.30), 5.0)
+        answer_frame(0.30)
+        assert x_at(0.35) - x_at(0.25) == pytest.approx(0.5 * 0.10, abs=1e-9)  # two fixed steps at 0.5 m/s
+    finally:
+        probe.close()
+        process.terminate()
+        print(process.communicate(timeout=10)[0].decode())

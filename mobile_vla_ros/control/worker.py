@@ -28,7 +28,7 @@ class InferenceWorker:
         self,
         policy: Policy,
         on_chunk: Callable[[np.ndarray, float, float], None],  # (chunk, observation stamp, latency s)
-        on_error: Callable[[str], None],
+        on_error: Callable[[str, float], None],  # (message, observation stamp)
         on_instruction: Callable[[str], None],
         on_instruction_error: Callable[[str, Exception], None],
     ):
@@ -87,6 +87,6 @@ class InferenceWorker:
         try:
             chunk = self._policy.step(window)
         except Exception as error:  # a failed step must stop the robot, not the thread
-            self._on_error(f"inference failed: {type(error).__name__}: {error}")
+            self._on_error(f"inference failed: {type(error).__name__}: {error}", stamp)
             return
         self._on_chunk(chunk, stamp, time.perf_counter() - started)

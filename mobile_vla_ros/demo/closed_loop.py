@@ -7,10 +7,20 @@ The three nodes run as separate processes, exactly as `ros2 launch` would start 
 single-process version starved the control timer and the camera path of the interpreter lock on
 a 2-core machine); the conductor runs in the calling process.
 
-A trial: disable the policy (the inference node publishes zero), publish the instruction, reset
-the simulator to its next layout, wait until the camera window holds only frames of the new
-layout (the robot stands still, so the window equals the padded start of a training episode),
-enable, and collect `sim/pose` until `sim/result` reports the end of the episode.
+Time is simulated and in lockstep (sim_node's `lockstep`, every node with use_sim_time): the
+simulator advances its clock one control period at a time, each once the inference node has
+published that tick's cmd_vel and answered the newest camera frame. Trials therefore do not depend
+on how fast or busy the machine is — the same policy on the same layouts drives the same paths,
+only later on a slow machine. (With the real clock, late commands and stale windows under load
+changed 2-4 of 20 outcomes from run to run.)
+
+A trial (the policy disabled since the last one): publish the instruction, enable
+(the previous episode has ended: the robot stays put), reset the simulator to its next layout.
+The simulator holds the robot at the start for `start_hold_s` of simulated time: the camera window
+then holds only frames of the new layout (it equals the padded start of a training episode) and
+the inference node's acceleration limit has ramped up to the policy's command, so every trial is
+released the same way. The path is collected from `sim/pose` from the release until `sim/result`
+reports the end.
 
 With takeover rules (`mobile-vla demo --corrections`) the conductor also plays the person who
 takes over: at the control rate it judges the robot's pose and commanded velocity
@@ -22,6 +32,7 @@ records each takeover as a correction episode (`record_corrections`), exactly as
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -35,6 +46,7 @@ import yaml
 from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -48,8 +60,14 @@ from mobile_vla_ros.sim.takeover import TakeoverRules, TakeoverSupervisor
 from mobile_vla_ros.sim.world import Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESULT_MARGIN_S = 5.0  # beyond the simulator's own time limit before a trial counts as lost
+STALL_TIMEOUT_S = 60.0  # real seconds without simulated time advancing before the loop counts as dead
 SUPERVISE_RATE_HZ = 20.0  # the person's judgement and teleop rate (the inference node's control rate)
+# Held at the start beyond the window's refill: the speed ramp of the inference node's
+# acceleration limit happens there, so the robot is released the same way each time.
+START_HOLD_MARGIN_S = 1.0
+# Simulated time may run this much faster than real time when the pipeline keeps up (the trials'
+# outcome does not depend on it: lockstep).
+MAX_REAL_TIME_FACTOR = 4.0
 
 
 class ClosedLoopError(MobileVlaError):
@@ -69,10 +87,11 @@ class TrialConductor(Node):
     supervisor also the person who takes over on `cmd_vel_teleop`."""
 
     def __init__(self, **kwargs):
-        super().__init__("demo_conductor", **kwargs)
+        super().__init__("demo_conductor", parameter_overrides=[Parameter("use_sim_time", value=True)], **kwargs)
         self._lock = threading.Lock()
         self._path: list[tuple[float, float, float]] | None = None
-        self._path_start = 0.0
+        self._path_start = 0.0  # simulated time of the robot's release
+        self._sim_time = 0.0  # header stamp of the newest sim/pose
         self._pose: tuple[float, float] | None = None
         self._velocity = (0.0, 0.0)  # the inference node's latest cmd_vel: where the robot is going
         self._supervisor: TakeoverSupervisor | None = None
@@ -94,10 +113,16 @@ class TrialConductor(Node):
         self.reset_client = self.create_client(Trigger, "sim/reset")
 
     def _on_pose(self, msg: PoseStamped) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
             self._pose = (msg.pose.position.x, msg.pose.position.y)
-            if self._path is not None:
-                self._path.append((time.monotonic() - self._path_start, msg.pose.position.x, msg.pose.position.y))
+            self._sim_time = max(self._sim_time, stamp)
+            if self._path is not None and stamp >= self._path_start:
+                self._path.append((stamp - self._path_start, msg.pose.position.x, msg.pose.position.y))
+
+    def sim_time(self) -> float:
+        with self._lock:
+            return self._sim_time
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         with self._lock:
@@ -106,9 +131,10 @@ class TrialConductor(Node):
     def _supervise(self) -> None:
         with self._lock:
             supervisor, pose, velocity = self._supervisor, self._pose, self._velocity
-            if supervisor is None or pose is None or self._path is None:
+            elapsed = self._sim_time - self._path_start
+            if supervisor is None or pose is None or self._path is None or elapsed < 0:
                 return
-            command = supervisor.command(time.monotonic() - self._path_start, *pose, *velocity)
+            command = supervisor.command(elapsed, *pose, *velocity)
         if command is not None:
             twist = Twist()
             twist.linear.x, twist.linear.y = float(command[0]), float(command[1])
@@ -132,9 +158,10 @@ class TrialConductor(Node):
         with self._lock:
             return dict(self.result)
 
-    def start_path(self) -> None:
+    def start_path(self, release_time: float) -> None:
+        """Collect poses from `release_time` (simulated) on."""
         with self._lock:
-            self._path, self._path_start = [], time.monotonic()
+            self._path, self._path_start = [], release_time
 
     def take_path(self) -> list:
         with self._lock:
@@ -180,8 +207,9 @@ class ClosedLoopSim:
         self.corrections_dir = corrections_dir
         drive_params = yaml.safe_load(config_file("drive.yaml").read_text())["inference_node"]["ros__parameters"]
         self.correction_end_hold_s = float(drive_params["correction_end_hold_s"])
-        # The window must hold frames of the new layout only, plus one sample and some delivery slack.
-        self.settle_s = (config.window_size + 1) * config.action_dt + 0.2
+        # The window must hold frames of the new layout only, plus one sample and the hold's margin.
+        start_hold_s = (config.window_size + 1) * config.action_dt + START_HOLD_MARGIN_S
+        sim_time = ["-p", "use_sim_time:=true"]
         self.processes: list[subprocess.Popen] = []
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -204,11 +232,22 @@ class ClosedLoopSim:
                         f"time_limit_s:={self.time_limit_s}",
                         "-p",
                         f"freeze_camera:={str(bool(freeze_camera)).lower()}",
+                        "-p",
+                        "lockstep:=true",
+                        # one physics step per control tick, one camera frame per model frame
+                        "-p",
+                        f"physics_rate_hz:={float(drive_params['control_rate_hz'])}",
+                        "-p",
+                        f"camera_rate_hz:={1.0 / config.action_dt}",
+                        "-p",
+                        f"start_hold_s:={start_hold_s}",
+                        "-p",
+                        f"max_real_time_factor:={MAX_REAL_TIME_FACTOR}",
                     ],
                 ),
                 "camera_window_node": (
                     "drive.yaml",
-                    ["-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw"],
+                    ["-p", f"model_dir:={model_dir}", "-r", "image:=camera/image_raw", *sim_time],
                 ),
                 "inference_node": (
                     "drive.yaml",
@@ -223,6 +262,7 @@ class ClosedLoopSim:
                         f"dtype:={dtype}",
                         "-p",
                         "start_enabled:=false",
+                        *sim_time,
                         *(
                             []
                             if corrections_dir is None
@@ -284,40 +324,54 @@ class ClosedLoopSim:
     def run_trial(self, index: int, side: str, takeover: TakeoverRules | None = None) -> Trial:
         """One episode; with `takeover` rules the scripted person takes over when they say so."""
         conductor = self.conductor
-        conductor.enable(False)
         conductor.instruction_pub.publish(String(data=side))
         _wait(lambda: instruction_side(conductor.active_instruction) == side, 10.0, f"instruction {side!r} to apply")
-        info = conductor.reset_sim(10.0)
-        layout = Layout.from_dict(info["layout"])
-        time.sleep(self.settle_s)
-        conductor.start_path()
-        if takeover is not None:
-            conductor.supervise(TakeoverSupervisor(layout, side, rules=takeover))
+        # Enabled before the reset: the previous episode has ended, so the robot stays where it is,
+        # and the new one holds it at the start until the release (however fast the machine is).
         conductor.enable(True)
-        started = time.monotonic()
         try:
-            _wait(
-                lambda: self._finished(info["episode"]),
-                self.time_limit_s + RESULT_MARGIN_S,
-                f"the end of episode {info['episode']}",
-            )
+            info = conductor.reset_sim(10.0)
+            layout = Layout.from_dict(info["layout"])
+            conductor.start_path(info["release_time"])
+            if takeover is not None:
+                conductor.supervise(TakeoverSupervisor(layout, side, rules=takeover))
+            self._wait_simulated(lambda: self._finished(info["episode"]), f"the end of episode {info['episode']}")
         finally:
             supervisor = conductor.supervise(None)
             conductor.enable(False)
-        duration = time.monotonic() - started
         result = conductor.latest_result()
+        duration = float(result["time_s"])
         path = conductor.take_path()
         path.append((duration, result["x"], result["y"]))
         reasons = supervisor.reasons if supervisor is not None else []
         if reasons and self.corrections_dir is not None:
             # Let the takeover's episode end (correction_end_hold_s) while the camera still shows
             # this layout, so no frame of the next one is appended to it.
-            time.sleep(self.correction_end_hold_s + 0.3)
+            until = conductor.sim_time() + self.correction_end_hold_s + 0.3
+            self._wait_simulated(lambda: conductor.sim_time() >= until, "the end of the correction")
         return Trial(index, side, info["episode"], layout, np.array(path), result["outcome"], duration, list(reasons))
 
     def _finished(self, episode: int) -> bool:
         result = self.conductor.latest_result()
         return result.get("episode") == episode and result.get("outcome") != "running"
+
+    def _wait_simulated(self, predicate, what: str) -> None:
+        """Wait however long the simulation takes, but fail when its time stops advancing."""
+        progress = {"sim": self.conductor.sim_time(), "at": time.monotonic()}
+
+        def done_or_stalled() -> bool:
+            if predicate():
+                return True
+            now_sim = self.conductor.sim_time()
+            if now_sim > progress["sim"]:
+                progress.update(sim=now_sim, at=time.monotonic())
+            elif time.monotonic() - progress["at"] > STALL_TIMEOUT_S:
+                raise ClosedLoopError(
+                    f"simulated time stood still at {now_sim:.2f} s for {STALL_TIMEOUT_S:g} s waiting for {what}"
+                )
+            return False
+
+        self._wait_alive(done_or_stalled, math.inf, what)
 
     def close(self) -> None:
         for process in self.processes:

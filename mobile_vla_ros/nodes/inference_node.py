@@ -11,6 +11,10 @@ Topics
                                             `correction` episode (control/corrections.py)
   out  cmd_vel (geometry_msgs/Twist)        linear.x, linear.y; everything else zero; published at
                                             control_rate_hz in every state (zero when not driving)
+  out  window/answered (sensor_msgs/TimeReference) one per window once the node is done with it:
+                                            header = the window's header (capture stamp), time_ref =
+                                            when, source = chunk / rejected / failed / dropped; the
+                                            simulator's lockstep waits for it (sim_node)
   out  instruction/active (std_msgs/String) the instruction in force, transient local (latched)
   out  /diagnostics (diagnostic_msgs/DiagnosticArray) state, reason, instruction, rates, and p50/p95/p99
                                             of every latency stage (control/latency.py): frame age at
@@ -39,6 +43,7 @@ from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
+from rclpy.time import Time
 from sensor_msgs.msg import Image, Joy, TimeReference
 from std_msgs.msg import Bool, String
 
@@ -177,6 +182,7 @@ class InferenceNode(Node):
         self._arrivals = ByStamp()  # capture stamp -> window received, until its build time arrives
         self._builds = ByStamp()  # capture stamp -> window built, until the window arrives
         self._jobs = ByStamp()  # capture stamp -> (received, decode seconds), until its chunk is ready
+        self._captures = ByStamp()  # capture stamp -> the window's header stamp, until window/answered
         self._chunk_ready_at: float | None = None
         self.control_rate = RateMeter()
         self.state = None
@@ -189,6 +195,7 @@ class InferenceNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction_pub = self.create_publisher(String, "instruction/active", latched)
         self.status_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.answered_pub = self.create_publisher(TimeReference, "window/answered", 10)
         self.instruction_pub.publish(String(data=first_instruction))
 
         self.worker = InferenceWorker(
@@ -222,13 +229,15 @@ class InferenceNode(Node):
     # ---- inputs (executor thread) -------------------------------------------------------------
     def _on_window(self, msg: Image) -> None:
         received, decode_started = self.now(), time.perf_counter()
+        stamp = stamp_seconds(msg.header.stamp)
+        self._captures.put(stamp, msg.header.stamp)
         try:
             frames = split_window(image_msg_to_rgb(msg), self.config.image_size)
         except ImageError as error:
             self.counts["bad_windows"] += 1
             self.get_logger().error(f"dropping window: {error}", throttle_duration_sec=LOG_THROTTLE_S)
+            self._answer(stamp, "dropped")
             return
-        stamp = stamp_seconds(msg.header.stamp)
         self._jobs.put(stamp, (received, time.perf_counter() - decode_started))
         built = self._builds.pop(stamp)
         if built is None:
@@ -293,6 +302,14 @@ class InferenceNode(Node):
         else:
             self.counts["faults"] += 1
             self.get_logger().error(f"model output rejected, stopping: {problem}", throttle_duration_sec=LOG_THROTTLE_S)
+        self._answer(stamp, "chunk" if problem is None else "rejected")
+
+    def _answer(self, stamp: float, outcome: str) -> None:
+        """window/answered: the window captured at `stamp` is dealt with (the simulator's lockstep waits for it)."""
+        msg = TimeReference(time_ref=self.get_clock().now().to_msg(), source=outcome)
+        capture = self._captures.pop(stamp)  # the exact stamp: float seconds lose nanoseconds
+        msg.header.stamp = capture if capture is not None else Time(nanoseconds=round(stamp * 1e9)).to_msg()
+        self.answered_pub.publish(msg)
 
     def _record_step_latency(self, stamp: float, latency: float, now: float) -> None:
         self.latency.add("inference_latency", latency)
@@ -308,11 +325,12 @@ class InferenceNode(Node):
             if timing is not None:
                 self.latency.add("preprocess", decode_s + timing.preprocess_s)
 
-    def _on_inference_error(self, message: str) -> None:
+    def _on_inference_error(self, message: str, stamp: float) -> None:
         self.counts["faults"] += 1
         with self._lock:
             self.controller.on_fault(message)
         self.get_logger().error(f"{message}; stopping", throttle_duration_sec=LOG_THROTTLE_S)
+        self._answer(stamp, "failed")
 
     def _on_instruction_applied(self, instruction: str) -> None:
         self.active_instruction = instruction

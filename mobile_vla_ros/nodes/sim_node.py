@@ -9,19 +9,39 @@ ignored, the simulated robot keeps facing forward). Publishes ``camera/image_raw
 The simulation runs in step with the node's clock: before every camera frame and pose the world
 is advanced to "now", so each header stamp is the time the pictured state was reached. A
 ``cmd_vel`` older than ``cmd_timeout_s`` counts as zero: the robot stops rather than coasting on
-a command nobody is sending any more.
+a command nobody is sending any more. After ``sim/reset`` the robot stays at the start for
+``start_hold_s`` (commands are ignored, the camera already shows the new layout, the episode's
+time starts after it): time for the drive nodes to fill their window with the new layout.
+
+With ``lockstep`` the node owns the time: it publishes ``/clock`` (run the other nodes with
+``use_sim_time:=true``) and advances it one physics step (1 / ``physics_rate_hz``, which must be
+the inference node's control period) at a time, each only after the pipeline has answered:
+
+1. clock to t, integrate the robot over the last step with the command in force, publish the pose;
+2. wait for the ``cmd_vel`` of the control tick at t (one message per step);
+3. on a camera step, publish the frame of t and, once windows flow (the first
+   ``window/answered`` seen), wait until inference_node has answered it on ``window/answered``
+   (its chunk is in force from the next control tick).
+
+A slow or loaded machine runs the same episode, only slower: what the robot does no longer
+depends on how fast the nodes are. ``camera_rate_hz`` must then be the model's frame rate
+(1 / action_dt), so that every frame becomes a window; a frame nobody answers stops the clock,
+and the node warns. ``max_real_time_factor`` caps how fast simulated time may run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, TimeReference
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -49,9 +69,21 @@ PARAMETERS = {
         "what a policy does when its images stop changing)",
         False,
     ),
+    "start_hold_s": (0.0, "after sim/reset the robot stays at the start this long (commands ignored)", True),
+    "lockstep": (
+        False,
+        "publish /clock and advance it one physics step at a time, each once the pipeline has answered "
+        "(cmd_vel, window/answered); the other nodes need use_sim_time:=true",
+        True,
+    ),
+    "max_real_time_factor": (1.0, "lockstep: how much faster than real time simulated time may run", True),
     "camera_frame_id": ("sim_camera", "header.frame_id of the camera images", True),
     "world_frame_id": ("sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)", True),
 }
+
+
+LOCKSTEP_PATIENCE_S = 10.0  # lockstep: warn when the pipeline has not answered for this long
+LOCKSTEP_RECHECK_S = 0.5  # lockstep: /clock republished this often while waiting
 
 
 class SimNode(Node):
@@ -60,11 +92,26 @@ class SimNode(Node):
         for name, (default, description, read_only) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=read_only))
         value = lambda name: self.get_parameter(name).value  # noqa: E731
-        for rate in ("physics_rate_hz", "camera_rate_hz", "cmd_timeout_s"):
+        for rate in ("physics_rate_hz", "camera_rate_hz", "cmd_timeout_s", "max_real_time_factor"):
             if not value(rate) > 0:
                 raise MobileVlaError(f"parameter {rate} must be positive, got {value(rate)}")
         if value("first_episode") < 0:
             raise MobileVlaError(f"parameter first_episode must be >= 0, got {value('first_episode')}")
+        if value("start_hold_s") < 0:
+            raise MobileVlaError(f"parameter start_hold_s must be >= 0, got {value('start_hold_s')}")
+        self._lockstep = bool(value("lockstep"))
+        if self._lockstep and value("use_sim_time"):
+            raise MobileVlaError("lockstep: sim_node publishes /clock itself; do not set its use_sim_time")
+        self._step_ns = round(1e9 / value("physics_rate_hz"))
+        self._camera_steps = round(1e9 / value("camera_rate_hz")) / self._step_ns
+        if self._lockstep and abs(self._camera_steps - round(self._camera_steps)) > 1e-6:
+            raise MobileVlaError(
+                f"lockstep: the camera period (1/{value('camera_rate_hz')} s) must be a whole number of "
+                f"physics steps (1/{value('physics_rate_hz')} s)"
+            )
+        self._camera_steps = max(1, round(self._camera_steps))
+        self._sim_ns = 0  # lockstep: the simulated time
+        self._awaiting = None  # lockstep: "cmd_vel" or "answer" while the pipeline has not answered
         self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
         self._renderer = Renderer(
             self._room, CameraConfig(int(value("image_width")), int(value("image_height")), float(value("hfov_deg")))
@@ -84,8 +131,20 @@ class SimNode(Node):
         self._command_time_ns = None
         self._episode = int(value("first_episode")) - 1
         self._start_episode()
-        self.create_timer(1.0 / value("physics_rate_hz"), self._on_physics_tick)
-        self.create_timer(1.0 / value("camera_rate_hz"), self._on_camera_tick)
+        if self._lockstep:
+            self._clock_pub = self.create_publisher(Clock, "/clock", 10)
+            self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
+            self._step = 0
+            self._awaiting_since = 0.0
+            self._frame_ns = -1  # stamp of the last camera frame
+            self._windows_flow = False
+            self._step_wall_s = 1.0 / (value("physics_rate_hz") * value("max_real_time_factor"))
+            self._next_step_at = 0.0
+            self.create_timer(self._step_wall_s, self._next_step)  # paces; an answer steps on at once
+            self.create_timer(LOCKSTEP_RECHECK_S, self._check_waiting)
+        else:
+            self.create_timer(1.0 / value("physics_rate_hz"), self._on_physics_tick)
+            self.create_timer(1.0 / value("camera_rate_hz"), self._on_camera_tick)
 
     # -- episode ------------------------------------------------------------------------------
     def _start_episode(self) -> None:
@@ -93,7 +152,8 @@ class SimNode(Node):
         seed = int(self.get_parameter("seed").value)
         self._world = World(sample_layout(seed, self._episode, self._room), self._room)
         self._seed = seed
-        self._last_ns = self.get_clock().now().nanoseconds
+        self._last_ns = self._now_ns()
+        self._hold_until_ns = self._last_ns + round(self.get_parameter("start_hold_s").value * 1e9)
         self._command, self._command_time_ns = (0.0, 0.0), None
         self._publish_result()
         self.get_logger().info(f"episode {self._episode} (seed {seed}): {self._world.layout.to_dict()}")
@@ -106,7 +166,12 @@ class SimNode(Node):
         self._start_episode()
         response.success = True
         response.message = json.dumps(
-            {"episode": self._episode, "seed": self._seed, "layout": self._world.layout.to_dict()}
+            {
+                "episode": self._episode,
+                "seed": self._seed,
+                "layout": self._world.layout.to_dict(),
+                "release_time": self._hold_until_ns * 1e-9,  # header time at which the robot may move
+            }
         )
         return response
 
@@ -117,24 +182,73 @@ class SimNode(Node):
             self.get_logger().error(f"non-finite cmd_vel {command} ignored; stopping", throttle_duration_sec=1.0)
             command = (0.0, 0.0)
         self._advance()  # the previous command was in force until now
-        self._command, self._command_time_ns = command, self.get_clock().now().nanoseconds
+        self._command, self._command_time_ns = command, self._now_ns()
+        if self._awaiting == "cmd_vel":
+            if self._step % self._camera_steps == 0:
+                self._on_camera_tick()
+                if self._windows_flow:
+                    self._awaiting = "answer"
+                    return
+            self._answered()
 
-    def _advance(self):
-        """Integrate from the last update to now with the command in force; returns now."""
-        now = self.get_clock().now()
-        now_ns = now.nanoseconds
-        dt = (now_ns - self._last_ns) * 1e-9
-        if dt <= 0:
-            return now
-        self._last_ns = now_ns
-        timeout_ns = self.get_parameter("cmd_timeout_s").value * 1e9
-        fresh = self._command_time_ns is not None and now_ns - self._command_time_ns <= timeout_ns
-        was_running = not self._world.outcome.finished
-        self._world.step(self._command if fresh else (0.0, 0.0), dt)
-        if was_running and self._world.outcome.finished:
-            self._publish_result()
-            self.get_logger().info(f"episode {self._episode} ended: {self._world.summary()['outcome']}")
-        return now
+    def _now_ns(self) -> int:
+        return self._sim_ns if self._lockstep else self.get_clock().now().nanoseconds
+
+    def _advance(self) -> Time:
+        """Integrate from the last update to now with the command in force (the robot holds still
+        before the episode's release); returns now."""
+        now_ns = self._now_ns()
+        start_ns = max(self._last_ns, self._hold_until_ns)
+        self._last_ns = max(self._last_ns, now_ns)
+        if now_ns > start_ns:
+            timeout_ns = self.get_parameter("cmd_timeout_s").value * 1e9
+            fresh = self._command_time_ns is not None and now_ns - self._command_time_ns <= timeout_ns
+            was_running = not self._world.outcome.finished
+            self._world.step(self._command if fresh else (0.0, 0.0), (now_ns - start_ns) * 1e-9)
+            if was_running and self._world.outcome.finished:
+                self._publish_result()
+                self.get_logger().info(f"episode {self._episode} ended: {self._world.summary()['outcome']}")
+        return Time(nanoseconds=now_ns, clock_type=self.get_clock().clock_type)
+
+    # -- lockstep -------------------------------------------------------------------------------
+    def _next_step(self) -> None:
+        """Next physics step, once the pipeline has answered the last one and the real-time cap allows."""
+        now = time.monotonic()
+        if self._awaiting is not None or now < self._next_step_at:
+            return
+        self._next_step_at = max(self._next_step_at + self._step_wall_s, now)
+        self._step += 1
+        self._sim_ns += self._step_ns
+        self._publish_clock()
+        self._on_physics_tick()
+        self._awaiting, self._awaiting_since = "cmd_vel", now
+
+    def _answered(self) -> None:
+        self._awaiting = None
+        self._next_step()
+
+    def _check_waiting(self) -> None:
+        """Republish /clock for a node that joined late (it is best effort), and say what the clock waits for."""
+        if self._awaiting is None:
+            return
+        self._publish_clock()
+        waited = time.monotonic() - self._awaiting_since
+        if waited > LOCKSTEP_PATIENCE_S:
+            self.get_logger().warning(
+                f"lockstep: simulated time stands at {self._sim_ns * 1e-9:.2f} s, waiting {waited:.0f} s for "
+                f"the pipeline's {self._awaiting} (is inference_node running with use_sim_time, and "
+                "camera_rate_hz the model's frame rate?)",
+                throttle_duration_sec=LOCKSTEP_PATIENCE_S,
+            )
+
+    def _publish_clock(self) -> None:
+        self._clock_pub.publish(Clock(clock=Time(nanoseconds=self._sim_ns).to_msg()))
+
+    def _on_answered(self, msg: TimeReference) -> None:
+        self._windows_flow = True
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if self._awaiting == "answer" and stamp_ns >= self._frame_ns:
+            self._answered()
 
     def _on_physics_tick(self) -> None:
         now = self._advance()
@@ -147,6 +261,7 @@ class SimNode(Node):
 
     def _on_camera_tick(self) -> None:
         now = self._advance()
+        self._frame_ns = now.nanoseconds
         state, layout = self._world.state, self._world.layout
         x, y = layout.start if self.get_parameter("freeze_camera").value else (state.x, state.y)
         image = self._renderer.render(layout, x, y)
