@@ -48,6 +48,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import TimeReference
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
@@ -62,9 +63,9 @@ from mobile_vla_ros.sim.world import Layout
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STALL_TIMEOUT_S = 60.0  # real seconds without simulated time advancing before the loop counts as dead
 SUPERVISE_RATE_HZ = 20.0  # the person's judgement and teleop rate (the inference node's control rate)
-# Held at the start beyond the window's refill: the speed ramp of the inference node's
-# acceleration limit happens there, so the robot is released the same way each time.
-START_HOLD_MARGIN_S = 1.0
+# Held at the start beyond the window's refill: the inference node's acceleration limit reaches
+# the policy's command there (from any previous command), so the robot is released the same way each time.
+START_HOLD_MARGIN_S = 2.0
 # Simulated time may run this much faster than real time when the pipeline keeps up (the trials'
 # outcome does not depend on it: lockstep).
 MAX_REAL_TIME_FACTOR = 4.0
@@ -96,6 +97,7 @@ class TrialConductor(Node):
         self._velocity = (0.0, 0.0)  # the inference node's latest cmd_vel: where the robot is going
         self._supervisor: TakeoverSupervisor | None = None
         self.result: dict = {}
+        self.windows_answered = False  # the inference node has answered a window: the lockstep is engaged
         self.active_instruction = ""
         self.instruction_pub = self.create_publisher(String, "instruction", 10)
         self.enable_pub = self.create_publisher(Bool, "enable", 10)
@@ -104,6 +106,7 @@ class TrialConductor(Node):
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_timer(1.0 / SUPERVISE_RATE_HZ, self._supervise)
         self.create_subscription(String, "sim/result", self._on_result, LATCHED)
+        self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
         self.create_subscription(
             String,
             "instruction/active",
@@ -145,6 +148,9 @@ class TrialConductor(Node):
         with self._lock:
             previous, self._supervisor = self._supervisor, supervisor
         return previous
+
+    def _on_answered(self, msg: TimeReference) -> None:
+        self.windows_answered = True
 
     def _on_result(self, msg: String) -> None:
         with self._lock:
@@ -300,6 +306,9 @@ class ClosedLoopSim:
                 "the inference node's inputs",
             )
             self._wait_alive(lambda: conductor.latest_result(), 60.0, "the first sim/result")
+            # Until then the simulator does not wait for the camera path (nothing answers a window
+            # before the camera window is full): the trials start once it does.
+            self._wait_alive(lambda: conductor.windows_answered, 120.0, "the inference node's first window/answered")
         except BaseException:
             self.close()
             raise

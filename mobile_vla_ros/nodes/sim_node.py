@@ -154,6 +154,9 @@ class SimNode(Node):
         self._seed = seed
         self._last_ns = self._now_ns()
         self._hold_until_ns = self._last_ns + round(self.get_parameter("start_hold_s").value * 1e9)
+        if self._lockstep:  # released on a camera frame: the same phase of frames and commands every episode
+            frame_ns = self._camera_steps * self._step_ns
+            self._hold_until_ns = -(-self._hold_until_ns // frame_ns) * frame_ns
         self._command, self._command_time_ns = (0.0, 0.0), None
         self._publish_result()
         self.get_logger().info(f"episode {self._episode} (seed {seed}): {self._world.layout.to_dict()}")
