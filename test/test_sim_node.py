@@ -41,11 +41,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
 class Probe:
     """Subscribes to everything sim_node publishes and drives it."""
 
-    def __init__(self, setup=None):
-        """`setup(node)`: more subscriptions and publishers, made before the node spins."""
+    def __init__(self, setup=None, namespace: str | None = None):
+        """`setup(node)`: more subscriptions and publishers, made before the node spins; `namespace`:
+        that of the sim_node under test (the module's sim_node keeps running beside it)."""
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node("sim_probe", context=self.context)
+        self.node = rclpy.create_node("sim_probe", namespace=namespace, context=self.context)
         self.lock = threading.Lock()
         self.images, self.poses, self.results = [], [], []
         self.node.create_subscription(Image, "camera/image_raw", self._on_image, 5)
@@ -222,6 +223,7 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
         str(REPO / "config" / "sim.yaml"),
         *("-p", f"seed:={SEED}", "-p", "lockstep:=true", "-p", "physics_rate_hz:=20.0"),
         *("-p", "camera_rate_hz:=10.0", "-p", "start_hold_s:=0.2", "-p", "image_width:=64", "-p", "image_height:=48"),
+        *("-r", "__ns:=/lockstep"),
     ]
     process = subprocess.Popen(
         command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -232,7 +234,7 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
         node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
         publishers["answered"] = node.create_publisher(TimeReference, "window/answered", 10)
 
-    probe = Probe(setup)
+    probe = Probe(setup, namespace="/lockstep")
     answered = publishers["answered"]
 
     def now() -> float:
