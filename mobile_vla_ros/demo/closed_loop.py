@@ -12,7 +12,7 @@ simulator advances its clock one control period at a time, each once the inferen
 published that tick's cmd_vel and answered the newest camera frame. Trials therefore do not depend
 on how fast or busy the machine is — the same policy on the same layouts drives the same paths,
 only later on a slow machine. (With the real clock, late commands and stale windows under load
-changed 2-4 of 20 outcomes from run to run.)
+changed several of 20 outcomes from run to run; docs/demo.md has the measurements.)
 
 A trial (the policy disabled since the last one): publish the instruction, enable
 (the previous episode has ended: the robot stays put), reset the simulator to its next layout.
