@@ -48,13 +48,13 @@ def test_missing_lora_tensor_is_named(checkpoint_copy, tiny_base_model):
 
 
 def test_missing_head_tensor_is_named(checkpoint_copy, tiny_base_model):
-    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.pop("feature_std"))
-    with pytest.raises(CheckpointError, match=r"missing 1 head tensor.*feature_std"):
+    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.pop("feature_whitening"))
+    with pytest.raises(CheckpointError, match=r"missing 1 head tensor.*feature_whitening"):
         load_policy(checkpoint_copy, tiny_base_model)
 
 
 def test_unexpected_tensor_is_named(checkpoint_copy, tiny_base_model):
-    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.update(extra_layer=t["feature_std"].clone()))
+    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.update(extra_layer=t["feature_mean"].clone()))
     with pytest.raises(CheckpointError, match=r"1 unexpected tensor.*extra_layer"):
         load_policy(checkpoint_copy, tiny_base_model)
 

@@ -20,7 +20,14 @@ TRAINING_LAYOUT_SEED = 0  # expert episodes use layouts of this series; trials m
 
 # text_init_std 0.1 instead of Kosmos-2's 0.02: with 0.02 the random tiny decoder's action-token
 # feature varies by ~0.02% between frames (the policy is blind); with 0.1 by ~6%.
-TINY_MODEL = {"width": 64, "layers": 2, "seed": 0, "text_init_std": 0.1, "vision_init_factor": 1.0}
+TINY_MODEL = {
+    "width": 64,
+    "layers": 2,
+    "seed": 0,
+    "text_init_std": 0.1,
+    "vision_init_factor": 1.0,
+    "sincos_positions": True,
+}
 
 
 # On top of config/train.yaml + config/train_tiny.yaml. One torch thread: on a small, busy CPU two

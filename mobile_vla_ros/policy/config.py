@@ -16,8 +16,8 @@ from mobile_vla_ros.errors import CheckpointError
 from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS
 
 CONFIG_FILE = "policy.json"
-# 2: the head standardises frame features with training-set statistics (head.safetensors holds them).
-SCHEMA_VERSION = 2
+# 3: the head whitens frame features with training-set statistics (head.safetensors holds them; 2 standardised them).
+SCHEMA_VERSION = 3
 # Provenance only; every other key must be present: a missing one would be a silent default.
 OPTIONAL_KEYS = frozenset({"training"})
 

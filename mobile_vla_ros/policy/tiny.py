@@ -57,10 +57,18 @@ def make_tiny_model(
     layers: int = 2,
     text_init_std: float = 0.02,
     vision_init_factor: float = 1.0,
+    sincos_positions: bool = True,
 ) -> Path:
     """`text_init_std` / `vision_init_factor` are Kosmos2Config's init scales. At the defaults (the
     real model's) a random tiny model's action-token feature barely depends on the image; the demo
-    raises them so that a policy trained on it for minutes can see where things are."""
+    raises them so that a policy trained on it for minutes can see where things are.
+
+    `sincos_positions` sets the vision tower's position embeddings to fixed 2-D sine-cosine codes
+    (as MAE initialises a ViT) instead of random vectors. A random tower's features then say
+    *where* in the image something is, smoothly: a ridge probe on the action-token features of
+    synthetic twins predicts the sideways speed, which follows where the box is, at 0.39x the
+    image-blind baseline on held-out pairs, against 0.80x with random position embeddings
+    (docs/architecture.md)."""
     from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
 
     out_dir = Path(out_dir)
@@ -89,6 +97,11 @@ def make_tiny_model(
     )
     torch.manual_seed(seed)
     model = Kosmos2ForConditionalGeneration(config)
+    if sincos_positions:
+        with torch.no_grad():
+            positions = model.vision_model.model.embeddings.position_embedding.weight
+            positions[0] = 0  # the class token has no place in the image
+            positions[1:] = sincos_position_codes(image_size // 14, width)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "preprocessor_config.json").write_text(
@@ -103,3 +116,16 @@ def make_tiny_model(
         )
     )
     return out_dir
+
+
+def sincos_position_codes(side: int, width: int) -> torch.Tensor:
+    """(side * side, width) codes of a side x side patch grid in row-major order: half of the
+    dimensions are sines and cosines of the row at geometric frequencies, half of the column."""
+    frequencies = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width // 4))
+    rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+
+    def codes(index: torch.Tensor) -> torch.Tensor:
+        angles = index.flatten().double()[:, None] * frequencies
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([codes(rows), codes(columns)], dim=1).float()
