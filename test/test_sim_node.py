@@ -29,6 +29,20 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = 11
 
 
+def sim_command(*arguments: str) -> list[str]:
+    """sim_node with config/sim.yaml and the test's layout seed; `arguments` go after them."""
+    return [
+        sys.executable,
+        "-m",
+        "mobile_vla_ros.nodes.sim_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO / "config" / "sim.yaml"),
+        *("-p", f"seed:={SEED}"),
+        *arguments,
+    ]
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,18 +125,7 @@ class Probe:
 
 @pytest.fixture(scope="module")
 def sim():
-    command = [
-        sys.executable,
-        "-m",
-        "mobile_vla_ros.nodes.sim_node",
-        "--ros-args",
-        "--params-file",
-        str(REPO / "config" / "sim.yaml"),
-        "-p",
-        f"seed:={SEED}",
-        "-p",
-        "time_limit_s:=12.0",
-    ]
+    command = sim_command("-p", "time_limit_s:=12.0")
     process = subprocess.Popen(
         command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -214,17 +217,11 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import TimeReference
 
-    command = [
-        sys.executable,
-        "-m",
-        "mobile_vla_ros.nodes.sim_node",
-        "--ros-args",
-        "--params-file",
-        str(REPO / "config" / "sim.yaml"),
-        *("-p", f"seed:={SEED}", "-p", "lockstep:=true", "-p", "physics_rate_hz:=20.0"),
-        *("-p", "camera_rate_hz:=10.0", "-p", "start_hold_s:=0.2", "-p", "image_width:=64", "-p", "image_height:=48"),
+    command = sim_command(
+        *("-p", "lockstep:=true", "-p", "physics_rate_hz:=20.0", "-p", "camera_rate_hz:=10.0"),
+        *("-p", "start_hold_s:=0.2", "-p", "image_width:=64", "-p", "image_height:=48"),
         *("-r", "__ns:=/lockstep"),
-    ]
+    )
     process = subprocess.Popen(
         command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

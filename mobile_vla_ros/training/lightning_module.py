@@ -64,7 +64,7 @@ class PolicyModule(L.LightningModule):
             features = batch["features"].to(policy.image_mean.device)
         else:
             features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
-        if self.training and self.backbone_trains:  # the head's standardisation follows the moving features
+        if self.training and self.backbone_trains:  # the head's whitening follows the moving features
             policy.head.track_feature_statistics(features)
         instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
         return policy.predict(features[batch["windows"]], instruction)

@@ -384,7 +384,7 @@ def cache_features(policy: VLAPolicy, episodes) -> list:
 
 
 def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
-    """The head's per-dimension feature standardisation from every training frame (one forward
+    """The head's feature whitening from every training frame (one forward
     pass of the untrained encoder: LoRA starts as the identity)."""
     policy.head.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")))
 
