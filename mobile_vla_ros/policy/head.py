@@ -12,9 +12,9 @@ the robot applies exactly what training did). Kosmos-2's action-token features o
 share one dominant component (cosine 1.000 between frames on the tiny model) that hides the
 per-frame differences from a per-sample LayerNorm, and what the frames differ in (where a box is)
 lies in directions of small spread that per-dimension standardisation leaves small: a head
-reading standardised features underfit held-out twins (sideways MAE 0.66x the image-blind
-baseline, 0.107 on its own training frames), one reading whitened features learnt them (0.24x;
-docs/architecture.md). The statistics come from one pass over the training frames before
+reading standardised features underfit the synthetic twins (held-out MAE 0.66x the image-blind
+baseline, and as far off on its own training frames), one reading whitened features learnt them
+(0.21x; README, "Train and evaluate"). The statistics come from one pass over the training frames before
 training. When LoRA and the action token train they move the features, so the statistics then
 follow them (a moving average per training batch): left at their start values they went stale
 within 300 steps on the tiny model (a common offset of ~29 standard deviations).
