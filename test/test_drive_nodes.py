@@ -27,7 +27,7 @@ from std_msgs.msg import String  # noqa: E402
 from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode  # noqa: E402
 from mobile_vla_ros.nodes.inference_node import InferenceNode  # noqa: E402
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg  # noqa: E402
-from mobile_vla_ros.policy.config import PolicyConfig  # noqa: E402
+from mobile_vla_ros.policy.config import SCHEMA_VERSION, PolicyConfig  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -429,7 +429,9 @@ def test_a_model_that_fails_to_load_exits_nonzero_before_publishing(
     if broken == "policy_json":
         model_dir = tmp_path / "model"
         model_dir.mkdir()
-        (model_dir / "policy.json").write_text(json.dumps({"schema_version": 2, "window_size": 8, "bogus": 1}))
+        (model_dir / "policy.json").write_text(
+            json.dumps({"schema_version": SCHEMA_VERSION, "window_size": 8, "bogus": 1})
+        )
     else:
         base_dir = tmp_path / "not_a_model"
         base_dir.mkdir()
