@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 import mobile_vla_ros
-from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, resolve_device, resolve_dtype, torch_dtype
+from mobile_vla_ros.policy.backbone import (
+    FULL_RANDOM,
+    check_base_model_dir,
+    load_base_model,
+    resolve_device,
+    resolve_dtype,
+    torch_dtype,
+)
 from mobile_vla_ros.policy.checkpoint import save_policy
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
@@ -147,6 +154,8 @@ def run_benchmark(
     quantize: str = "none",
     progress=print,
 ) -> dict:
+    if base_model != FULL_RANDOM:  # a clear error here, not a failed child process later
+        check_base_model_dir(base_model)
     dtype, why = resolve_dtype(dtype, resolve_device(device), quantize)
     progress(f"dtype {dtype}: {why}")
     if base_model == FULL_RANDOM and tokenizer_dir is None:
