@@ -48,3 +48,15 @@ def test_errors_of_the_package_print_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def test_an_error_in_the_reference_process_reaches_the_user_as_itself(tiny_base_model, tmp_path, capsys):
+    """bf16 is measured beside an fp32 reference run in a child process: a base model that fails to
+    load there (a config, no weights) is the child's BaseModelError, printed as one line."""
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_base_model / "config.json").read_text())
+    code = main(["bench", "--base-model", str(broken), "--dtype", "bf16", "--repeats", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "fp32 reference in a separate process" in out
+    assert str(broken) in err and "Traceback" not in err

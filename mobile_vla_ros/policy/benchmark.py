@@ -13,6 +13,7 @@ import resource
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -118,14 +119,10 @@ def _fp32_reference(
 
 
 def _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8) -> float:
-    """Runs `_fp32_reference` in a fresh process; returns that process's peak RSS (MB)."""
-    process = multiprocessing.get_context("spawn").Process(
-        target=_fp32_reference, args=(base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8)
-    )
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"the fp32 reference process failed (exit code {process.exitcode})")
+    """Runs `_fp32_reference` in a fresh process (its errors re-raised here as they were raised
+    there); returns that process's peak RSS (MB)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_fp32_reference, base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8).result()
     return _peak_rss_mb(resource.RUSAGE_CHILDREN)
 
 
