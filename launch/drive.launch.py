@@ -10,7 +10,9 @@ below that you leave out changes nothing; one you give overrides its one key. Sa
 policy is disabled until `true` arrives on `enable`; with `use_joy:=true` the gamepad deadman
 (config/gamepads/<gamepad>.yaml, inference_node section) must also be held, and the gamepad's teleop
 (on `cmd_vel_teleop`) overrides the policy. With `use_sim:=true` the simulated room (sim_node) is the
-camera and the base, and the policy starts enabled unless `enable:=false` is given.
+camera and the base, and the policy starts enabled unless `enable:=false` is given; `lockstep:=true`
+adds simulated time that advances only once the policy has answered (the same run on a slow or busy
+machine, only later: what `mobile-vla demo` uses).
 
 camera_window_node and inference_node are both required: when either exits (a model that does not
 load, camera settings that differ from the policy's training), the whole launch shuts down, and
@@ -22,7 +24,14 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
-from mobile_vla_ros.nodes.launch_arguments import gamepad_profile, given, overrides, params_file, parse_bool
+from mobile_vla_ros.nodes.launch_arguments import (
+    gamepad_profile,
+    given,
+    lockstep_sim_parameters,
+    overrides,
+    params_file,
+    parse_bool,
+)
 
 PACKAGE = "mobile_vla_ros"
 OPTIONAL = ""  # an argument left at this value does not touch the YAML
@@ -42,6 +51,7 @@ ARGUMENTS = [
     ("gamepad", "xbox", "gamepad profile by name: config/gamepads/<gamepad>.yaml (xbox, dragonrise)"),
     ("gamepad_config", OPTIONAL, "gamepad profile by path (wins over gamepad)"),
     ("use_sim", "false", "drive the simulated room (sim_node) instead of a robot"),
+    ("lockstep", "false", "with use_sim: simulated time advances only as fast as the policy answers"),
     (
         "record_corrections",
         OPTIONAL,
@@ -57,8 +67,12 @@ def _nodes(context):
     config = params_file(arguments, share, "drive.yaml")
     use_joy = parse_bool("use_joy", arguments["use_joy"])
     use_sim = parse_bool("use_sim", arguments["use_sim"])
+    lockstep = parse_bool("lockstep", arguments["lockstep"])
+    if lockstep and not use_sim:
+        raise ValueError("lockstep:=true needs use_sim:=true (only the simulator can hold time)")
     image_topic = arguments["image_topic"]
     model = {"model_dir": arguments["model_dir"]}
+    sim_time = {"use_sim_time": True} if lockstep else {}  # sim_node publishes /clock
 
     camera_overrides = overrides(arguments, {"compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool)})
     inference_overrides = overrides(
@@ -97,7 +111,7 @@ def _nodes(context):
             package=PACKAGE,
             executable="camera_window_node",
             name="camera_window_node",
-            parameters=[config, model, camera_overrides],
+            parameters=[config, model, camera_overrides, sim_time],
             remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
             output="screen",
             on_exit=Shutdown(reason="camera_window_node exited"),
@@ -106,7 +120,13 @@ def _nodes(context):
             package=PACKAGE,
             executable="inference_node",
             name="inference_node",
-            parameters=[*inference_files, model, {"base_model_dir": arguments["base_model_dir"]}, inference_overrides],
+            parameters=[
+                *inference_files,
+                model,
+                {"base_model_dir": arguments["base_model_dir"]},
+                inference_overrides,
+                sim_time,
+            ],
             output="screen",
             on_exit=Shutdown(reason="inference_node exited"),
         ),
@@ -118,7 +138,10 @@ def _nodes(context):
                 package=PACKAGE,
                 executable="sim_node",
                 name="sim_node",
-                parameters=[f"{share}/config/sim.yaml"],
+                parameters=[
+                    f"{share}/config/sim.yaml",
+                    lockstep_sim_parameters(config, arguments["model_dir"]) if lockstep else {},
+                ],
                 remappings=[("camera/image_raw", image_topic)],
                 output="screen",
             )

@@ -35,6 +35,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from mobile_vla_ros.data.episode import list_episodes, read_episode  # noqa: E402
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg  # noqa: E402
+from mobile_vla_ros.policy.config import PolicyConfig  # noqa: E402
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -221,6 +222,7 @@ DRIVE_ARGUMENTS_GIVEN = {  # argument -> value given; with use_sim:=true, model_
     "dtype": "fp32",
     "enable": "true",
     "record_corrections": "true",
+    "lockstep": "true",
 }
 NOT_RUNNABLE_HERE = {  # need the `joy` driver package, which has no wheel (README: what is not tested)
     "use_joy",
@@ -265,10 +267,17 @@ def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command
             ("/inference_node", "max_accel"): "1.75",
             ("/inference_node", "record_corrections"): "True",
             ("/inference_node", "corrections_dir"): str(tmp_path / "corrections"),
+            ("/sim_node", "lockstep"): "True",  # one physics step per control tick, a frame per model frame
+            ("/sim_node", "physics_rate_hz"): str(float(CONTROL_RATE_HZ)),
+            ("/sim_node", "camera_rate_hz"): str(1.0 / PolicyConfig.load(tiny_checkpoint).action_dt),
+            ("/inference_node", "use_sim_time"): "True",
+            ("/camera_window_node", "use_sim_time"): "True",
         }
         for (node, name), value in expected.items():
             got = retry(lambda node=node, name=name: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
             assert got.strip().endswith(value), f"{node} {name}: {got}"
+        clock = retry(lambda: ros2(ros2_env, "topic", "echo", "--once", "/clock", timeout=30)).stdout
+        assert "sec:" in clock, clock
         launch.signal_group(signal.SIGTERM)
     except BaseException:
         launch.kill()
@@ -417,6 +426,21 @@ def test_a_gamepad_profile_that_does_not_exist_is_named(ros2_env, tmp_path):
         "nintendo.yaml does not exist" in result.stdout + result.stderr
         and "dragonrise" in result.stdout + result.stderr
     )
+
+
+def test_lockstep_without_the_simulator_is_refused_by_name(ros2_env, tiny_checkpoint, tiny_base_model):
+    result = ros2(
+        ros2_env,
+        "launch",
+        "mobile_vla_ros",
+        "drive.launch.py",
+        f"model_dir:={tiny_checkpoint}",
+        f"base_model_dir:={tiny_base_model}",
+        "lockstep:=true",
+        timeout=60,
+    )
+    assert result.returncode not in (0, 124)
+    assert "lockstep:=true needs use_sim:=true" in result.stdout + result.stderr
 
 
 def test_drive_launch_refuses_a_camera_mounted_otherwise_than_in_training(

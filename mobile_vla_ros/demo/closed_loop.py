@@ -54,6 +54,7 @@ from std_srvs.srv import Trigger
 
 from mobile_vla_ros.demo.trials import Trial
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.nodes.launch_arguments import lockstep_sim_parameters
 from mobile_vla_ros.paths import config_file
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import instruction_side
@@ -238,13 +239,11 @@ class ClosedLoopSim:
                         f"time_limit_s:={self.time_limit_s}",
                         "-p",
                         f"freeze_camera:={str(bool(freeze_camera)).lower()}",
-                        "-p",
-                        "lockstep:=true",
-                        # one physics step per control tick, one camera frame per model frame
-                        "-p",
-                        f"physics_rate_hz:={float(drive_params['control_rate_hz'])}",
-                        "-p",
-                        f"camera_rate_hz:={1.0 / config.action_dt}",
+                        *(
+                            argument
+                            for name, value in lockstep_sim_parameters(config_file("drive.yaml"), model_dir).items()
+                            for argument in ("-p", f"{name}:={str(value).lower()}")
+                        ),
                         "-p",
                         f"start_hold_s:={start_hold_s}",
                         "-p",

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from mobile_vla_ros.policy.config import PolicyConfig
+
 UNSET = ""
 _BOOLEANS = {"true": True, "false": False}
 
@@ -60,3 +64,15 @@ def params_file(arguments: dict[str, str], share: str, default_name: str) -> str
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} does not exist")
     return str(path)
+
+
+def lockstep_sim_parameters(drive_params_file: str | Path, model_dir: str | Path) -> dict[str, object]:
+    """sim_node's parameters for lockstep: one physics step per control tick of inference_node (from
+    the drive parameter file in use) and one camera frame per model frame (from the checkpoint)."""
+    drive = yaml.safe_load(Path(drive_params_file).read_text())
+    control_rate_hz = float(drive["inference_node"]["ros__parameters"]["control_rate_hz"])
+    return {
+        "lockstep": True,
+        "physics_rate_hz": control_rate_hz,
+        "camera_rate_hz": 1.0 / PolicyConfig.load(model_dir).action_dt,
+    }
