@@ -15,7 +15,7 @@ from mobile_vla_ros.control.recording import (
 from mobile_vla_ros.data.episode import read_episode
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.errors import ImageError
-from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
+from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, MAX_INSTRUCTION_CHARS, expand_instruction
 
 SETTINGS = RecorderSettings(sample_rate_hz=10.0, camera_timeout_s=0.5, command_timeout_s=0.5, camera_lag_s=0.2)
 
@@ -131,6 +131,22 @@ def test_instruction_locked_while_recording_and_validated(recorder):
     recorder.start(0.0, 1)
     assert not recorder.set_instruction("right").ok
     assert expand_instruction("  RIGHT ") == LAB_INSTRUCTIONS["right"]
+
+
+def test_the_one_instruction_limit_holds_at_its_boundary_and_in_bytes(recorder, tmp_path):
+    """The limit a recorder applies is the one training applies: 200 characters, and UTF-8 text that
+    fits the episode file's 256-byte field (Korean text reaches the bytes first)."""
+    assert recorder.set_instruction("y" * MAX_INSTRUCTION_CHARS).ok
+    refused = recorder.set_instruction("y" * (MAX_INSTRUCTION_CHARS + 1))
+    assert not refused.ok and f"the limit is {MAX_INSTRUCTION_CHARS}" in refused.message
+    korean = "왼쪽 병 앞으로 가세요 " * 15  # 194 characters, 464 bytes
+    refused = recorder.set_instruction(korean)
+    assert not refused.ok and "bytes in UTF-8" in refused.message
+    recorder.set_instruction("left")
+    recorder.on_frame(1, 0.0)
+    assert recorder.start(0.0, 1).ok and recorder.tick(0.0).ok
+    saved = recorder.stop_and_save()
+    assert saved.ok and read_episode(saved.path).instruction == LAB_INSTRUCTIONS["left"]
 
 
 def test_bad_frame_is_dropped_not_fatal(recorder):

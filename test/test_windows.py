@@ -152,6 +152,21 @@ def test_one_outlier_action_is_reported_and_does_not_set_the_range():
     assert [(o.source, o.frame, o.dim, o.value) for o in outliers] == [("test.h5", 7, 1, -25.0)]
 
 
+def test_an_axis_used_in_few_frames_keeps_its_commands():
+    """Sideways commands in 12 of 1000 frames: rest fills the percentiles of all frames, so the band
+    comes from the moving commands; the real +-0.5 commands set the range, and a spike on the axis
+    that moves all the time is still caught."""
+    items = [episode(100, y=0.0) for _ in range(10)]
+    for index, item in enumerate(items):
+        item.actions[:, 0] = np.linspace(0.1, 0.4, 100)
+        item.actions[40:42, 1] = 0.5 if index % 2 else -0.5
+    items[2].actions[5, 0] = 30.0  # a glitch forward
+    low, high, outliers = action_range(items[:6])
+    assert low[1] == pytest.approx(-0.5) and high[1] == pytest.approx(0.5)
+    assert high[0] == pytest.approx(0.4)
+    assert [(o.frame, o.dim, o.value) for o in outliers] == [(5, 0, 30.0)]
+
+
 def test_sampler_order_depends_only_on_seed_and_epoch_and_can_skip():
     sampler = EpochShuffleSampler(10, seed=1)
     first = list(sampler)

@@ -37,6 +37,7 @@ from mobile_vla_ros.data.quality import (
     verdicts_from_json,
 )
 from mobile_vla_ros.errors import EpisodeError
+from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_BYTES
 
 SCHEMA_VERSION = 2
 
@@ -56,9 +57,6 @@ PER_FRAME = (
     "flags/command_stale",
     "frame_crc32",
 )
-
-
-INSTRUCTION_BYTES = 256
 
 
 EXTRA_COLUMNS_ATTR = "extra_columns"  # comma-separated names of the caller's per-frame datasets
@@ -112,9 +110,11 @@ class Episode:
 
 def encode_instruction(instruction: str) -> np.ndarray:
     encoded = instruction.encode("utf-8")
-    if len(encoded) > INSTRUCTION_BYTES:
-        raise EpisodeError(f"instruction is {len(encoded)} bytes; at most {INSTRUCTION_BYTES} fit the lab's S256 field")
-    return np.array([encoded], dtype=f"S{INSTRUCTION_BYTES}")
+    if len(encoded) > MAX_INSTRUCTION_BYTES:
+        raise EpisodeError(
+            f"instruction is {len(encoded)} bytes; at most {MAX_INSTRUCTION_BYTES} fit the lab's S256 field"
+        )
+    return np.array([encoded], dtype=f"S{MAX_INSTRUCTION_BYTES}")
 
 
 def instruction_dataset(h5) -> str | None:

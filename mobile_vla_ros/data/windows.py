@@ -43,7 +43,7 @@ from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.images import camera_settings
 from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
 from mobile_vla_ros.errors import DatasetError, EpisodeError
-from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS, instruction_side, mirror_instruction
+from mobile_vla_ros.policy.instructions import instruction_length_problem, instruction_side, mirror_instruction
 
 LOG = logging.getLogger(__name__)
 
@@ -154,9 +154,9 @@ def _problem(episode) -> str | None:
     """Why an episode that was read cannot be trained on, or None."""
     if not episode.instruction or not episode.instruction.strip():
         return "no instruction"
-    length = len(" ".join(episode.instruction.split()))
-    if length > MAX_INSTRUCTION_CHARS:
-        return f"instruction too long: {length} characters, the limit is {MAX_INSTRUCTION_CHARS}"
+    too_long = instruction_length_problem(" ".join(episode.instruction.split()))
+    if too_long:
+        return f"instruction too long: {too_long}"
     if not np.isfinite(episode.actions).all():
         return "non-finite actions"
     return None
@@ -326,11 +326,19 @@ def action_range(
 
     One glitched command (a joystick spike, a unit mix-up) must not stretch the normalisation
     for every other action, so values far outside the 1st..99th percentile band do not count;
-    they are returned for reporting (their targets are clamped to the range in training). A
-    dimension that never moves gets a unit range so that normalisation stays finite.
+    they are returned for reporting (their targets are clamped to the range in training). The
+    band is judged on the non-zero commands; a dimension that never moves gets a unit range so
+    that normalisation stays finite.
     """
     actions = np.concatenate([episode.actions[:, :dims] for episode in episodes])
-    band_low, band_high = np.quantile(actions, [OUTLIER_QUANTILE, 1 - OUTLIER_QUANTILE], axis=0)
+    band_low, band_high = np.zeros(dims), np.zeros(dims)  # the band always holds 0 (at rest)
+    for dim in range(dims):
+        # Judged from the commands that move: on an axis used in few frames, rest would fill the
+        # percentiles and every real command would look like an outlier.
+        moving = actions[:, dim][actions[:, dim] != 0.0]
+        if moving.size:
+            low_q, high_q = np.quantile(moving, [OUTLIER_QUANTILE, 1 - OUTLIER_QUANTILE])
+            band_low[dim], band_high[dim] = min(low_q, 0.0), max(high_q, 0.0)
     fence = OUTLIER_FENCE * np.maximum(band_high - band_low, np.maximum(np.abs(band_low), np.abs(band_high)))
     inside = (actions >= band_low - fence) & (actions <= band_high + fence)
     low = np.minimum(np.where(inside, actions, np.inf).min(axis=0), 0.0)

@@ -13,8 +13,10 @@ LAB_INSTRUCTIONS = {
 }
 
 # The one instruction length limit: the instruction topic, recording and training data loading all
-# apply it, so an instruction a robot can be given is one a policy can be trained on.
+# apply it, so an instruction a robot can be given is one a policy can be trained on. Its UTF-8 text
+# must also fit the episode file's fixed S256 field (DESIGN.md), which non-ASCII text reaches first.
 MAX_INSTRUCTION_CHARS = 200
+MAX_INSTRUCTION_BYTES = 256
 
 _SIDE_WORDS = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
@@ -34,6 +36,16 @@ def mirror_instruction(text: str) -> str:
         return other.capitalize() if word[0].isupper() else other
 
     return _SIDE_WORDS.sub(swap, text)
+
+
+def instruction_length_problem(text: str, max_chars: int = MAX_INSTRUCTION_CHARS) -> str | None:
+    """How `text` breaks the instruction length limit ("220 characters, the limit is 200"), or None."""
+    if len(text) > max_chars:
+        return f"{len(text)} characters, the limit is {max_chars}"
+    size = len(text.encode("utf-8"))
+    if size > MAX_INSTRUCTION_BYTES:
+        return f"{size} bytes in UTF-8, the limit is {MAX_INSTRUCTION_BYTES} (the episode file's field)"
+    return None
 
 
 def expand_instruction(
@@ -56,6 +68,7 @@ def expand_instruction(
     if key in ("left", "right"):
         matches = [candidate for candidate in trained if instruction_side(candidate) == key]
         return matches[0] if matches else LAB_INSTRUCTIONS[key]
-    if len(cleaned) > max_chars:
-        raise InstructionError(f"instruction is {len(cleaned)} characters long, the limit is {max_chars}")
+    problem = instruction_length_problem(cleaned, max_chars)
+    if problem:
+        raise InstructionError(f"instruction too long: {problem}")
     return cleaned
