@@ -59,6 +59,22 @@ def test_unexpected_tensor_is_named(checkpoint_copy, tiny_base_model):
         load_policy(checkpoint_copy, tiny_base_model)
 
 
+def test_unexpected_adapter_tensor_is_named(checkpoint_copy, tiny_base_model):
+    def add_foreign_lora(tensors):
+        name = next(k for k in tensors if "lora_A" in k)
+        tensors[name.replace("lora_A", "lora_C")] = tensors[name].clone()
+
+    _edit_tensors(checkpoint_copy, ADAPTER_FILE, add_foreign_lora)
+    with pytest.raises(CheckpointError, match=r"1 unexpected tensor.*lora_C"):
+        load_policy(checkpoint_copy, tiny_base_model)
+
+
+def test_adapter_without_the_action_token_is_named(checkpoint_copy, tiny_base_model):
+    _edit_tensors(checkpoint_copy, ADAPTER_FILE, lambda t: t.pop(ACTION_TOKEN_KEY))
+    with pytest.raises(CheckpointError, match=f"has no '{ACTION_TOKEN_KEY}'"):
+        load_policy(checkpoint_copy, tiny_base_model)
+
+
 def test_adapter_without_lora_tensors_is_not_a_policy(checkpoint_copy, tiny_base_model):
     """The lab's failure: an adapter file with nothing trained in it must not pass for a policy."""
     _edit_tensors(checkpoint_copy, ADAPTER_FILE, lambda t: [t.pop(k) for k in list(t) if k != ACTION_TOKEN_KEY])
@@ -79,7 +95,9 @@ def test_policy_json_missing_a_nested_key_is_named(checkpoint_copy):
         PolicyConfig.load(checkpoint_copy)
 
 
-@pytest.mark.parametrize("version, hint", [(99, "newer version"), (1, "older version"), (None, "newer version")])
+@pytest.mark.parametrize(
+    "version, hint", [(99, "newer version"), (1, "older version"), (None, "not written by mobile-vla")]
+)
 def test_unknown_schema_version_is_refused(checkpoint_copy, version, hint):
     _edit_config(checkpoint_copy, lambda data: data.update(schema_version=version))
     with pytest.raises(CheckpointError, match=f"schema_version {version}.*{hint}"):

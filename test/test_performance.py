@@ -3,6 +3,10 @@ and the bounded per-step encoding that keeps the latency tail short."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -110,6 +114,17 @@ def test_int8_checkpoint_refuses_another_base_and_stays_a_complete_fp32_checkpoi
         PolicyRunner.load(int8_checkpoint, other, device="cpu", dtype="fp32", quantize="int8")
     plain = PolicyRunner.load(int8_checkpoint, tiny_base_model, device="cpu", dtype="fp32")
     assert isinstance(plain.policy.encoder.kosmos.text_model.model.layers[0].self_attn.q_proj, torch.nn.Linear)
+
+
+def test_an_int8_backbone_made_for_another_policy_is_refused(int8_checkpoint, tiny_base_model, tmp_path):
+    """The int8 file and the base model agree, but the policy was trained on another base: the int8
+    weights were copied in from elsewhere."""
+    copy = Path(shutil.copytree(int8_checkpoint, tmp_path / "policy_int8"))
+    config = json.loads((copy / "policy.json").read_text())
+    config["base_model"]["fingerprint"] = "sha256:" + "0" * 24
+    (copy / "policy.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="trained on sha256:0+: run `mobile-vla quantize`"):
+        PolicyRunner.load(copy, tiny_base_model, device="cpu", dtype="fp32", quantize="int8")
 
 
 def test_in_place_int8_keeps_the_tied_vocabulary_projection_shared(tiny_base_model):

@@ -50,9 +50,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def check_base_matches(config: PolicyConfig, name: str, fingerprint: str, model_dir) -> None:
-    expected = config.base_model.get("fingerprint")
-    if not expected:  # PolicyConfig.load refuses this already; kept for configs built in code
-        raise CheckpointError(f"the policy in {model_dir} names no base model fingerprint; it cannot be checked")
+    expected = config.base_model["fingerprint"]  # PolicyConfig.load refuses a config without one
     if expected != fingerprint:
         raise BaseModelMismatchError(
             f"the policy in {model_dir} was trained on base model {config.base_model.get('name')!r} "

@@ -129,7 +129,9 @@ class PolicyConfig:
             raise CheckpointError(
                 f"{path} has schema_version {version!r}; this package reads schema_version {SCHEMA_VERSION} only"
                 + (
-                    " (written by an older version: retrain the policy)"
+                    " (none: not written by mobile-vla, or by a version before schema versions)"
+                    if version is None
+                    else " (written by an older version: retrain the policy)"
                     if isinstance(version, int) and version < SCHEMA_VERSION
                     else " (written by a newer version of mobile-vla?)"
                 )

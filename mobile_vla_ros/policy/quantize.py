@@ -183,6 +183,11 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     config = PolicyConfig.load(model_dir)
     path = model_dir / INT8_BACKBONE_FILE
     made_from = read_int8_metadata(path)["base_fingerprint"]
+    if made_from != config.base_model["fingerprint"]:  # an int8 file copied in from another policy
+        raise CheckpointError(
+            f"{path} was made from base model {made_from}, but the policy in {model_dir} was trained on "
+            f"{config.base_model['fingerprint']}: run `mobile-vla quantize` on this policy again"
+        )
     if base_model_dir is not None:
         base_dir = check_base_model_dir(base_model_dir)
         fingerprint = fingerprint_base_model(base_dir)
