@@ -17,6 +17,10 @@ class BaseModelMismatchError(BaseModelError):
     """The checkpoint was trained on a different base model than the one given."""
 
 
+class SettingError(MobileVlaError, ValueError):
+    """A device, dtype or quantization setting that this machine or this model cannot use."""
+
+
 class InstructionError(MobileVlaError, ValueError):
     """An empty, unknown or too long instruction."""
 

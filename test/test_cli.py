@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import torch
 from transformers import Kosmos2ForConditionalGeneration
 
 from mobile_vla_ros.cli.main import build_parser, main
@@ -60,3 +62,22 @@ def test_an_error_in_the_reference_process_reaches_the_user_as_itself(tiny_base_
     out, err = capsys.readouterr()
     assert code == 2 and "fp32 reference in a separate process" in out
     assert str(broken) in err and "Traceback" not in err
+
+
+def test_damaged_inputs_and_impossible_settings_are_one_line_errors(tiny_base_model, tmp_path, capsys):
+    damaged = tmp_path / "damaged_base"
+    shutil.copytree(tiny_base_model, damaged)
+    (damaged / "config.json").write_text('{"model_type": "kosmos-2", ')  # cut off mid-write
+    run = tmp_path / "policy" / "training"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{")
+    cases = [
+        (["bench", "--base-model", str(damaged)], "config.json is not a JSON object"),
+        (["train", "--resume", "--out", str(run.parent)], "run.json is damaged"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["bench", "--base-model", str(tiny_base_model), "--device", "cuda"], "CUDA is not available"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

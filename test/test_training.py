@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,10 @@ def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_da
     assert all(mae["linear_y"] < 0.75 * still for mae in report["mae"].values()), still
     assert -1.0 <= report["feature_cosine"] <= 1.0
     assert png.stat().st_size > 10_000
-    assert "instruction separation" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # the training summary, then eval's table
+    assert "instruction separation" in printed and re.search(
+        r"MAE linear_x [\d.]+, linear_y [\d.]+, image-blind", printed
+    )
 
 
 def test_tiny_config_policy_reads_where_the_box_is_on_held_out_twins(tiny_base_model, tmp_path):
@@ -386,3 +390,5 @@ def test_a_wall_clock_budget_that_cut_training_is_warned_about():
     assert "cut short by max_minutes=1 at step 40 of 100" in _cut_by_clock(SimpleNamespace(global_step=40), budget)
     assert _cut_by_clock(SimpleNamespace(global_step=100), budget) is None
     assert _cut_by_clock(SimpleNamespace(global_step=40), TrainerSection(max_steps=100)) is None
+    time_only = _cut_by_clock(SimpleNamespace(global_step=40), TrainerSection(max_steps=-1, max_minutes=1.0))
+    assert "only max_minutes=1 to stop it and ran 40 steps" in time_only and "of -1" not in time_only

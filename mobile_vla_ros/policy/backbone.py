@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mobile_vla_ros.errors import BaseModelError, InstructionError
+from mobile_vla_ros.errors import BaseModelError, InstructionError, SettingError
 
 FULL_RANDOM = "full-random"
 # Config keys that describe how a model was saved, not what it is.
@@ -46,7 +46,7 @@ def torch_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
+        raise SettingError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
 
 
 AUTO_DTYPE = "auto"
@@ -102,7 +102,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise SettingError(f"device {name!r} requested but CUDA is not available")
     return device
 
 
@@ -132,7 +132,10 @@ def fingerprint_base_model(directory: str | Path) -> str:
         if path.is_file():
             content = path.read_bytes()
             if name.endswith(".json"):  # settings, not formatting or the transformers version that wrote them
-                content = json.dumps(_canonical_config(json.loads(content)), sort_keys=True).encode()
+                try:
+                    content = json.dumps(_canonical_config(json.loads(content)), sort_keys=True).encode()
+                except json.JSONDecodeError as error:
+                    raise BaseModelError(f"{path} is not valid JSON ({error}): the base model is damaged") from error
             digest.update(name.encode() + b"\0" + content)
     weight_files = sorted(directory.glob("*.safetensors"))
     if not weight_files:
@@ -162,7 +165,10 @@ def check_base_model_dir(directory: str | Path) -> Path:
         )
     if not config_path.is_file():
         raise BaseModelError(f"{directory} has no config.json: it is not a transformers model directory")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise BaseModelError(f"{config_path} is not a JSON object ({error}): the base model is damaged") from error
     if model_type != "kosmos-2":
         raise BaseModelError(f"{directory} holds a {model_type!r} model, expected a Kosmos-2 ('kosmos-2') model")
     return directory

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobile_vla_ros.errors import ImageError, NonFiniteOutputError
+from mobile_vla_ros.errors import ImageError, NonFiniteOutputError, SettingError
 from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype, torch_dtype
 from mobile_vla_ros.policy.checkpoint import load_policy
 from mobile_vla_ros.policy.model import VLAPolicy
@@ -61,14 +61,14 @@ class PolicyRunner:
     ):
         device = resolve_device(str(device))
         if quantize not in QUANTIZATIONS:
-            raise ValueError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+            raise SettingError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
         if not max_new_frames >= 1:
-            raise ValueError(f"max_new_frames must be >= 1, got {max_new_frames}")
+            raise SettingError(f"max_new_frames must be >= 1, got {max_new_frames}")
         if merge_lora or quantize != "none":
             policy.encoder.kosmos = policy.encoder.kosmos.merge_and_unload()
         if quantize == "int8":
             if device.type != "cpu" or policy.compute_dtype != torch.float32:
-                raise ValueError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
+                raise SettingError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
             policy.encoder.kosmos = quantize_int8_(policy.encoder.kosmos)
         self.policy = policy.to(device).eval()
         self.max_new_frames = int(max_new_frames)
@@ -98,7 +98,7 @@ class PolicyRunner:
         dtype, _ = resolve_dtype(dtype, device, quantize)
         if quantize == "int8" and is_int8_checkpoint(model_dir):
             if device.type != "cpu" or dtype != "fp32":
-                raise ValueError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
+                raise SettingError("int8 quantization runs on the CPU from fp32 weights (use dtype fp32, device cpu)")
             return cls(
                 load_int8_policy(model_dir, base_model_dir), device, merge_lora=False, max_new_frames=max_new_frames
             )

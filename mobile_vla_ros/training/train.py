@@ -74,7 +74,13 @@ def saved_run(out_dir: str | Path) -> dict:
     path = Path(out_dir) / "training" / RUN_FILE
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)")
-    return json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is damaged ({error}); the run cannot be resumed") from error
+    if not isinstance(run, dict):
+        raise CheckpointError(f"{path} is damaged (not a JSON object); the run cannot be resumed")
+    return run
 
 
 def _fixed_part(run: dict) -> dict:
@@ -116,7 +122,7 @@ def dataset_hash(episodes) -> str:
 def _check_same_inputs(run: TrainRun, inputs: dict) -> None:
     """--resume continues on exactly the data (and so the action normalisation) it started on."""
     saved = saved_run(run.out_dir).get("inputs")
-    if saved is None:
+    if not isinstance(saved, dict) or not {"dataset_sha256", "action_low", "action_high"} <= saved.keys():
         raise CheckpointError(
             f"{run.work_dir / RUN_FILE} does not record its dataset; the run cannot be resumed safely"
         )
@@ -346,9 +352,14 @@ def _cut_by_clock(trainer, settings) -> str | None:
     then depends on the machine's speed and load, so its results do not reproduce."""
     if not settings.max_minutes or trainer.global_step >= settings.max_steps >= 1:
         return None
-    return (
+    stopped = (
         f"training was cut short by max_minutes={settings.max_minutes:g} at step {trainer.global_step} of "
-        f"{settings.max_steps}: the result depends on how fast and busy this machine was; "
+        f"{settings.max_steps}"
+        if settings.max_steps >= 1
+        else f"training had only max_minutes={settings.max_minutes:g} to stop it and ran {trainer.global_step} steps"
+    )
+    return (
+        f"{stopped}: the result depends on how fast and busy this machine was; "
         "train by steps for a result that reproduces"
     )
 
@@ -448,9 +459,10 @@ def format_summary(summary: dict, out_dir) -> str:
     ]
     for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
         mae = ", ".join(f"{name} {value:.3f}" for name, value in report["mae"][instruction].items())
+        blind = ", ".join(f"{value:.3f}" for value in report["blind_mae"][instruction].values())
         lines.append(
             f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}, "
-            f"vs blind {number(report['mae_vs_blind'][instruction], 3)}, "
+            f"image-blind {blind}, vs blind {number(report['mae_vs_blind'][instruction], 3)}, "
             f"frame sensitivity {number(report['frame_sensitivity'][instruction], 3)}"
         )
     lines.extend(f"  WARNING: {warning}" for warning in report.get("warnings", []))
