@@ -373,11 +373,20 @@ def test_resume_refuses_changed_episodes(mirrored_data, tiny_base_model, tmp_pat
     out = tmp_path / "run"
     assert train(data, tiny_base_model, out, "--max-steps", "2") == 0
     assert json.loads((out / "training" / "run.json").read_text())["inputs"]["dataset_sha256"].startswith("sha256:")
-    with h5py.File(sorted(data.glob("*.h5"))[0], "r+") as h5:
+    edited = sorted(data.glob("*.h5"))[0]
+    shutil.copy(edited, tmp_path / "original.h5")
+    with h5py.File(edited, "r+") as h5:
         h5["actions"][3, 0] += 0.05  # one recorded action changed
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 2
     assert "are not the ones the run" in capsys.readouterr().err
+    shutil.copy(tmp_path / "original.h5", edited)  # the data as it was; the range as an older range rule set it
+    run_file = out / "training" / "run.json"
+    run = json.loads(run_file.read_text())
+    run["inputs"]["action_high"][1] += 0.25
+    run_file.write_text(json.dumps(run))
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 2
+    assert "the action normalisation range would change" in capsys.readouterr().err
 
 
 def test_a_wall_clock_budget_that_cut_training_is_warned_about():
