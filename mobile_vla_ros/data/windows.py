@@ -156,7 +156,7 @@ def _problem(episode) -> str | None:
         return "no instruction"
     too_long = instruction_length_problem(" ".join(episode.instruction.split()))
     if too_long:
-        return f"instruction too long: {too_long}"
+        return too_long
     if not np.isfinite(episode.actions).all():
         return "non-finite actions"
     return None

@@ -115,6 +115,17 @@ def _canonical_config(config: dict) -> dict:
     return strip(config)
 
 
+def _settings(path: Path) -> dict:
+    """A JSON settings file of the base model (config, tokenizer, image processor)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as error:
+        raise BaseModelError(f"{path} is not a JSON object ({error}): the base model is damaged") from error
+    if not isinstance(data, dict):
+        raise BaseModelError(f"{path} is not a JSON object: the base model is damaged")
+    return data
+
+
 def fingerprint_base_model(directory: str | Path) -> str:
     """Identity of a base model directory: its architecture config, its tokenizer and image
     processor settings, plus sampled weight bytes.
@@ -125,17 +136,14 @@ def fingerprint_base_model(directory: str | Path) -> str:
     """
     directory = Path(directory)
     digest = hashlib.sha256()
-    config = json.loads((directory / "config.json").read_text())
-    digest.update(json.dumps(_canonical_config(config), sort_keys=True).encode())
+    digest.update(json.dumps(_canonical_config(_settings(directory / "config.json")), sort_keys=True).encode())
     for name in _PREPROCESSING_FILES:
         path = directory / name
         if path.is_file():
-            content = path.read_bytes()
             if name.endswith(".json"):  # settings, not formatting or the transformers version that wrote them
-                try:
-                    content = json.dumps(_canonical_config(json.loads(content)), sort_keys=True).encode()
-                except json.JSONDecodeError as error:
-                    raise BaseModelError(f"{path} is not valid JSON ({error}): the base model is damaged") from error
+                content = json.dumps(_canonical_config(_settings(path)), sort_keys=True).encode()
+            else:
+                content = path.read_bytes()
             digest.update(name.encode() + b"\0" + content)
     weight_files = sorted(directory.glob("*.safetensors"))
     if not weight_files:
@@ -165,10 +173,7 @@ def check_base_model_dir(directory: str | Path) -> Path:
         )
     if not config_path.is_file():
         raise BaseModelError(f"{directory} has no config.json: it is not a transformers model directory")
-    try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as error:
-        raise BaseModelError(f"{config_path} is not a JSON object ({error}): the base model is damaged") from error
+    model_type = _settings(config_path).get("model_type")
     if model_type != "kosmos-2":
         raise BaseModelError(f"{directory} holds a {model_type!r} model, expected a Kosmos-2 ('kosmos-2') model")
     return directory
@@ -199,7 +204,7 @@ def _image_statistics(directory: Path | None) -> tuple[tuple, tuple]:
     path = directory / "preprocessor_config.json" if directory else None
     if path is None or not path.is_file():
         return clip_mean, clip_std
-    data = json.loads(path.read_text())
+    data = _settings(path)
     data = data.get("image_processor", data)
     return tuple(data.get("image_mean", clip_mean)), tuple(data.get("image_std", clip_std))
 

@@ -22,7 +22,6 @@ import torch
 import mobile_vla_ros
 from mobile_vla_ros.policy.backbone import (
     FULL_RANDOM,
-    check_base_model_dir,
     load_base_model,
     resolve_device,
     resolve_dtype,
@@ -151,8 +150,6 @@ def run_benchmark(
     quantize: str = "none",
     progress=print,
 ) -> dict:
-    if base_model != FULL_RANDOM:  # a clear error here, not a failed child process later
-        check_base_model_dir(base_model)
     dtype, why = resolve_dtype(dtype, resolve_device(device), quantize)
     progress(f"dtype {dtype}: {why}")
     if base_model == FULL_RANDOM and tokenizer_dir is None:

@@ -120,9 +120,8 @@ class ActionHead(nn.Module):
         (0.2 s for the full-size model's 2048 dimensions on one CPU core, eigh takes 3 s)."""
         std = self._floored(covariance.diagonal())
         correlation = covariance / torch.outer(std, std)
-        correlation += WHITENING_SHRINKAGE * torch.eye(len(std), dtype=correlation.dtype, device=correlation.device)
-        factor = torch.linalg.cholesky(correlation)
-        identity = torch.eye(len(std), dtype=factor.dtype, device=factor.device)
+        identity = torch.eye(len(std), dtype=correlation.dtype, device=correlation.device)
+        factor = torch.linalg.cholesky(correlation + WHITENING_SHRINKAGE * identity)
         inverse_factor = torch.linalg.solve_triangular(factor, identity, upper=False)
         self.feature_mean.copy_(mean)
         self.feature_covariance.copy_(covariance)

@@ -39,12 +39,16 @@ def mirror_instruction(text: str) -> str:
 
 
 def instruction_length_problem(text: str, max_chars: int = MAX_INSTRUCTION_CHARS) -> str | None:
-    """How `text` breaks the instruction length limit ("220 characters, the limit is 200"), or None."""
+    """How `text` breaks the instruction length limit ("instruction too long: 220 characters, the
+    limit is 200"), or None."""
     if len(text) > max_chars:
-        return f"{len(text)} characters, the limit is {max_chars}"
+        return f"instruction too long: {len(text)} characters, the limit is {max_chars}"
     size = len(text.encode("utf-8"))
     if size > MAX_INSTRUCTION_BYTES:
-        return f"{size} bytes in UTF-8, the limit is {MAX_INSTRUCTION_BYTES} (the episode file's field)"
+        return (
+            f"instruction too long: {size} bytes in UTF-8, the limit is {MAX_INSTRUCTION_BYTES} "
+            "(the episode file's field)"
+        )
     return None
 
 
@@ -70,5 +74,5 @@ def expand_instruction(
         return matches[0] if matches else LAB_INSTRUCTIONS[key]
     problem = instruction_length_problem(cleaned, max_chars)
     if problem:
-        raise InstructionError(f"instruction too long: {problem}")
+        raise InstructionError(problem)
     return cleaned
