@@ -73,7 +73,7 @@ def test_damaged_inputs_and_impossible_settings_are_one_line_errors(tiny_base_mo
     (run / "run.json").write_text("{")
     cases = [
         (["bench", "--base-model", str(damaged)], "config.json is not a JSON object"),
-        (["train", "--resume", "--out", str(run.parent)], "run.json is damaged"),
+        (["train", "--resume", "--out", str(run.parent)], "run.json is not a JSON object"),
     ]
     if not torch.cuda.is_available():
         cases.append((["bench", "--base-model", str(tiny_base_model), "--device", "cuda"], "CUDA is not available"))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mobile_vla_ros.errors import BaseModelError, InstructionError, SettingError
+from mobile_vla_ros.json_files import read_json_object
 
 FULL_RANDOM = "full-random"
 # Config keys that describe how a model was saved, not what it is.
@@ -117,13 +118,7 @@ def _canonical_config(config: dict) -> dict:
 
 def _settings(path: Path) -> dict:
     """A JSON settings file of the base model (config, tokenizer, image processor)."""
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as error:
-        raise BaseModelError(f"{path} is not a JSON object ({error}): the base model is damaged") from error
-    if not isinstance(data, dict):
-        raise BaseModelError(f"{path} is not a JSON object: the base model is damaged")
-    return data
+    return read_json_object(path, BaseModelError, "the base model is damaged")
 
 
 def fingerprint_base_model(directory: str | Path) -> str:

@@ -33,6 +33,7 @@ from mobile_vla_ros.data.windows import (
     with_mirrors,
 )
 from mobile_vla_ros.errors import CheckpointError, DatasetError
+from mobile_vla_ros.json_files import read_json_object
 from mobile_vla_ros.policy.backbone import load_base_model
 from mobile_vla_ros.policy.checkpoint import load_policy, save_policy
 from mobile_vla_ros.policy.config import PolicyConfig
@@ -74,13 +75,7 @@ def saved_run(out_dir: str | Path) -> dict:
     path = Path(out_dir) / "training" / RUN_FILE
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)")
-    try:
-        run = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is damaged ({error}); the run cannot be resumed") from error
-    if not isinstance(run, dict):
-        raise CheckpointError(f"{path} is damaged (not a JSON object); the run cannot be resumed")
-    return run
+    return read_json_object(path, CheckpointError, "the run is damaged and cannot be resumed")
 
 
 def _fixed_part(run: dict) -> dict:
