@@ -77,6 +77,9 @@ class RuntimePrecisionSection:
 
     dtypes: list[str] = field(default_factory=lambda: ["bf16", "fp16"])
     noise_frames: int = 256
+    # The measured error is scaled by this before the head is trained under it: other GPUs' and CPUs'
+    # kernels round differently from the training machine's.
+    noise_margin: float = 2.0
     tolerance: float = 0.1  # share of fp32's figure a precision may fall behind (training/precision.py)
 
 
@@ -130,6 +133,7 @@ class TrainConfig:
                 f"runtime_precision.dtypes must be a list of {', '.join(LOW_PRECISIONS)}",
             ),
             (self.runtime_precision.noise_frames >= 1, "runtime_precision.noise_frames must be >= 1"),
+            (self.runtime_precision.noise_margin >= 0, "runtime_precision.noise_margin must be >= 0"),
             (self.runtime_precision.tolerance >= 0, "runtime_precision.tolerance must be >= 0"),
             (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
             (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),

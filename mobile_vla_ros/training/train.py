@@ -408,6 +408,8 @@ def set_feature_statistics(policy: VLAPolicy, episodes, runtime_precision) -> No
     from mobile_vla_ros.training.precision_checks import precision_errors
 
     errors = precision_errors(policy, episodes, runtime_precision.dtypes, runtime_precision.noise_frames)
+    if errors is not None:
+        errors = errors * runtime_precision.noise_margin
     policy.head.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")), errors)
 
 
