@@ -23,10 +23,10 @@ The robot runs the backbone in bf16 or fp16 (`dtype: auto`), whose features diff
 by a rounding error far larger than some of the directions whitening would stretch to unit
 spread (0.5 % of the feature norm in bf16 against a frame-to-frame spread of 0.08 % on the tiny
 model). So the training measures that error (`precision_noise`: the second moment of the run-time
-precisions' feature error on training frames), whitens with covariance + precision noise, so no
-direction is stretched past the noise it carries at run time, and adds noise of that size to the
-features while training, so the head learns to ignore what rounding can change
-(docs/architecture.md, "Precision").
+precisions' feature error on training frames), weighs each whitened direction by how far the
+frames' spread in it exceeds that error, so rounding cannot move any direction by more than half a
+unit, and adds noise of that size to the features while training, so the head learns to ignore what
+rounding can change (docs/architecture.md, "Precision").
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ FEATURE_STATISTICS_MOMENTUM = 0.02
 # ~1e-3 of a typical dimension's are numerical noise of a fixed encoder, not image content, and
 # are not blown up to unit spread.
 WHITENING_SHRINKAGE = 1e-3
+# Share of the mean run-time-precision error variance added to every direction (see
+# _signal_weighted_whitening).
+NOISE_FLOOR = 0.05
 
 
 class AttentionPool(nn.Module):
@@ -132,27 +135,12 @@ class ActionHead(nn.Module):
         )
 
     def _set_statistics(self, mean: torch.Tensor, covariance: torch.Tensor) -> None:
-        """Store the statistics and the whitening they give: x -> (x - mean) @ W has unit
-        covariance under the run-time precision's noise (covariance + precision_noise).
-        W = diag(1/std) L^-T with L the Cholesky factor of the (shrunk) correlation matrix: one
-        factorisation, cheap enough to redo at every step when the features move (0.2 s for the
-        full-size model's 2048 dimensions on one CPU core, eigh takes 3 s)."""
-        spread = covariance + self.precision_noise.to(covariance)
-        std = self._floored(spread.diagonal())
-        correlation = spread / torch.outer(std, std)
-        identity = torch.eye(len(std), dtype=correlation.dtype, device=correlation.device)
-        factor = torch.linalg.cholesky(correlation + WHITENING_SHRINKAGE * identity)
-        inverse_factor = torch.linalg.solve_triangular(factor, identity, upper=False)
+        """Store the statistics and the whitening they give (x -> (x - mean) @ W)."""
+        noise = self.precision_noise.to(covariance)
+        whitening = _plain_whitening(covariance) if not noise.any() else _signal_weighted_whitening(covariance, noise)
         self.feature_mean.copy_(mean)
         self.feature_covariance.copy_(covariance)
-        self.feature_whitening.copy_(inverse_factor.T / std.unsqueeze(1))
-
-    @staticmethod
-    def _floored(var: torch.Tensor) -> torch.Tensor:
-        """Standard deviation; a dimension that barely varies is divided by a floor (1e-3 of the
-        median spread) instead of its own spread, so numerical noise is not blown up into a signal."""
-        std = var.clamp_min(0).sqrt()
-        return std.clamp_min(1e-3 * float(std.median()) + 1e-12)
+        self.feature_whitening.copy_(whitening)
 
     def instruction_vector(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.instruction_pool(tokens, mask)
@@ -167,6 +155,39 @@ class ActionHead(nn.Module):
         x = self.film_out(x[:, -1], instruction)
         out = self.output(torch.cat([x, instruction], dim=-1))
         return torch.tanh(out).view(-1, self.chunk_size, self.action_dim)
+
+
+def _plain_whitening(covariance: torch.Tensor) -> torch.Tensor:
+    """Unit covariance: W = diag(1/std) L^-T with L the Cholesky factor of the (shrunk) correlation
+    matrix. A dimension that barely varies is divided by a floor (1e-3 of the median spread)
+    instead of its own spread, so numerical noise is not blown up into a signal."""
+    std = covariance.diagonal().clamp_min(0).sqrt()
+    std = std.clamp_min(1e-3 * float(std.median()) + 1e-12)
+    correlation = covariance / torch.outer(std, std)
+    identity = torch.eye(len(std), dtype=correlation.dtype, device=correlation.device)
+    factor = torch.linalg.cholesky(correlation + WHITENING_SHRINKAGE * identity)
+    return torch.linalg.solve_triangular(factor, identity, upper=False).T / std.unsqueeze(1)
+
+
+def _signal_weighted_whitening(covariance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Whitening that weighs each direction by how far the frames' spread in it exceeds the
+    run-time precision's error: in the directions v with v^T noise v = 1 and v^T covariance v = s
+    (the signal-to-noise ratio), the feature is scaled by sqrt(s) / (s + 1), the Wiener estimate of
+    its noise-free part in units of its spread. Rounding then moves no direction by more than half
+    a unit (variance s / (s + 1)^2 <= 1/4), where plain whitening moved the tiny model's by
+    hundreds; directions the frames do not vary in beyond rounding fade out instead of being
+    stretched to unit spread. One Cholesky and one eigh: 3 s at the full model's 2048 dimensions
+    on one CPU core, done once unless LoRA trains (then per step; milliseconds on a GPU)."""
+    identity = torch.eye(len(noise), dtype=noise.dtype, device=noise.device)
+    # Directions the error samples do not span (fewer samples than dimensions at full size) get a
+    # floor of the mean error variance rather than none.
+    floor = NOISE_FLOOR * float(noise.diagonal().mean()) + 1e-30
+    inverse_factor = torch.linalg.solve_triangular(
+        torch.linalg.cholesky(noise + floor * identity), identity, upper=False
+    )
+    snr, rotation = torch.linalg.eigh(inverse_factor @ covariance @ inverse_factor.T)
+    snr = snr.clamp_min(0)
+    return (inverse_factor.T @ rotation) * (snr.sqrt() / (snr + 1))
 
 
 def _square_root(second_moment: torch.Tensor) -> torch.Tensor:
