@@ -1,4 +1,5 @@
 """ament_python build description; also installable with pip for the ROS-free virtual environment."""
+
 from glob import glob
 
 from setuptools import find_packages, setup
