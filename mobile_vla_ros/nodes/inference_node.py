@@ -418,8 +418,13 @@ class InferenceNode(Node):
         if command.obs_age_s is not None:
             self.latency.add("obs_to_cmd_age", command.obs_age_s)
         if command.state != self.state:
-            log = self.get_logger().error if command.state == DriveState.FAULT else self.get_logger().info
-            log(f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}")
+            text = f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}"
+            # Two call sites: rclpy refuses one call site logging at two severities (it raised here, which
+            # ended the executor's spin on the first FAULT after an INFO transition).
+            if command.state == DriveState.FAULT:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().info(text)
         self.state, self.reason = command.state, command.reason
 
     def _publish_command(self, now: float):
