@@ -29,9 +29,15 @@ class BackgroundQueue:
             return False
         return True
 
-    def close(self, timeout: float) -> bool:
-        """Run what is queued, then end the thread; True when it finished within `timeout`."""
-        self._jobs.put(_CLOSE)
+    def close(self, timeout: float, last: Callable[[], None] | None = None) -> bool:
+        """Run what is queued (then `last`, which a full queue does not refuse), then end the thread;
+        True when it finished within `timeout`."""
+        try:
+            if last is not None:
+                self._jobs.put(last, timeout=timeout)
+            self._jobs.put(_CLOSE, timeout=timeout)
+        except queue.Full:
+            return False
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
