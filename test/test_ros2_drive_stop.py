@@ -85,6 +85,7 @@ def test_a_legacy_2_5_hz_policy_drives_at_the_control_rate_with_the_shipped_driv
         time.sleep(10.0)
         stamps = [t for t, _, _ in listener.since(t0)]
         rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        print(f"legacy 2.5 Hz policy: cmd_vel at {rate:.2f} Hz over 10 s")
         assert abs(rate - CONTROL_RATE_HZ) <= 0.1 * CONTROL_RATE_HZ, f"cmd_vel at {rate:.1f} Hz"
         assert launch.log().count("DRIVING -> STALE") == flips_before, launch.log()[-3000:]
         assert "camera_stale_timeout_s = 1.25 s from the model" in launch.log()
@@ -130,6 +131,7 @@ def test_enable_false_and_ctrl_c_during_a_5_s_step_leave_a_zero_within_0_3_s(
         enable_pub.publish(Bool(data=False))
         time.sleep(1.0)
         after = listener.since(enabled_off)
+        print(f"enable false -> first zero after {after[0][0] - enabled_off:.3f} s" if after else "no cmd_vel")
         assert after and after[0][0] - enabled_off <= STOP_WITHIN_S, after[:3]
         assert all((x, y) == (0.0, 0.0) for _, x, y in after)
         assert wait_for(lambda: "dropped" in answered, SLOW_STEP_S + 5.0), answered  # the step was discarded
@@ -153,6 +155,7 @@ def test_enable_false_and_ctrl_c_during_a_5_s_step_leave_a_zero_within_0_3_s(
         listener.destroy_subscription(answered_sub)
     time.sleep(0.5)
     last_at, last_x, last_y = listener.commands[-1]
+    print(f"Ctrl-C -> last cmd_vel (zero) after {last_at - interrupted:.3f} s; launch exited with {code}")
     assert (last_x, last_y) == (0.0, 0.0) and listener.last_twist == Twist()
     assert last_at - interrupted <= STOP_WITHIN_S, f"the zero came {last_at - interrupted:.3f} s after Ctrl-C"
     assert code == 0, launch.log()[-3000:]
