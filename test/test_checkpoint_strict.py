@@ -96,7 +96,8 @@ def test_policy_json_missing_a_nested_key_is_named(checkpoint_copy):
 
 
 @pytest.mark.parametrize(
-    "version, hint", [(99, "newer version"), (1, "older version"), (None, "not written by mobile-vla")]
+    "version, hint",
+    [(99, "newer version"), (1, "older version"), (3, "older version: retrain"), (None, "not written by mobile-vla")],
 )
 def test_unknown_schema_version_is_refused(checkpoint_copy, version, hint):
     _edit_config(checkpoint_copy, lambda data: data.update(schema_version=version))

@@ -180,7 +180,9 @@ def wait_driving(launch: Launch, listener: Listener, sign: float, timeout_s: flo
 def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(
     ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener
 ):
-    launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model)
+    """At bf16, what `dtype: auto` runs on GPUs and CPUs with native bf16 (the policy once lost its
+    instruction there while fp32 looked fine)."""
+    launch = start_drive(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, "dtype:=bf16")
     try:
         wait_driving(launch, listener, sign=+1.0)
         t0, flips_before = time.monotonic(), launch.log().count("DRIVING -> STALE")
@@ -441,6 +443,34 @@ def test_lockstep_without_the_simulator_is_refused_by_name(ros2_env, tiny_checkp
     )
     assert result.returncode not in (0, 124)
     assert "lockstep:=true needs use_sim:=true" in result.stdout + result.stderr
+
+
+def test_drive_launch_refuses_a_dtype_at_which_the_policy_failed_its_check(
+    ros2_env, tmp_path, tiny_checkpoint, tiny_base_model
+):
+    model = Path(shutil.copytree(tiny_checkpoint, tmp_path / "fails_at_fp16"))
+    config = json.loads((model / "policy.json").read_text())
+    figures = {"instruction_separation": 0.1, "sign_accuracy": 0.5, "mae_vs_blind": 2.0, "frame_sensitivity": 0.2}
+    config["precision_checks"] = {
+        "fp32": {**figures, "instruction_separation": 1.0, "passed": True, "behind": []},
+        "fp16": {**figures, "passed": False, "behind": ["instruction_separation 0.100 against fp32's 1.000"]},
+    }
+    (model / "policy.json").write_text(json.dumps(config))
+    arguments = ("launch", "mobile_vla_ros", "drive.launch.py", f"model_dir:={model}")
+    arguments += (f"base_model_dir:={tiny_base_model}", "use_sim:=true")
+    result = ros2(ros2_env, *arguments, "dtype:=fp16", timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode not in (0, 124), output[-3000:]
+    assert "fell behind fp32 at fp16" in output and "allow_failed_precision_check" in output, output[-3000:]
+    assert "loading policy" not in output, "refused before the model loads"
+
+    allowed = edited_yaml(tmp_path, "drive.yaml", "inference_node", "allow_failed_precision_check", True)
+    launch = Launch(ros2_env, tmp_path / "allowed.log", *arguments[2:], "dtype:=fp16", f"params_file:={allowed}")
+    try:
+        assert wait_for(lambda: "fell behind fp32 at fp16" in launch.log(), 90.0), launch.log()[-3000:]
+        assert wait_for(lambda: "DRIVING" in launch.log(), 90.0), launch.log()[-3000:]
+    finally:
+        launch.kill()
 
 
 def test_drive_launch_refuses_a_camera_mounted_otherwise_than_in_training(

@@ -59,6 +59,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="layout series of the trials (not 0: training uses it)")
     parser.add_argument("--device", default="auto", help="torch device for training and driving")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="backbone precision of the driving policy (default: drive.yaml's, auto: what the robot's "
+        "hardware picks, bf16 on GPUs and on CPUs with native bf16)",
+    )
     parser.add_argument("--fresh", action="store_true", help="rebuild every cached stage")
     corrections = parser.add_argument_group(
         "corrections", "--corrections: one round of takeovers by the scripted expert, fine-tuning, before/after"

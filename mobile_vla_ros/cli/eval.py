@@ -3,6 +3,10 @@ linear_y sign accuracy, left/right instruction separation and feature cosine."""
 
 from __future__ import annotations
 
+from mobile_vla_ros.training.config import RuntimePrecisionSection
+
+DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,7 +23,19 @@ def register(subparsers) -> None:
         help="Kosmos-2 directory (default: $MOBILE_VLA_BASE_MODEL, else the one recorded at training time)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument(
+        "--dtype",
+        action="append",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        help="backbone precision, repeatable (default: fp32, bf16 and fp16 side by side, each judged against "
+        "fp32; auto: this machine's; int8: dynamic int8 weights on the CPU)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=RuntimePrecisionSection().tolerance,
+        help="a precision fails when its figures fall behind fp32's by more than this share (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits the tiny model)")
     parser.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
     parser.add_argument("--png", metavar="OUT.png", help="plot predicted vs recorded actions")
@@ -30,12 +46,29 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
+    from mobile_vla_ros.policy.precision import REFERENCE_PRECISION
     from mobile_vla_ros.training.evaluate import evaluate, format_report, plot_replays
     from mobile_vla_ros.training.metrics import cpu_threads
+    from mobile_vla_ros.training.precision_checks import compare_precisions, format_checks
 
+    dtypes = list(dict.fromkeys(args.dtype or DEFAULT_DTYPES))
+    reports, replays = {}, None
     with cpu_threads(args.threads):
-        report, replays = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=args.dtype)
+        for dtype in dtypes:
+            report, replayed = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=dtype)
+            reports[report["dtype"]] = report
+            replays = replays or replayed
+    report = next(iter(reports.values()))
     print(format_report(report))
+    if len(reports) > 1:
+        report = {**report, "by_dtype": reports}
+        if REFERENCE_PRECISION in reports:
+            report["precision_checks"] = compare_precisions(reports, args.tolerance)
+            print("\nat each backbone precision:")
+            print("\n".join(format_checks(report["precision_checks"])))
+            for dtype, check in report["precision_checks"].items():
+                if not check["passed"]:
+                    print(f"WARNING: at {dtype} the policy falls behind fp32: {'; '.join(check['behind'])}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

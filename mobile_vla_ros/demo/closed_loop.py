@@ -203,7 +203,7 @@ class ClosedLoopSim:
         seed: int,
         time_limit_s: float = 20.0,
         device: str = "auto",
-        dtype: str = "fp32",
+        dtype: str | None = None,
         quiet: bool = False,
         torch_threads: int = 1,
         freeze_camera: bool = False,
@@ -211,7 +211,8 @@ class ClosedLoopSim:
         first_episode: int = 0,
     ):
         """`corrections_dir`: the inference node records takeovers there (record_corrections);
-        `first_episode`: the simulator's layout number at start (the first trial drives the next)."""
+        `first_episode`: the simulator's layout number at start (the first trial drives the next);
+        `dtype` None: drive.yaml's (auto), the precision the robot would run."""
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
         self.corrections_dir = corrections_dir
@@ -268,8 +269,7 @@ class ClosedLoopSim:
                         f"base_model_dir:={base_model_dir}",
                         "-p",
                         f"device:={device}",
-                        "-p",
-                        f"dtype:={dtype}",
+                        *([] if dtype is None else ["-p", f"dtype:={dtype}"]),
                         "-p",
                         "start_enabled:=false",
                         *sim_time,

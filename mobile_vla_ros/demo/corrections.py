@@ -59,7 +59,7 @@ def run_corrections_demo(args) -> int:
     corrections_dir, corrected_dir = workdir / "corrections", workdir / "corrected-policy"
 
     def evaluate(policy_dir: Path) -> list:
-        return drive_trials(policy_dir, weak.base_dir, args.seed, args.trials, args.device)
+        return drive_trials(policy_dir, weak.base_dir, args.seed, args.trials, args.device, dtype=args.dtype)
 
     before = stages.run(4, "before", False, lambda: evaluate(weak.policy_dir))
 
@@ -71,6 +71,7 @@ def run_corrections_demo(args) -> int:
             TRAINING_LAYOUT_SEED,
             args.correction_trials,
             args.device,
+            dtype=args.dtype,
             takeover=TakeoverRules(),
             corrections_dir=corrections_dir,
             first_episode=args.episodes,  # past the demonstrated layouts 0 .. episodes-1

@@ -18,16 +18,8 @@ DEMO_SAMPLE_RATE_HZ = 10.0  # becomes the policy's action_dt (0.1 s)
 TRAINING_LAYOUT_SEED = 0  # expert episodes use layouts of this series; trials must use another
 
 
-# text_init_std 0.1 instead of Kosmos-2's 0.02: with 0.02 the random tiny decoder's action-token
-# feature varies by ~0.02% between frames (the policy is blind); with 0.1 by ~6%.
-TINY_MODEL = {
-    "width": 64,
-    "layers": 2,
-    "seed": 0,
-    "text_init_std": 0.1,
-    "vision_init_factor": 1.0,
-    "sincos_positions": True,
-}
+# The tiny model of make-tiny-model (policy/tiny.py), at the demo's image size.
+TINY_MODEL = {"width": 64, "layers": 2, "seed": 0}
 
 
 # On top of config/train.yaml + config/train_tiny.yaml. One torch thread: on a small, busy CPU two
@@ -61,14 +53,22 @@ def run_demo(args) -> int:
         4,
         "closed-loop driving",
         False,
-        lambda: drive_trials(prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device),
+        lambda: drive_trials(
+            prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, dtype=args.dtype
+        ),
     )
     frozen = stages.run(
         5,
         "closed loop, frozen camera",
         False,
         lambda: drive_trials(
-            prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, freeze_camera=True
+            prepared.policy_dir,
+            prepared.base_dir,
+            args.seed,
+            args.trials,
+            args.device,
+            dtype=args.dtype,
+            freeze_camera=True,
         ),
     )
     print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
@@ -209,6 +209,7 @@ def drive_trials(
     seed: int,
     per_instruction: int,
     device: str,
+    dtype: str | None = None,
     freeze_camera: bool = False,
     takeover=None,
     corrections_dir: Path | None = None,
@@ -216,7 +217,7 @@ def drive_trials(
 ) -> list:
     """Closed-loop trials on layouts first_episode+1, +2, ... of series `seed`, alternating
     left/right. `takeover` (sim.takeover.TakeoverRules): the scripted person takes over;
-    `corrections_dir`: the inference node records those takeovers there."""
+    `corrections_dir`: the inference node records those takeovers there; `dtype` None: drive.yaml's."""
     import torch
     from tqdm import tqdm
 
@@ -231,6 +232,7 @@ def drive_trials(
         base_dir,
         seed,
         device=device,
+        dtype=dtype,
         quiet=True,
         freeze_camera=freeze_camera,
         corrections_dir=corrections_dir,
@@ -280,6 +282,7 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
         "stages": stages.records,
         "total_seconds": round(stages.total_seconds, 1),
         **run_context(args),
+        "precision": driving_precision(args),
         "training": {
             key: training.get(key)
             for key in ("steps", "seconds", "train_loss", "val_loss", "instruction_separation", "mae_vs_blind")
@@ -291,7 +294,8 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
     print()
     print(
         f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.seed}, training seed "
-        f"{report['seeds']['training']}), measured now:"
+        f"{report['seeds']['training']}), backbone at {report['precision']['dtype']} "
+        f"({report['precision']['why']}), measured now:"
     )
     print(format_table(results, comparisons))
     print(
@@ -302,6 +306,21 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
     print(f"stages: {format_durations(stages.records)}; total {stages.total_seconds / 60:.1f} min")
     print(f"trajectories: {figure}")
     print(f"summary:      {out / 'summary.json'}")
+
+
+def driving_precision(args) -> dict:
+    """The backbone dtype the inference node drives at: --dtype, else drive.yaml's (auto: this machine's)."""
+    import yaml
+
+    from mobile_vla_ros.paths import config_file
+    from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
+
+    requested = (
+        args.dtype
+        or yaml.safe_load(config_file("drive.yaml").read_text())["inference_node"]["ros__parameters"]["dtype"]
+    )
+    dtype, why = resolve_dtype(requested, resolve_device(args.device))
+    return {"requested": requested, "dtype": dtype, "why": why}
 
 
 def run_context(args) -> dict:

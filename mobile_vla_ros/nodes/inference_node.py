@@ -107,6 +107,10 @@ PARAMETERS = {
         "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
         "made by `mobile-vla quantize` loads its stored int8 backbone)",
     ),
+    "allow_failed_precision_check": (
+        False,
+        "drive at a dtype at which the policy fell behind fp32 in its training check (policy.json precision_checks)",
+    ),
     "max_new_frames_per_step": (
         1,
         "frames the model encodes per step at most; when it fell further behind, "
@@ -206,6 +210,7 @@ class InferenceNode(Node):
 
         device = resolve_device(p["device"])
         dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
+        self._check_precision(p, "int8" if p["quantize"] == "int8" else dtype)
         self.get_logger().info(
             f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ({device}, {dtype}: {why}) ..."
         )
@@ -443,6 +448,20 @@ class InferenceNode(Node):
         return command
 
     # ---- corrections (executor thread) --------------------------------------------------------
+    def _check_precision(self, p: dict, precision: str) -> None:
+        """Refuse a dtype at which the policy fell behind fp32 in training; warn at one never checked
+        (a policy trained without validation episodes has no checks; its whitening still covers
+        bf16 and fp16). Read from policy.json before the model loads."""
+        from mobile_vla_ros.policy.precision import precision_verdict
+
+        passed, message = precision_verdict(self.config, precision)
+        if passed is False and not p["allow_failed_precision_check"]:
+            raise MobileVlaError(
+                f"{message}. Drive at fp32 (dtype: fp32) or another checked dtype, retrain, or set "
+                "allow_failed_precision_check: true"
+            )
+        (self.get_logger().info if passed else self.get_logger().warning)(message)
+
     def _correction_recorder(self, p) -> CorrectionWriter:
         directory = Path(p["corrections_dir"]).expanduser()
         for path in recover_partial_episodes(directory):

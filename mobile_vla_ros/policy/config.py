@@ -16,8 +16,9 @@ from mobile_vla_ros.errors import CheckpointError
 from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS
 
 CONFIG_FILE = "policy.json"
-# 3: the head whitens frame features with training-set statistics (head.safetensors holds them; 2 standardised them).
-SCHEMA_VERSION = 3
+# 4: the head whitens with covariance + the run-time precisions' feature error and policy.json holds
+# the checks at those precisions (3: whitening from the covariance alone; 2 standardised features).
+SCHEMA_VERSION = 4
 # Provenance only; every other key must be present: a missing one would be a silent default.
 OPTIONAL_KEYS = frozenset({"training"})
 
@@ -63,6 +64,9 @@ class PolicyConfig:
     # How training frames were made from the camera (data.images.camera_settings): rotation,
     # colour order, resize. The camera window node refuses frames prepared otherwise.
     camera: dict = field(default_factory=dict)
+    # Metrics at fp32 and at each run-time precision, from training's validation episodes
+    # (policy/precision.py); inference_node refuses a precision whose check failed.
+    precision_checks: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # provenance: data, steps, metrics
     schema_version: int = SCHEMA_VERSION
 

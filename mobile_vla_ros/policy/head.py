@@ -18,6 +18,15 @@ baseline, and as far off on its own training frames), one reading whitened featu
 training. When LoRA and the action token train they move the features, so the statistics then
 follow them (a moving average per training batch): left at their start values they went stale
 within 300 steps on the tiny model (a common offset of ~29 standard deviations).
+
+The robot runs the backbone in bf16 or fp16 (`dtype: auto`), whose features differ from fp32's
+by a rounding error far larger than some of the directions whitening would stretch to unit
+spread (0.5 % of the feature norm in bf16 against a frame-to-frame spread of 0.08 % on the tiny
+model). So the training measures that error (`precision_noise`: the second moment of the run-time
+precisions' feature error on training frames), whitens with covariance + precision noise, so no
+direction is stretched past the noise it carries at run time, and adds noise of that size to the
+features while training, so the head learns to ignore what rounding can change
+(docs/architecture.md, "Precision").
 """
 
 from __future__ import annotations
@@ -77,7 +86,10 @@ class ActionHead(nn.Module):
         # Identity until training sets them from its frames (set_feature_statistics).
         self.register_buffer("feature_mean", torch.zeros(feature_dim))
         self.register_buffer("feature_covariance", torch.eye(feature_dim))
+        self.register_buffer("precision_noise", torch.zeros(feature_dim, feature_dim))
         self.register_buffer("feature_whitening", torch.eye(feature_dim))
+        # A square root of precision_noise: training draws feature noise of that size from it.
+        self.register_buffer("precision_noise_factor", torch.zeros(feature_dim, feature_dim))
         self.instruction_pool = AttentionPool(token_dim, hidden)
         self.input = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, hidden), nn.GELU())
         self.film_in = FiLM(hidden, hidden)
@@ -97,15 +109,21 @@ class ActionHead(nn.Module):
         )
 
     @torch.no_grad()
-    def set_feature_statistics(self, features: torch.Tensor) -> None:
-        """Mean and covariance of (N, feature_dim) training-frame features."""
+    def set_feature_statistics(self, features: torch.Tensor, precision_errors: torch.Tensor | None = None) -> None:
+        """Mean and covariance of (N, feature_dim) training-frame features; `precision_errors`
+        (M, feature_dim) are run-time-precision features minus fp32 features of the same frames."""
         features = features.double()
+        if precision_errors is not None:
+            errors = precision_errors.double()
+            noise = errors.T @ errors / max(len(errors), 1)  # second moment: a systematic offset counts too
+            self.precision_noise.copy_(noise)
+            self.precision_noise_factor.copy_(_square_root(noise))
         self._set_statistics(features.mean(dim=0), features.T.cov(correction=0))
 
     @torch.no_grad()
     def track_feature_statistics(self, features: torch.Tensor, momentum: float = FEATURE_STATISTICS_MOMENTUM) -> None:
         """Move the statistics towards one training batch's (N, feature_dim) features, for runs
-        whose LoRA and action token train and so move the features."""
+        whose LoRA and action token train and so move the features (the precision noise stays)."""
         features = features.detach().double().flatten(0, -2)
         mean, covariance = self.feature_mean.double(), self.feature_covariance.double()
         self._set_statistics(
@@ -115,11 +133,13 @@ class ActionHead(nn.Module):
 
     def _set_statistics(self, mean: torch.Tensor, covariance: torch.Tensor) -> None:
         """Store the statistics and the whitening they give: x -> (x - mean) @ W has unit
-        covariance. W = diag(1/std) L^-T with L the Cholesky factor of the (shrunk) correlation
-        matrix: one factorisation, cheap enough to redo at every step when the features move
-        (0.2 s for the full-size model's 2048 dimensions on one CPU core, eigh takes 3 s)."""
-        std = self._floored(covariance.diagonal())
-        correlation = covariance / torch.outer(std, std)
+        covariance under the run-time precision's noise (covariance + precision_noise).
+        W = diag(1/std) L^-T with L the Cholesky factor of the (shrunk) correlation matrix: one
+        factorisation, cheap enough to redo at every step when the features move (0.2 s for the
+        full-size model's 2048 dimensions on one CPU core, eigh takes 3 s)."""
+        spread = covariance + self.precision_noise.to(covariance)
+        std = self._floored(spread.diagonal())
+        correlation = spread / torch.outer(std, std)
         identity = torch.eye(len(std), dtype=correlation.dtype, device=correlation.device)
         factor = torch.linalg.cholesky(correlation + WHITENING_SHRINKAGE * identity)
         inverse_factor = torch.linalg.solve_triangular(factor, identity, upper=False)
@@ -139,9 +159,17 @@ class ActionHead(nn.Module):
 
     def forward(self, features: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
         """features (B, T, D); instruction (B, hidden) from `instruction_vector`."""
+        if self.training:  # the rounding error of the precision the robot runs, drawn afresh per frame
+            features = features + torch.randn_like(features) @ self.precision_noise_factor.T
         features = (features - self.feature_mean) @ self.feature_whitening
         x = self.film_in(self.input(features), instruction)
         x, _ = self.lstm(x)
         x = self.film_out(x[:, -1], instruction)
         out = self.output(torch.cat([x, instruction], dim=-1))
         return torch.tanh(out).view(-1, self.chunk_size, self.action_dim)
+
+
+def _square_root(second_moment: torch.Tensor) -> torch.Tensor:
+    """F with F F^T = second_moment (symmetric PSD, possibly singular): eigh, negatives clipped."""
+    values, vectors = torch.linalg.eigh(second_moment)
+    return vectors * values.clamp_min(0).sqrt()

@@ -12,6 +12,8 @@ import yaml
 from mobile_vla_ros.errors import MobileVlaError
 from mobile_vla_ros.policy.config import DEFAULT_PROMPT_TEMPLATE, HeadSettings, LoraSettings
 
+LOW_PRECISIONS = ("bf16", "fp16")
+
 
 class TrainConfigError(MobileVlaError, ValueError):
     """A training configuration file or setting that cannot be used."""
@@ -68,11 +70,26 @@ class TrainerSection:
 
 
 @dataclass
+class RuntimePrecisionSection:
+    """The backbone precisions the robot may run the policy at (`dtype: auto` picks bf16 or fp16
+    on every GPU and on CPUs with native bf16): training measures each one's feature error on
+    `noise_frames` training frames, trains the head under it and checks the policy at each."""
+
+    dtypes: list[str] = field(default_factory=lambda: ["bf16", "fp16"])
+    noise_frames: int = 256
+    # The measured error is scaled by this before the head is trained under it: other GPUs' and CPUs'
+    # kernels round differently from the training machine's.
+    noise_margin: float = 2.0
+    tolerance: float = 0.1  # share of fp32's figure a precision may fall behind (training/precision.py)
+
+
+@dataclass
 class TrainConfig:
     policy: PolicySection = field(default_factory=PolicySection)
     optim: OptimSection = field(default_factory=OptimSection)
     data: DataSection = field(default_factory=DataSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    runtime_precision: RuntimePrecisionSection = field(default_factory=RuntimePrecisionSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,6 +127,14 @@ class TrainConfig:
                 self.optim.backbone_learning_rate is None or self.optim.backbone_learning_rate >= 0,
                 "optim.backbone_learning_rate must be >= 0 (0 keeps LoRA and the action token fixed)",
             ),
+            (
+                isinstance(self.runtime_precision.dtypes, list)
+                and set(self.runtime_precision.dtypes) <= set(LOW_PRECISIONS),
+                f"runtime_precision.dtypes must be a list of {', '.join(LOW_PRECISIONS)}",
+            ),
+            (self.runtime_precision.noise_frames >= 1, "runtime_precision.noise_frames must be >= 1"),
+            (self.runtime_precision.noise_margin >= 0, "runtime_precision.noise_margin must be >= 0"),
+            (self.runtime_precision.tolerance >= 0, "runtime_precision.tolerance must be >= 0"),
             (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
             (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
             (

@@ -65,9 +65,15 @@ def feature_cosine(runner, episodes) -> float | None:
 def evaluate(
     model_dir, data_dirs, base_model_dir=None, device: str = "auto", dtype: str = "fp32"
 ) -> tuple[dict, list[Replay]]:
+    """`dtype`: fp32, bf16, fp16, auto (this machine's) or int8 (dynamic int8 weights, CPU)."""
+    from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
     from mobile_vla_ros.policy.runner import PolicyRunner
 
-    runner = PolicyRunner.load(model_dir, resolve_base_model_dir(model_dir, base_model_dir), device=device, dtype=dtype)
+    quantize = "int8" if dtype == "int8" else "none"
+    dtype = "fp32" if quantize == "int8" else resolve_dtype(dtype, resolve_device(device))[0]
+    runner = PolicyRunner.load(
+        model_dir, resolve_base_model_dir(model_dir, base_model_dir), device=device, dtype=dtype, quantize=quantize
+    )
     config = runner.config
     legacy_dt = config.action_dt  # the lab's files have no rate; they are taken to match the model
     episodes, skipped = load_training_episodes(data_dirs, config.image_size, min_frames=1, legacy_action_dt=legacy_dt)
@@ -86,6 +92,7 @@ def evaluate(
     for warning in report["warnings"]:
         LOG.warning("%s", warning)
     report["model_dir"], report["skipped_episodes"] = str(model_dir), len(skipped.skipped)
+    report["dtype"] = "int8" if quantize == "int8" else dtype
     return report, replays
 
 

@@ -208,6 +208,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     from mobile_vla_ros.training.lightning_module import ClipDataModule, PolicyModule, RunState
     from mobile_vla_ros.training.metrics import evaluate_policy
+    from mobile_vla_ros.training.precision_checks import check_precisions
 
     config = run.config
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
@@ -255,7 +256,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
     if config.optim.backbone_learning_rate == 0:  # a fixed encoder: encode every frame once, train the head alone
         train_set, val_set = cache_features(policy, train_set), cache_features(policy, val_set)
     if initial is None and not resume:  # a resumed run restores the statistics its head was trained with
-        set_feature_statistics(policy, train_set)
+        set_feature_statistics(policy, train_set, config.runtime_precision)
     LOG.info(
         "%d training episodes (%d with mirrors), %d validation episodes (%d with mirrors); action_dt %.3g s; %s",
         len(train_episodes),
@@ -292,8 +293,20 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     policy.eval()
     report = evaluate_policy(policy, val_set) if val_set else None
+    if report is not None:
+        settings = config.runtime_precision
+        policy.config.precision_checks = check_precisions(policy, val_set, report, settings.dtypes, settings.tolerance)
     summary = _summary(
-        run, trainer, state, skipped, len(train_set), len(val_set), data, report, time.monotonic() - started
+        run,
+        trainer,
+        state,
+        skipped,
+        len(train_set),
+        len(val_set),
+        data,
+        report,
+        policy.config.precision_checks,
+        time.monotonic() - started,
     )
     summary["cut_by_max_minutes"] = cut_short
     summary["action_outliers"] = [vars(outlier) for outlier in outliers]
@@ -389,10 +402,15 @@ def cache_features(policy: VLAPolicy, episodes) -> list:
     return [replace(episode, features=feature.cpu()) for episode, feature in zip(episodes, features)]
 
 
-def set_feature_statistics(policy: VLAPolicy, episodes) -> None:
-    """The head's feature whitening from every training frame (one forward
-    pass of the untrained encoder: LoRA starts as the identity)."""
-    policy.head.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")))
+def set_feature_statistics(policy: VLAPolicy, episodes, runtime_precision) -> None:
+    """The head's feature whitening from every training frame (one forward pass of the untrained
+    encoder: LoRA starts as the identity) and the run-time precisions' feature error."""
+    from mobile_vla_ros.training.precision_checks import precision_errors
+
+    errors = precision_errors(policy, episodes, runtime_precision.dtypes, runtime_precision.noise_frames)
+    if errors is not None:
+        errors = errors * runtime_precision.noise_margin
+    policy.head.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")), errors)
 
 
 def _metric(trainer, name: str) -> float | None:
@@ -400,7 +418,9 @@ def _metric(trainer, name: str) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, data, report, seconds) -> dict:
+def _summary(
+    run, trainer, state, skipped: SkipReport, train_count, val_count, data, report, precision_checks, seconds
+) -> dict:
     return {
         "data_dirs": [str(Path(d).resolve()) for d in run.data_dirs],
         "steps": int(trainer.global_step),
@@ -425,6 +445,7 @@ def _summary(run, trainer, state, skipped: SkipReport, train_count, val_count, d
         "validation": report,
         "instruction_separation": report["instruction_separation"] if report else None,
         "mae_vs_blind": report["mae_vs_blind"] if report else None,
+        "precision_checks": precision_checks,
         "config": run.config.to_dict(),
     }
 
@@ -461,6 +482,18 @@ def format_summary(summary: dict, out_dir) -> str:
             f"frame sensitivity {number(report['frame_sensitivity'][instruction], 3)}"
         )
     lines.extend(f"  WARNING: {warning}" for warning in report.get("warnings", []))
+    checks = summary.get("precision_checks") or {}
+    if checks:
+        from mobile_vla_ros.training.precision_checks import format_checks
+
+        lines.append("  validation at each backbone precision the robot may run:")
+        lines.extend(f"    {row}" for row in format_checks(checks))
+    lines.extend(
+        f"  WARNING: at {precision} the policy falls behind fp32 ({'; '.join(check['behind'])}); "
+        f"inference_node refuses {precision}"
+        for precision, check in checks.items()
+        if not check["passed"]
+    )
     if summary.get("cut_by_max_minutes"):
         lines.append(f"  WARNING: {summary['cut_by_max_minutes']}")
     lines.append(f"  policy written to       {out_dir}")

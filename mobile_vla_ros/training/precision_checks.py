@@ -1,0 +1,134 @@
+"""Training and evaluation at the precisions the robot runs: the run-time feature error that the
+head's whitening and training noise are built from, and the check of the trained policy at each
+precision against fp32 (docs/architecture.md, "Precision")."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mobile_vla_ros.policy.precision import REFERENCE_PRECISION, backbone_at
+from mobile_vla_ros.training.metrics import encode_episode
+
+LOG = logging.getLogger(__name__)
+# A precision fails its check when a figure is worse than fp32's by more than `tolerance` of it
+# plus this much (so that figures near zero are not judged on their last digit).
+ABSOLUTE_SLACK = 0.02
+# (report key, how the per-instruction values are combined, how far a value is from ideal: lower is better).
+# Separation is ideal at 1: 1.07 overshoots by as much as 0.93 falls short.
+JUDGED = (
+    ("instruction_separation", None, lambda value: abs(1.0 - value)),
+    ("sign_accuracy", min, lambda value: 1.0 - value),
+    ("mae_vs_blind", max, lambda value: value),
+)
+REPORTED = (("frame_sensitivity", min),)
+
+
+def precision_errors(policy, episodes, dtypes, frames: int) -> torch.Tensor | None:
+    """(M, hidden) run-time-precision features minus fp32 features, for up to `frames` training
+    frames spread evenly over the episodes, for each precision in `dtypes`."""
+    if not dtypes or not episodes:
+        return None
+    per_episode = max(1, frames // len(episodes))
+    picks = [
+        (episode, np.unique(np.linspace(0, episode.num_frames - 1, per_episode).round().astype(int)))
+        for episode in episodes
+    ]
+    budget, chosen = frames, []
+    for episode, indices in picks:
+        if budget <= 0:
+            break
+        chosen.append((episode, indices[:budget]))
+        budget -= len(indices[:budget])
+    was_training = policy.training
+    policy.eval()
+    try:
+        reference = [encode_episode(policy, episode.frames[i], episode.instruction) for episode, i in chosen]
+        errors = []
+        for dtype in tqdm(dtypes, desc="run-time precision error", unit="dtype", leave=False):
+            with backbone_at(policy, dtype):
+                errors += [
+                    encode_episode(policy, episode.frames[i], episode.instruction).float() - fp32
+                    for (episode, i), fp32 in zip(chosen, reference)
+                ]
+    finally:
+        policy.train(was_training)
+    errors = torch.cat(errors)
+    LOG.info(
+        "run-time precision error (%s, %d frames): %.3g of the feature norm",
+        ", ".join(dtypes),
+        sum(len(i) for _, i in chosen),
+        float(errors.norm(dim=1).mean() / torch.cat(reference).norm(dim=1).mean()),
+    )
+    return errors
+
+
+def headline(report: dict) -> dict:
+    """The figures a precision is judged and reported on, one number each."""
+    figures = {}
+    for key, combine, _ in JUDGED:
+        figures[key] = _combined(report.get(key), combine)
+    for key, combine in REPORTED:
+        figures[key] = _combined(report.get(key), combine)
+    return figures
+
+
+def _combined(value, combine):
+    if combine is None or value is None:
+        return value
+    values = [v for v in value.values() if v is not None]
+    return float(combine(values)) if values else None
+
+
+def compare_precisions(reports: dict[str, dict], tolerance: float) -> dict:
+    """{precision: figures + passed + behind} against the fp32 report (which must be among them)."""
+    reference = headline(reports[REFERENCE_PRECISION])
+    checks = {REFERENCE_PRECISION: {**reference, "passed": True, "behind": []}}
+    for precision, report in reports.items():
+        if precision == REFERENCE_PRECISION:
+            continue
+        figures = headline(report)
+        behind = []
+        for key, _, shortfall in JUDGED:
+            value, target = figures[key], reference[key]
+            if value is None or target is None:
+                continue
+            slack = tolerance * abs(target) + ABSOLUTE_SLACK
+            if shortfall(value) - shortfall(target) > slack:
+                behind.append(f"{key} {value:.3f} against fp32's {target:.3f}")
+        checks[precision] = {**figures, "passed": not behind, "behind": behind}
+    return checks
+
+
+def check_precisions(policy, episodes, fp32_report: dict, dtypes, tolerance: float) -> dict:
+    """Training's end-of-run check: the validation replay again at each run-time precision."""
+    from mobile_vla_ros.training.metrics import evaluate_policy
+
+    reports = {REFERENCE_PRECISION: fp32_report}
+    for dtype in dtypes:
+        with backbone_at(policy, dtype):
+            reports[dtype] = evaluate_policy(policy, episodes)
+    checks = compare_precisions(reports, tolerance)
+    for precision, check in checks.items():
+        if not check["passed"]:
+            LOG.warning("at %s the policy falls behind fp32: %s", precision, "; ".join(check["behind"]))
+    return checks
+
+
+def format_checks(checks: dict) -> list[str]:
+    """A table: one row per precision."""
+
+    def number(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    rows = [f"{'precision':<10} {'separation':>10} {'sign y':>7} {'vs blind':>9} {'frames→':>8}  check"]
+    for precision, check in checks.items():
+        rows.append(
+            f"{precision:<10} {number(check['instruction_separation']):>10} {number(check['sign_accuracy']):>7} "
+            f"{number(check['mae_vs_blind']):>9} {number(check['frame_sensitivity']):>8}  "
+            + ("reference" if precision == REFERENCE_PRECISION else "ok" if check["passed"] else "BEHIND fp32")
+        )
+    return rows

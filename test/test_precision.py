@@ -1,0 +1,105 @@
+"""The precisions the robot runs the backbone at (issue 23): the low-precision backbone used for
+measuring and checking them, the head's noise-floored whitening, and the verdicts the node reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mobile_vla_ros.policy.checkpoint import load_policy
+from mobile_vla_ros.policy.config import HeadSettings
+from mobile_vla_ros.policy.head import ActionHead
+from mobile_vla_ros.policy.precision import backbone_at, precision_verdict
+from mobile_vla_ros.training.metrics import encode_episode
+from mobile_vla_ros.training.precision_checks import compare_precisions
+
+FRAMES = np.random.default_rng(0).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)
+
+
+def test_backbone_at_runs_in_the_low_precision_and_gives_back_the_exact_fp32_weights(tiny_checkpoint, tiny_base_model):
+    policy = load_policy(tiny_checkpoint, tiny_base_model)
+    before = {name: tensor.clone() for name, tensor in policy.encoder.state_dict().items()}
+    fp32 = encode_episode(policy, FRAMES, "left")
+    with backbone_at(policy, "bf16"):
+        assert policy.compute_dtype == torch.bfloat16
+        bf16 = encode_episode(policy, FRAMES, "left")
+    assert policy.compute_dtype == torch.float32
+    assert all(torch.equal(before[name], tensor) for name, tensor in policy.encoder.state_dict().items())
+    assert torch.equal(encode_episode(policy, FRAMES, "left"), fp32)
+    error = float((bf16.float() - fp32).norm(dim=1).mean() / fp32.norm(dim=1).mean())
+    assert 1e-4 < error < 0.05, error  # rounding, not another model
+
+
+def test_whitening_never_stretches_the_precision_error_past_unit_spread():
+    """Directions in which training frames barely differ but rounding moves them are not blown up:
+    the run-time error stays at most ~1 per whitened direction (plain whitening: ~1e3)."""
+    generator = torch.Generator().manual_seed(0)
+    dim = 16
+    common = torch.randn(dim, generator=generator) * 10
+    signal = torch.zeros(400, dim)
+    signal[:, :2] = torch.randn(400, 2, generator=generator)  # what the frames differ in
+    signal[:, 2:] = 1e-4 * torch.randn(400, dim - 2, generator=generator)  # far below the rounding
+    features = common + signal
+    errors = 0.05 * torch.randn(400, dim, generator=generator)
+    settings = HeadSettings(hidden_dim=8, lstm_layers=1, dropout=0.0)
+
+    def whitened_error(head: ActionHead) -> float:
+        return float((errors @ head.feature_whitening).pow(2).sum(dim=1).mean())
+
+    plain, floored = ActionHead(dim, 4, 2, 2, settings), ActionHead(dim, 4, 2, 2, settings)
+    plain.set_feature_statistics(features)
+    floored.set_feature_statistics(features, errors)
+    assert whitened_error(plain) > 100 * dim
+    assert whitened_error(floored) <= dim
+    assert torch.allclose(floored.precision_noise_factor @ floored.precision_noise_factor.T, floored.precision_noise)
+
+    instruction = torch.zeros(3, 8)
+    window = features[:24].view(3, 8, dim)
+    floored.eval()
+    assert torch.equal(floored(window, instruction), floored(window, instruction))  # no noise at run time
+    floored.train()
+    assert not torch.equal(floored(window, instruction), floored(window, instruction))  # trained under it
+
+
+def report(separation, sign, blind):
+    return {
+        "instruction_separation": separation,
+        "sign_accuracy": {"left": sign, "right": 1.0},
+        "mae_vs_blind": {"left": blind, "right": 0.1},
+        "frame_sensitivity": {"left": 0.9, "right": 1.0},
+    }
+
+
+def test_a_precision_is_judged_against_fp32_with_the_tolerance():
+    checks = compare_precisions(
+        {
+            "fp32": report(1.06, 1.0, 0.40),
+            "bf16": report(0.95, 0.99, 0.45),  # separation nearer 1 than fp32's; 0.45 within 10 % + 0.02
+            "fp16": report(0.70, 0.80, 0.70),
+        },
+        tolerance=0.1,
+    )
+    assert checks["fp32"]["passed"] and checks["bf16"]["passed"], checks
+    assert not checks["fp16"]["passed"]
+    assert [line.split()[0] for line in checks["fp16"]["behind"]] == [
+        "instruction_separation",
+        "sign_accuracy",
+        "mae_vs_blind",
+    ]
+    assert checks["bf16"]["sign_accuracy"] == 0.99 and checks["bf16"]["mae_vs_blind"] == 0.45  # worst instruction
+
+
+@pytest.mark.parametrize(
+    "precision, passed, words",
+    [("bf16", True, "checked at bf16"), ("fp16", False, "fell behind fp32 at fp16"), ("int8", None, "never checked")],
+)
+def test_the_node_reads_a_verdict_per_precision(tiny_checkpoint, precision, passed, words):
+    from mobile_vla_ros.policy.config import PolicyConfig
+
+    config = PolicyConfig.load(tiny_checkpoint)
+    checks = compare_precisions({"fp32": report(1.0, 1.0, 0.3), "bf16": report(1.0, 1.0, 0.3)}, 0.1)
+    checks["fp16"] = {**checks["bf16"], "passed": False, "behind": ["mae_vs_blind 0.9 against fp32's 0.3"]}
+    config.precision_checks = checks
+    verdict, message = precision_verdict(config, precision)
+    assert verdict is passed and words in message, message
