@@ -12,7 +12,11 @@ policy is disabled until `true` arrives on `enable`; with `use_joy:=true` the ga
 (on `cmd_vel_teleop`) overrides the policy. With `use_sim:=true` the simulated room (sim_node) is the
 camera and the base, and the policy starts enabled unless `enable:=false` is given; `lockstep:=true`
 adds simulated time that advances only once the policy has answered (the same run on a slow or busy
-machine, only later: what `mobile-vla demo` uses).
+machine, only later: what `mobile-vla demo` uses). The simulator starts the next layout by itself
+1 s after an episode ends, so the instruction topic can be tried live. With use_sim:=true every
+node discovers on localhost only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, Humble's
+ROS_LOCALHOST_ONLY=1): the simulated cmd_vel never reaches a robot on the network. The domain stays
+the shell's (ROS_DOMAIN_ID, or 0), so `ros2 topic pub` from another shell on this machine reaches it.
 
 camera_window_node and inference_node are both required: when either exits (a model that does not
 load, camera settings that differ from the policy's training), the whole launch shuts down, and
@@ -32,6 +36,7 @@ from mobile_vla_ros.nodes.launch_arguments import (
     params_file,
     parse_bool,
 )
+from mobile_vla_ros.ros_domain import LOCALHOST_ONLY_ENV
 
 PACKAGE = "mobile_vla_ros"
 OPTIONAL = ""  # an argument left at this value does not touch the YAML
@@ -73,6 +78,7 @@ def _nodes(context):
     image_topic = arguments["image_topic"]
     model = {"model_dir": arguments["model_dir"]}
     sim_time = {"use_sim_time": True} if lockstep else {}  # sim_node publishes /clock
+    env = dict(LOCALHOST_ONLY_ENV) if use_sim else None  # the simulator's graph stays on this machine
 
     camera_overrides = overrides(arguments, {"compressed": ("compressed", bool), "rotate_180": ("rotate_180", bool)})
     inference_overrides = overrides(
@@ -96,7 +102,7 @@ def _nodes(context):
         gamepad = gamepad_profile(arguments, share)
         inference_files.append(gamepad)
         teleop = [
-            Node(package="joy", executable="joy_node", name="joy_node", parameters=[config]),
+            Node(package="joy", executable="joy_node", name="joy_node", parameters=[config], additional_env=env),
             Node(
                 package=PACKAGE,
                 executable="teleop_node",
@@ -104,6 +110,7 @@ def _nodes(context):
                 parameters=[config, gamepad],
                 remappings=[("cmd_vel", "cmd_vel_teleop")],
                 output="screen",
+                additional_env=env,
             ),
         ]
     nodes = [
@@ -114,6 +121,7 @@ def _nodes(context):
             parameters=[config, model, camera_overrides, sim_time],
             remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
             output="screen",
+            additional_env=env,
             on_exit=Shutdown(reason="camera_window_node exited"),
         ),
         Node(
@@ -128,6 +136,7 @@ def _nodes(context):
                 sim_time,
             ],
             output="screen",
+            additional_env=env,
             on_exit=Shutdown(reason="inference_node exited"),
         ),
         *teleop,
@@ -140,10 +149,12 @@ def _nodes(context):
                 name="sim_node",
                 parameters=[
                     f"{share}/config/sim.yaml",
+                    {"next_episode_on_end": True},
                     lockstep_sim_parameters(config, arguments["model_dir"]) if lockstep else {},
                 ],
                 remappings=[("camera/image_raw", image_topic)],
                 output="screen",
+                additional_env=env,
             )
         )
     return nodes

@@ -1,20 +1,25 @@
 """Shared fixtures. ROS traffic of one test run stays on loopback in its own DDS domain, so
-parallel runs on one machine never hear each other."""
+parallel runs on one machine never hear each other (mobile_vla_ros.ros_domain: the rule the demo
+and the benches follow too; a ROS_DOMAIN_ID set outside is kept)."""
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # Humble's spelling of the same
+from mobile_vla_ros.ros_domain import LOCALHOST_ONLY_ENV, claim_private_domain
+
+if "ROS_DOMAIN_ID" not in os.environ:
+    _DOMAIN = claim_private_domain()  # held for the whole session
+    os.environ["ROS_DOMAIN_ID"] = str(_DOMAIN.domain_id)
+for _name, _value in LOCALHOST_ONLY_ENV.items():
+    os.environ.setdefault(_name, _value)
 os.environ.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "1")
 # The tiny test models' tensors are too small for intra-op threads to pay off, and node tests run
 # executor threads beside the policy: one torch thread per process avoids oversubscribing 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 LEFT_LINEAR_Y = 0.5
 FORWARD_LINEAR_X = 0.3

@@ -284,3 +284,30 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
         probe.close()
         process.terminate()
         print(process.communicate(timeout=10)[0].decode())
+
+
+def test_next_episode_on_end_starts_the_next_layout_by_itself():
+    """drive.launch.py use_sim:=true sets it: after an episode ends the next layout starts 1 s later."""
+    command = sim_command(
+        *("-p", "next_episode_on_end:=true", "-p", "time_limit_s:=1.0"),
+        *("-p", "image_width:=64", "-p", "image_height:=48", "-r", "__ns:=/auto"),
+    )
+    process = subprocess.Popen(
+        command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    probe = Probe(namespace="/auto")
+    try:
+        assert wait_for(lambda: probe.latest_result(), 20.0), "sim_node published no sim/result"
+        first = probe.latest_result()["episode"]
+
+        def outcomes(episode: int) -> list[str]:
+            with probe.lock:
+                return [result["outcome"] for result in probe.results if result["episode"] == episode]
+
+        assert wait_for(lambda: "timed_out" in outcomes(first), 10.0), probe.results
+        assert wait_for(lambda: "running" in outcomes(first + 1), 5.0), probe.results
+        assert wait_for(lambda: "timed_out" in outcomes(first + 1), 10.0), "and so on"
+    finally:
+        probe.close()
+        process.terminate()
+        print(process.communicate(timeout=10)[0].decode())

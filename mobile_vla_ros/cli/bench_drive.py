@@ -86,6 +86,7 @@ def run(args) -> int:
     from mobile_vla_ros.nodes.inference_node import InferenceNode
     from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
     from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
+    from mobile_vla_ros.ros_domain import use_private_domain
 
     args.dtype, why = resolve_dtype(args.dtype, resolve_device(args.device))
     print(f"dtype {args.dtype}: {why}", flush=True)
@@ -93,6 +94,7 @@ def run(args) -> int:
     print(f"preparing a {args.dtype} policy on {args.base_model} in {scratch} ...", flush=True)
     model_dir, base_dir = _prepare_checkpoint(args.base_model, args.dtype, scratch)
 
+    print(f"private ROS graph: domain {use_private_domain().domain_id}, localhost only", flush=True)
     rclpy.init()
     probe = Node("bench_drive_probe")
     frames = np.random.default_rng(0).integers(0, 256, (30, 480, 640, 3), dtype=np.uint8)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mobile_vla_ros.ros_domain import use_private_domain
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 DISTINCT_FRAMES = 30  # published in a loop; each differs from the one before
 
@@ -166,7 +168,8 @@ def run(args) -> int:
             print(f"--dds-profile {args.dds_profile}: no such file")
             return 2
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.dds_profile.resolve())
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    domain = use_private_domain()  # its own graph: another bench or demo on this machine never meets it
+    print(f"private ROS graph: domain {domain.domain_id}, localhost only", flush=True)
     env = dict(os.environ)  # set before rclpy.init(): the recorder and this process use the same DDS set-up
 
     import rclpy

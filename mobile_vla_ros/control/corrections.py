@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mobile_vla_ros.control.background import BackgroundQueue
 from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
 
 STAMP_TOLERANCE_S = 1e-6  # stamps a whole number of samples apart must compare as such
@@ -109,3 +110,42 @@ class CorrectionRecorder:
         self._episode.append(
             sample.frame, action, sample.stamp, extras={POLICY_ACTIONS: sample.proposal, HUMAN: sample.human}
         )
+
+
+class CorrectionWriter:
+    """A CorrectionRecorder fed from the control executor and run by its own thread (control.background):
+    HDF5 appends and saves never delay a control tick or a stop. Only that thread touches the recorder.
+    A failing disk must not stop the robot: the error is logged and the takeover dropped (its partial
+    file is recovered at the next start)."""
+
+    def __init__(self, recorder: CorrectionRecorder, info: Callable[[str], None], error: Callable[[str], None]):
+        self.recorder = recorder
+        self._info, self._error = info, error
+        self._jobs = BackgroundQueue("corrections", self._on_error)
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder.recording
+
+    def submit(self, sample: Sample) -> None:
+        if not self._jobs.submit(lambda: self._write(sample)):
+            self._error("correction frame dropped: the disk does not keep up")
+
+    def close(self, timeout_s: float) -> None:
+        """Save the takeover in progress after what is queued; waits `timeout_s` at most."""
+
+        def finish() -> None:
+            if self.recorder.recording:
+                self._info(f"correction saved at shutdown: {self.recorder.finish()}")
+
+        if not self._jobs.close(timeout_s, last=finish):
+            self._error("the correction being recorded was not saved in time (recovered at the next start)")
+
+    def _write(self, sample: Sample) -> None:
+        saved = self.recorder.on_sample(sample)
+        if saved is not None:
+            self._info(f"correction saved: {saved}")
+
+    def _on_error(self, error: Exception) -> None:
+        self.recorder.drop()
+        self._error(f"correction not recorded: {error}")

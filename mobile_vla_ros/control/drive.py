@@ -5,6 +5,8 @@ Priority, highest first (the first that applies decides the state):
 1. OVERRIDE — a human teleop command arrived within `override_hold_s`: it is published
    (through the same speed/acceleration limits) whatever the policy wants, even when the policy
    is disabled; the human is in charge.
+   FAULT (fatal) — the inference worker is gone (`on_fatal`): zero for the rest of the run,
+   whatever the gate or the camera say, so /diagnostics keeps reporting why.
 2. DISABLED — the enable gate is closed (`enable` topic false, or the gamepad deadman is
    required and not held on a fresh `joy` message): zero.
 3. WAITING_FOR_CAMERA — no window received yet: zero.
@@ -84,6 +86,58 @@ def minimum_stale_timeout(action_dt: float, control_period_s: float) -> float:
     return STALE_MARGIN_WINDOWS * action_dt + control_period_s
 
 
+# A stale timeout of 0 (drive.yaml's default) means "from the model": one more window than the
+# floor, and never below the values tuned for a 10 Hz model (camera 0.5 s, chunk 1.0 s). A 2.5 Hz
+# model (legacy recordings, windows 0.4 s apart) thus gets 1.25 s and 2.45 s.
+FROM_MODEL = 0.0
+DERIVED_MARGIN_WINDOWS = {"camera_stale_timeout_s": 1, "chunk_stale_timeout_s": 4}
+DERIVED_MINIMUM_S = {"camera_stale_timeout_s": 0.5, "chunk_stale_timeout_s": 1.0}
+
+
+def resolve_stale_timeouts(
+    settings: dict[str, float], action_dt: float, control_period_s: float
+) -> tuple[dict[str, float], list[str]]:
+    """Stale timeouts in seconds from the parameters (name -> value; 0 = from the model), and one line
+    per derived value saying how. A value the user set is checked against the floor (ValueError)."""
+    floor = minimum_stale_timeout(action_dt, control_period_s)
+    resolved, notes = {}, []
+    for name, value in settings.items():
+        if value == FROM_MODEL:
+            derived = max(DERIVED_MINIMUM_S[name], floor + DERIVED_MARGIN_WINDOWS[name] * action_dt)
+            resolved[name] = round(derived, 6)
+            notes.append(
+                f"{name} = {resolved[name]:g} s from the model "
+                f"({STALE_MARGIN_WINDOWS + DERIVED_MARGIN_WINDOWS[name]} windows of {action_dt:g} s "
+                f"+ one control period, at least {DERIVED_MINIMUM_S[name]:g} s)"
+            )
+        elif not value >= floor:  # also refuses negative values and NaN
+            raise ValueError(
+                f"{name} = {value:g} s is shorter than {STALE_MARGIN_WINDOWS} windows of the model "
+                f"({action_dt:g} s each) plus one control period ({control_period_s:g} s) = {floor:g} s: "
+                f"a healthy camera would stop the robot between windows (0 derives it from the model)"
+            )
+        else:
+            resolved[name] = float(value)
+    return resolved, notes
+
+
+# A window stamped further ahead of the node's clock than this is refused: its stamp would pin the
+# camera watchdog (never stale) and make every honest window after it look old. 1 s is far beyond
+# any clock skew between processes on one robot, yet small against a wrong clock (sim vs wall time).
+MAX_FUTURE_STAMP_S = 1.0
+
+
+def future_stamp_problem(stamp: float, now: float) -> str | None:
+    """Why a window stamped `stamp` cannot be used at `now`, or None when it can."""
+    ahead = stamp - now
+    if ahead > MAX_FUTURE_STAMP_S:
+        return (
+            f"window stamped {ahead:.3f} s in the future (limit {MAX_FUTURE_STAMP_S:g} s): "
+            "the camera's clock is not the node's (use_sim_time? another machine's clock?); window refused"
+        )
+    return None
+
+
 class DriveController:
     def __init__(self, action_dt: float, control_period_s: float, limits: VelocityLimits, safety: SafetySettings):
         floor = minimum_stale_timeout(action_dt, control_period_s)
@@ -91,7 +145,7 @@ class DriveController:
             ("camera_stale_timeout_s", safety.camera_stale_s),
             ("chunk_stale_timeout_s", safety.chunk_stale_s),
         ):
-            if value < floor:
+            if not value >= floor:
                 raise ValueError(
                     f"{name} = {value:g} s is shorter than {STALE_MARGIN_WINDOWS} windows of the model "
                     f"({action_dt:g} s each) plus one control period ({control_period_s:g} s) = {floor:g} s: "
@@ -102,6 +156,7 @@ class DriveController:
         self.limiter = VelocityLimiter(limits, control_period_s)
         self.enabled = safety.start_enabled
         self.fault: str | None = None
+        self.fatal: str | None = None
         self._window_stamp: float | None = None
         self._deadman_at = -math.inf
         self._override: tuple[float, np.ndarray] | None = None
@@ -126,6 +181,11 @@ class DriveController:
         self.fault = message
         self.executor.clear()
 
+    def on_fatal(self, message: str) -> None:
+        """The policy can no longer answer (its worker died): FAULT for good, not cleared by a chunk."""
+        self.fatal = message
+        self.executor.clear()
+
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = bool(enabled)
 
@@ -146,6 +206,8 @@ class DriveController:
         override = self.override_velocity(now)
         if override is not None:
             return Command(self.limiter.limit(override), DriveState.OVERRIDE, "teleop command")
+        if self.fatal is not None:
+            return self._stop(DriveState.FAULT, self.fatal)
         if not self.gate_open(now):
             reason = "enable is false" if not self.enabled else "deadman button not held"
             return self._stop(DriveState.DISABLED, reason)
@@ -172,7 +234,7 @@ class DriveController:
     def proposal(self, now: float) -> np.ndarray | None:
         """What the policy would command now (before limits), whatever the state; None when it has
         nothing valid. Recorded beside a person's corrections."""
-        if self.fault is not None or not self.executor.has_chunk:
+        if self.fault is not None or self.fatal is not None or not self.executor.has_chunk:
             return None
         return self.executor.due(now).action
 

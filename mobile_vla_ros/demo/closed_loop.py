@@ -5,7 +5,9 @@
 
 The three nodes run as separate processes, exactly as `ros2 launch` would start them (an earlier
 single-process version starved the control timer and the camera path of the interpreter lock on
-a 2-core machine); the conductor runs in the calling process.
+a 2-core machine); the conductor runs in the calling process. The whole graph keeps to itself: a
+private domain id claimed for the loop's lifetime and localhost-only discovery
+(mobile_vla_ros.ros_domain), so two demos on one machine, or a robot on the network, never meet it.
 
 Time is simulated and in lockstep (sim_node's `lockstep`, every node with use_sim_time): the
 simulator advances its clock one control period at a time, each once the inference node has
@@ -58,6 +60,7 @@ from mobile_vla_ros.nodes.launch_arguments import lockstep_sim_parameters
 from mobile_vla_ros.paths import config_file
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import instruction_side
+from mobile_vla_ros.ros_domain import LOCALHOST_ONLY_ENV, claim_private_domain
 from mobile_vla_ros.sim.takeover import TakeoverRules, TakeoverSupervisor
 from mobile_vla_ros.sim.world import Layout
 
@@ -219,13 +222,15 @@ class ClosedLoopSim:
         start_hold_s = (config.window_size + 1) * config.action_dt + START_HOLD_MARGIN_S
         sim_time = ["-p", "use_sim_time:=true"]
         self.processes: list[subprocess.Popen] = []
+        self.domain = claim_private_domain()
+        os.environ.update(LOCALHOST_ONLY_ENV)  # read by rclpy.init below: the conductor stays on loopback too
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=self.domain.domain_id)
         self.conductor = None
         self._thread = None
         # The tiny demo model gains nothing from intra-op threads, and idle-spinning OpenMP threads
         # next to the simulator's renderer slow a 2-core machine down badly.
-        env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}
+        env = {**os.environ, **self.domain.env, "OMP_NUM_THREADS": str(torch_threads)}
         output = subprocess.DEVNULL if quiet else None
         try:
             node_args = {
@@ -400,3 +405,4 @@ class ClosedLoopSim:
         rclpy.try_shutdown(context=self.context)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        self.domain.release()

@@ -22,16 +22,27 @@ Topics
                                             head, inference, executor delay, obs->cmd age
 
 The decision per tick is control.drive.DriveController (see its docstring for the states and
-their priority). A policy that cannot be loaded is logged and the process exits with status 1
-before any publisher exists. An instruction switch empties the runner's per-frame feature cache
-(features depend on the prompt); the next window starts again from its newest frame.
+their priority). Every setting is checked against the checkpoint's policy.json before the model
+loads (a refusal costs no loading time); a policy that cannot be loaded is logged and the process
+exits with status 1 before any publisher exists. Stale timeouts left at 0 come from the model's
+`action_dt` (control.drive.resolve_stale_timeouts) and are logged at start.
 
-Longer than most nodes on purpose: its parameter table, latency bookkeeping and the corrections hook
-are thin wiring around control/ and policy/; the logic lives there.
+Stopping does not wait for the model: on SIGINT/SIGTERM (`stop`) the zero goes out first, then the
+worker is told to stop; on `enable: false` a zero is published at once and the step in flight is
+discarded. A worker thread that dies, or a window stamped more than 1 s ahead of the node's clock,
+is a FAULT (zero, /diagnostics ERROR with the reason). Correction episodes are written by their own
+thread (control.corrections.CorrectionWriter), never on the control executor.
+
+An instruction switch empties the runner's per-frame feature cache (features depend on the prompt);
+the next window starts again from its newest frame.
+
+Longer than most nodes on purpose: its parameter table, latency bookkeeping, stop paths and the
+corrections hook are thin wiring around control/ and policy/; the logic lives there.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -47,12 +58,18 @@ from rclpy.time import Time
 from sensor_msgs.msg import Image, Joy, TimeReference
 from std_msgs.msg import Bool, String
 
-from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
-from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
+from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, CorrectionWriter, Sample
+from mobile_vla_ros.control.drive import (
+    DriveController,
+    DriveState,
+    SafetySettings,
+    future_stamp_problem,
+    resolve_stale_timeouts,
+)
 from mobile_vla_ros.control.latency import ByStamp, StageLatency
 from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
-from mobile_vla_ros.control.worker import InferenceWorker
+from mobile_vla_ros.control.worker import DelayedPolicy, InferenceWorker
 from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
 from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
@@ -61,14 +78,20 @@ from mobile_vla_ros.errors import ImageError, InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
+from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
 
 LOG_THROTTLE_S = 5.0
+# Test hook, not a setting: every policy step takes this many seconds longer (tests hold a step in
+# flight while they stop the node). Logged as a warning when set.
+STEP_DELAY_ENV = "MOBILE_VLA_STEP_DELAY_S"
+CORRECTIONS_SAVE_TIMEOUT_S = 10.0  # at shutdown, after the zero is out: the takeover's file is finished
 _LEVELS = {
     DriveState.DRIVING: DiagnosticStatus.OK,
     DriveState.OVERRIDE: DiagnosticStatus.OK,
     DriveState.FAULT: DiagnosticStatus.ERROR,
 }
+
 
 # name -> (default, description); declared read-only: they are fixed for a run.
 PARAMETERS = {
@@ -99,8 +122,16 @@ PARAMETERS = {
     "max_speed": (1.15, "limit for the norm of (linear.x, linear.y) in m/s"),
     "max_accel": (2.0, "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate"),
     "max_model_output": (3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
-    "camera_stale_timeout_s": (0.5, "stop when the newest window's capture stamp is older than this"),
-    "chunk_stale_timeout_s": (1.0, "stop when the chunk's observation is older than this"),
+    "camera_stale_timeout_s": (
+        0.0,
+        "stop when the newest window's capture stamp is older than this (s); 0: from the model "
+        "(3 windows + 1 control period, at least 0.5 s); a set value must be >= 2 windows + 1 control period",
+    ),
+    "chunk_stale_timeout_s": (
+        0.0,
+        "stop when the chunk's observation is older than this (s); 0: from the model "
+        "(6 windows + 1 control period, at least 1.0 s); a set value must be >= 2 windows + 1 control period",
+    ),
     "override_hold_s": (0.5, "a cmd_vel_teleop message overrides the policy for this long"),
     "start_enabled": (False, "value of the enable gate before the first message on enable"),
     "require_deadman": (False, "also require the joy deadman button to be held for policy motion"),
@@ -143,6 +174,36 @@ class InferenceNode(Node):
         if not p["control_rate_hz"] > 0:
             raise MobileVlaError(f"control_rate_hz must be > 0, got {p['control_rate_hz']}")
 
+        # Everything that policy.json alone decides is checked before the (slow) model load.
+        self.config = PolicyConfig.load(p["model_dir"])
+        first_instruction = self._expand(p["instruction"])
+        timeouts, notes = resolve_stale_timeouts(
+            {name: p[name] for name in ("camera_stale_timeout_s", "chunk_stale_timeout_s")},
+            self.config.action_dt,
+            1.0 / p["control_rate_hz"],
+        )
+        for note in notes:
+            self.get_logger().info(note)
+        self.deadman_button = p["deadman_button"]
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.controller = DriveController(
+            self.config.action_dt,
+            1.0 / p["control_rate_hz"],
+            limits,
+            SafetySettings(
+                camera_stale_s=timeouts["camera_stale_timeout_s"],
+                chunk_stale_s=timeouts["chunk_stale_timeout_s"],
+                override_hold_s=p["override_hold_s"],
+                joy_timeout_s=p["joy_timeout_s"],
+                max_model_output=p["max_model_output"],
+                start_enabled=p["start_enabled"],
+                require_deadman=p["require_deadman"],
+            ),
+        )
+        self.corrections = self._correction_recorder(p) if p["record_corrections"] else None
+        step_delay_s = float(os.environ.get(STEP_DELAY_ENV) or 0.0)
+
         # torch import: only once parameters are sane
         from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
         from mobile_vla_ros.policy.runner import PolicyRunner
@@ -162,26 +223,7 @@ class InferenceNode(Node):
             max_new_frames=p["max_new_frames_per_step"],
         )
         self.config = self.runner.config
-        first_instruction = self._expand(p["instruction"])
         self.runner.set_instruction(first_instruction)
-
-        self.deadman_button = p["deadman_button"]
-        self._lock = threading.Lock()
-        self.controller = DriveController(
-            self.config.action_dt,
-            1.0 / p["control_rate_hz"],
-            limits,
-            SafetySettings(
-                camera_stale_s=p["camera_stale_timeout_s"],
-                chunk_stale_s=p["chunk_stale_timeout_s"],
-                override_hold_s=p["override_hold_s"],
-                joy_timeout_s=p["joy_timeout_s"],
-                max_model_output=p["max_model_output"],
-                start_enabled=p["start_enabled"],
-                require_deadman=p["require_deadman"],
-            ),
-        )
-        self.corrections = self._correction_recorder(p) if p["record_corrections"] else None
         self._executed = np.zeros(2)
         self.latency = StageLatency()
         self._arrivals = ByStamp()  # capture stamp -> window received, until its build time arrives
@@ -203,12 +245,16 @@ class InferenceNode(Node):
         self.answered_pub = self.create_publisher(TimeReference, "window/answered", 10)
         self.instruction_pub.publish(String(data=first_instruction))
 
+        if step_delay_s > 0:
+            self.get_logger().warning(f"{STEP_DELAY_ENV}={step_delay_s:g}: every policy step is slowed (a test hook)")
         self.worker = InferenceWorker(
-            self.runner,
+            DelayedPolicy(self.runner, step_delay_s) if step_delay_s > 0 else self.runner,
             self._on_chunk,
             self._on_inference_error,
             self._on_instruction_applied,
             self._on_instruction_refused,
+            on_discard=lambda stamp: self._answer(stamp, "dropped"),
+            on_died=self._on_worker_died,
         )
         self.worker.start()
         self.create_subscription(Image, "window", self._on_window, 1)
@@ -236,6 +282,12 @@ class InferenceNode(Node):
         received, decode_started = self.now(), time.perf_counter()
         stamp = stamp_seconds(msg.header.stamp)
         self._captures.put(stamp, msg.header.stamp)
+        problem = future_stamp_problem(stamp, received)
+        if problem is not None:  # kept out of the controller: it would make every later window look old
+            self.counts["bad_windows"] += 1
+            self._fault(problem)
+            self._answer(stamp, "rejected")
+            return
         try:
             frames = split_window(image_msg_to_rgb(msg), self.config.image_size)
         except ImageError as error:
@@ -282,8 +334,13 @@ class InferenceNode(Node):
         self.worker.request_instruction(instruction)
 
     def _on_enable(self, msg: Bool) -> None:
+        """Disabling stops at once: the zero goes out now, not on the next tick, and the step in
+        flight is discarded (its chunk came from before the stop)."""
         with self._lock:
             self.controller.set_enabled(msg.data)
+        if not msg.data:
+            self._publish_command(self.now())
+            self.worker.cancel()
 
     def _on_joy(self, msg: Joy) -> None:
         pressed = 0 <= self.deadman_button < len(msg.buttons) and msg.buttons[self.deadman_button] == 1
@@ -331,11 +388,20 @@ class InferenceNode(Node):
                 self.latency.add("preprocess", decode_s + timing.preprocess_s)
 
     def _on_inference_error(self, message: str, stamp: float) -> None:
+        self._fault(message)
+        self._answer(stamp, "failed")
+
+    def _fault(self, message: str) -> None:
         self.counts["faults"] += 1
         with self._lock:
             self.controller.on_fault(message)
         self.get_logger().error(f"{message}; stopping", throttle_duration_sec=LOG_THROTTLE_S)
-        self._answer(stamp, "failed")
+
+    def _on_worker_died(self, message: str) -> None:
+        self.counts["faults"] += 1
+        with self._lock:
+            self.controller.on_fatal(message)
+        self.get_logger().error(f"{message}; stopped for good (restart the node)")
 
     def _on_instruction_applied(self, instruction: str) -> None:
         self.active_instruction = instruction
@@ -350,32 +416,45 @@ class InferenceNode(Node):
     # ---- outputs (executor thread) ------------------------------------------------------------
     def _on_control_tick(self) -> None:
         now = self.now()
-        with self._lock:
-            command = self.controller.tick(now)
-            chunk_ready_at, self._chunk_ready_at = self._chunk_ready_at, None
-        if chunk_ready_at is not None and command.state == DriveState.DRIVING:
-            self.latency.add("executor_delay", now - chunk_ready_at)
-        twist = Twist()
-        twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
-        self._executed = command.velocity
-        self.cmd_pub.publish(twist)
+        command = self._publish_command(now)
+        if command is None:
+            return
         self.control_rate.tick(now)
         if command.obs_age_s is not None:
             self.latency.add("obs_to_cmd_age", command.obs_age_s)
         if command.state != self.state:
-            log = self.get_logger().error if command.state == DriveState.FAULT else self.get_logger().info
-            log(f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}")
+            text = f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}"
+            # Two call sites: rclpy refuses one call site logging at two severities (it raised here, which
+            # ended the executor's spin on the first FAULT after an INFO transition).
+            if command.state == DriveState.FAULT:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().info(text)
         self.state, self.reason = command.state, command.reason
+
+    def _publish_command(self, now: float):
+        """The controller's command for `now` on cmd_vel; None once stopped (the final zero is out)."""
+        with self._lock:
+            if self._stopped:
+                return None
+            command = self.controller.tick(now)
+            chunk_ready_at, self._chunk_ready_at = self._chunk_ready_at, None
+            if chunk_ready_at is not None and command.state == DriveState.DRIVING:
+                self.latency.add("executor_delay", now - chunk_ready_at)
+            twist = Twist()
+            twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
+            self._executed = command.velocity
+            self.cmd_pub.publish(twist)
+        return command
 
     # ---- corrections (executor thread) --------------------------------------------------------
     def _check_precision(self, p: dict, precision: str) -> None:
         """Refuse a dtype at which the policy fell behind fp32 in training; warn at one never checked
         (a policy trained without validation episodes has no checks; its whitening still covers
         bf16 and fp16). Read from policy.json before the model loads."""
-        from mobile_vla_ros.policy.config import PolicyConfig
         from mobile_vla_ros.policy.precision import precision_verdict
 
-        passed, message = precision_verdict(PolicyConfig.load(p["model_dir"]), precision)
+        passed, message = precision_verdict(self.config, precision)
         if passed is False and not p["allow_failed_precision_check"]:
             raise MobileVlaError(
                 f"{message}. Drive at fp32 (dtype: fp32) or another checked dtype, retrain, or set "
@@ -383,7 +462,7 @@ class InferenceNode(Node):
             )
         (self.get_logger().info if passed else self.get_logger().warning)(message)
 
-    def _correction_recorder(self, p) -> CorrectionRecorder:
+    def _correction_recorder(self, p) -> CorrectionWriter:
         directory = Path(p["corrections_dir"]).expanduser()
         for path in recover_partial_episodes(directory):
             self.get_logger().warning(f"recovered a correction interrupted by a crash: {path} (flagged truncated)")
@@ -402,13 +481,16 @@ class InferenceNode(Node):
             )
 
         settings = CorrectionSettings(p["correction_context_s"], p["correction_end_hold_s"])
+        recorder = CorrectionRecorder(settings, self.config.action_dt, open_episode)
         self.get_logger().info(f"recording corrections to {directory}")
-        return CorrectionRecorder(settings, self.config.action_dt, open_episode)
+        logger = self.get_logger()
+        return CorrectionWriter(
+            recorder, logger.info, lambda message: logger.error(message, throttle_duration_sec=LOG_THROTTLE_S)
+        )
 
     def _record_correction(self, frame: np.ndarray, stamp: float) -> None:
         """One sample per window: the person's command while they are in charge, else what was executed,
-        with the policy's proposal beside it. A failing disk must not stop the robot: the error is logged
-        and the takeover dropped."""
+        with the policy's proposal beside it; written by the corrections thread."""
         with self._lock:
             now = self.now()
             override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
@@ -419,14 +501,7 @@ class InferenceNode(Node):
             np.full(2, np.nan) if proposal is None else proposal,
             human=override is not None,
         )
-        try:
-            saved = self.corrections.on_sample(sample)
-        except (MobileVlaError, OSError) as error:
-            self.corrections.drop()
-            self.get_logger().error(f"correction not recorded: {error}", throttle_duration_sec=LOG_THROTTLE_S)
-            return
-        if saved is not None:
-            self.get_logger().info(f"correction saved: {saved}")
+        self.corrections.submit(sample)
 
     def status_values(self) -> dict[str, str]:
         def ms(stats: RollingStats, q: float) -> str:
@@ -460,11 +535,14 @@ class InferenceNode(Node):
         self.status_pub.publish(array)
 
     def stop(self) -> None:
-        """Stop inference and leave the robot with a zero command, delivered before the process ends."""
-        self.worker.stop()
+        """Leave the robot with a zero command, delivered first; then tell the worker to stop (a step in
+        flight is discarded, never waited for) and finish the correction being recorded."""
+        with self._lock:
+            self._stopped = True  # no control tick publishes after the final zero
         publish_final_stop(self.cmd_pub)
-        if self.corrections is not None and self.corrections.recording:
-            self.get_logger().info(f"correction saved at shutdown: {self.corrections.finish()}")
+        self.worker.stop()
+        if self.corrections is not None:
+            self.corrections.close(CORRECTIONS_SAVE_TIMEOUT_S)
 
 
 def main(args=None) -> int:

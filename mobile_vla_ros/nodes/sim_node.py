@@ -4,7 +4,9 @@ Subscribes ``cmd_vel`` (geometry_msgs/Twist: linear.x forward, linear.y left; an
 ignored, the simulated robot keeps facing forward). Publishes ``camera/image_raw``
 (sensor_msgs/Image rgb8), ``sim/pose`` (geometry_msgs/PoseStamped) and ``sim/result``
 (std_msgs/String JSON, latched: outcome, time, position, layout, episode). ``sim/reset``
-(std_srvs/Trigger) starts the next randomised layout of the series chosen by ``seed``.
+(std_srvs/Trigger) starts the next randomised layout of the series chosen by ``seed``; with
+``next_episode_on_end`` (drive.launch.py sets it) the node does so itself ``NEXT_EPISODE_PAUSE_S``
+after an episode ends, so a person can keep trying the instruction topic live.
 
 The simulation runs in step with the node's clock: before every camera frame and pose the world
 is advanced to "now", so each header stamp is the time the pictured state was reached. A
@@ -69,6 +71,12 @@ PARAMETERS = {
         "what a policy does when its images stop changing)",
         False,
     ),
+    "next_episode_on_end": (
+        False,
+        "start the next layout by itself shortly after an episode ends (drive.launch.py: on; "
+        "the demo resets episodes itself: off)",
+        True,
+    ),
     "start_hold_s": (0.0, "after sim/reset the robot stays at the start this long (commands ignored)", True),
     "lockstep": (
         False,
@@ -82,6 +90,7 @@ PARAMETERS = {
 }
 
 
+NEXT_EPISODE_PAUSE_S = 1.0  # next_episode_on_end: the end stays on camera this long
 LOCKSTEP_PATIENCE_S = 10.0  # lockstep: warn when the pipeline has not answered for this long
 LOCKSTEP_RECHECK_S = 0.5  # lockstep: /clock republished this often while waiting
 
@@ -112,6 +121,8 @@ class SimNode(Node):
         self._camera_steps = max(1, round(self._camera_steps))
         self._sim_ns = 0  # lockstep: the simulated time
         self._awaiting = None  # lockstep: "cmd_vel" or "answer" while the pipeline has not answered
+        self._next_on_end = bool(value("next_episode_on_end"))
+        self._ended_ns: int | None = None
         self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
         self._renderer = Renderer(
             self._room, CameraConfig(int(value("image_width")), int(value("image_height")), float(value("hfov_deg")))
@@ -158,6 +169,7 @@ class SimNode(Node):
             frame_ns = self._camera_steps * self._step_ns
             self._hold_until_ns = -(-self._hold_until_ns // frame_ns) * frame_ns
         self._command, self._command_time_ns = (0.0, 0.0), None
+        self._ended_ns = None
         self._publish_result()
         self.get_logger().info(f"episode {self._episode} (seed {seed}): {self._world.layout.to_dict()}")
 
@@ -209,6 +221,7 @@ class SimNode(Node):
             was_running = not self._world.outcome.finished
             self._world.step(self._command if fresh else (0.0, 0.0), (now_ns - start_ns) * 1e-9)
             if was_running and self._world.outcome.finished:
+                self._ended_ns = now_ns
                 self._publish_result()
                 self.get_logger().info(f"episode {self._episode} ended: {self._world.summary()['outcome']}")
         return Time(nanoseconds=now_ns, clock_type=self.get_clock().clock_type)
@@ -255,6 +268,10 @@ class SimNode(Node):
 
     def _on_physics_tick(self) -> None:
         now = self._advance()
+        if self._next_on_end and self._ended_ns is not None:
+            if now.nanoseconds - self._ended_ns >= NEXT_EPISODE_PAUSE_S * 1e9:
+                self._start_episode()
+                now = self._advance()
         pose = PoseStamped()
         pose.header.stamp = now.to_msg()
         pose.header.frame_id = self._world_frame
