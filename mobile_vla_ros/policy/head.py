@@ -94,7 +94,9 @@ class ActionHead(nn.Module):
         # A square root of precision_noise: training draws feature noise of that size from it.
         self.register_buffer("precision_noise_factor", torch.zeros(feature_dim, feature_dim))
         self.instruction_pool = AttentionPool(token_dim, hidden)
-        self.input = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, hidden), nn.GELU())
+        # No LayerNorm on the whitened features: it divides every direction by the frame's overall
+        # spread, so rounding in directions the head should ignore would scale the ones it reads.
+        self.input = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU())
         self.film_in = FiLM(hidden, hidden)
         self.lstm = nn.LSTM(
             hidden,
