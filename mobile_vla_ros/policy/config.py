@@ -67,6 +67,9 @@ class PolicyConfig:
     # Metrics at fp32 and at each run-time precision, from training's validation episodes
     # (policy/precision.py); inference_node refuses a precision whose check failed.
     precision_checks: dict = field(default_factory=dict)
+    # Familiarity thresholds calibrated on the validation frames at every checked precision
+    # ({"thresholds": {"p99": .., "p99.9": ..}, "validation_frames": n}); {} = no monitor.
+    familiarity: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # provenance: data, steps, metrics
     schema_version: int = SCHEMA_VERSION
 

@@ -91,6 +91,9 @@ class ActionHead(nn.Module):
         self.register_buffer("feature_covariance", torch.eye(feature_dim))
         self.register_buffer("precision_noise", torch.zeros(feature_dim, feature_dim))
         self.register_buffer("feature_whitening", torch.eye(feature_dim))
+        # (x - mean) @ this has unit covariance under training frames + rounding: its squared norm
+        # is the Mahalanobis distance of a frame to the training frames (`familiarity`).
+        self.register_buffer("familiarity_whitening", torch.eye(feature_dim))
         # A square root of precision_noise: training draws feature noise of that size from it.
         self.register_buffer("precision_noise_factor", torch.zeros(feature_dim, feature_dim))
         self.instruction_pool = AttentionPool(token_dim, hidden)
@@ -139,10 +142,19 @@ class ActionHead(nn.Module):
     def _set_statistics(self, mean: torch.Tensor, covariance: torch.Tensor) -> None:
         """Store the statistics and the whitening they give (x -> (x - mean) @ W)."""
         noise = self.precision_noise.to(covariance)
-        whitening = _plain_whitening(covariance) if not noise.any() else _signal_weighted_whitening(covariance, noise)
+        if noise.any():
+            whitening, familiarity = _signal_weighted_whitening(covariance, noise)
+        else:
+            whitening = familiarity = _plain_whitening(covariance)
         self.feature_mean.copy_(mean)
         self.feature_covariance.copy_(covariance)
         self.feature_whitening.copy_(whitening)
+        self.familiarity_whitening.copy_(familiarity)
+
+    def familiarity(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., D) frame features -> (...) squared Mahalanobis distance to the training frames per
+        dimension (about 1 or less for frames like them; docs/architecture.md, "Familiarity")."""
+        return ((features.to(self.feature_mean) - self.feature_mean) @ self.familiarity_whitening).pow(2).mean(-1)
 
     def instruction_vector(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.instruction_pool(tokens, mask)
@@ -171,7 +183,7 @@ def _plain_whitening(covariance: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(factor, identity, upper=False).T / std.unsqueeze(1)
 
 
-def _signal_weighted_whitening(covariance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def _signal_weighted_whitening(covariance: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Whitening that weighs each direction by how far the frames' spread in it exceeds the
     run-time precision's error: in the directions v with v^T noise v = 1 and v^T covariance v = s
     (the signal-to-noise ratio), the feature is scaled by sqrt(s) / (s + 1), the Wiener estimate of
@@ -179,7 +191,9 @@ def _signal_weighted_whitening(covariance: torch.Tensor, noise: torch.Tensor) ->
     a unit (variance s / (s + 1)^2 <= 1/4), where plain whitening moved the tiny model's by
     hundreds; directions the frames do not vary in beyond rounding fade out instead of being
     stretched to unit spread. One Cholesky and one eigh: 3 s at the full model's 2048 dimensions
-    on one CPU core, done once unless LoRA trains (then per step; milliseconds on a GPU)."""
+    on one CPU core, done once unless LoRA trains (then per step; milliseconds on a GPU).
+    Also returns the plain whitening of covariance + noise in the same directions (1 / sqrt(s + 1)),
+    for the familiarity score."""
     identity = torch.eye(len(noise), dtype=noise.dtype, device=noise.device)
     # Directions the error samples do not span (fewer samples than dimensions at full size) get a
     # floor of the mean error variance rather than none.
@@ -189,7 +203,8 @@ def _signal_weighted_whitening(covariance: torch.Tensor, noise: torch.Tensor) ->
     )
     snr, rotation = torch.linalg.eigh(inverse_factor @ covariance @ inverse_factor.T)
     snr = snr.clamp_min(0)
-    return (inverse_factor.T @ rotation) * (snr.sqrt() / (snr + 1))
+    directions = inverse_factor.T @ rotation
+    return directions * (snr.sqrt() / (snr + 1)), directions / (snr + 1).sqrt()
 
 
 def _square_root(second_moment: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,7 @@ class PolicyRunner:
         self.policy = policy.to(device).eval()
         self.max_new_frames = int(max_new_frames)
         self.last_timing: StepTiming | None = None
+        self.last_familiarity: float | None = None  # the newest frame's (policy.head.familiarity)
         self.config = policy.config
         self.device = next(policy.head.parameters()).device
         self._features: OrderedDict[bytes, torch.Tensor] = OrderedDict()
@@ -175,6 +176,7 @@ class PolicyRunner:
         for stale in [key for key in self._features if key not in in_window]:
             del self._features[stale]
         actions = self._finish(self.policy.predict(features, self._instruction_vector))
+        self.last_familiarity = float(self.policy.head.familiarity(features[0, -1]))
         self.last_timing = StepTiming(
             preprocessed - started,
             encoded - preprocessed,

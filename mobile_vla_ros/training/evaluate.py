@@ -88,7 +88,7 @@ def evaluate(
     for index, episode in enumerate(episodes, 1):
         replays.append(replay_with_runner(runner, episode))
         LOG.info("replayed %d/%d %s", index, len(episodes), Path(episode.source).name)
-    report = summarize(replays, config.action_names, feature_cosine(runner, episodes))
+    report = summarize(replays, config.action_names, feature_cosine(runner, episodes), config.familiarity)
     for warning in report["warnings"]:
         LOG.warning("%s", warning)
     report["model_dir"], report["skipped_episodes"] = str(model_dir), len(skipped.skipped)

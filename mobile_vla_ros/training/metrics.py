@@ -54,6 +54,7 @@ class Replay:
     true: np.ndarray  # (T, A) recorded actions
     predicted: np.ndarray  # (T, A) with the episode's own instruction
     by_side: dict[str, np.ndarray] = field(default_factory=dict)  # "left"/"right" -> (T, A), same frames
+    familiarity: np.ndarray | None = None  # (T,) each frame's familiarity score (policy.head.familiarity)
 
     @property
     def side(self) -> str | None:
@@ -86,8 +87,11 @@ def short_instruction(text: str, width: int) -> str:
     return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
-def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosine: float | None) -> dict:
-    """The evaluation report (JSON-ready) of a list of replays."""
+def summarize(
+    replays: list[Replay], action_names: tuple[str, ...], feature_cosine: float | None, thresholds: dict | None = None
+) -> dict:
+    """The evaluation report (JSON-ready) of a list of replays; `thresholds`: the policy's
+    calibrated familiarity thresholds (policy.json `familiarity`), for the share of frames above."""
     by_instruction: dict[str, list[Replay]] = {}
     for replay in replays:
         by_instruction.setdefault(replay.instruction, []).append(replay)
@@ -132,7 +136,26 @@ def summarize(replays: list[Replay], action_names: tuple[str, ...], feature_cosi
         ],
         "frames": frames,
         "episodes": episodes,
+        "familiarity": familiarity_distribution(replays, thresholds),
     }
+
+
+FAMILIARITY_PERCENTILES = (50.0, 99.0, 99.9)
+
+
+def familiarity_distribution(replays: list[Replay], thresholds: dict | None = None) -> dict | None:
+    """Percentiles of the frames' familiarity scores and the share above each calibrated threshold:
+    a recording from another room, lighting or camera mounting shows here before it misleads."""
+    scored = [replay.familiarity for replay in replays if replay.familiarity is not None]
+    if not scored:
+        return None
+    scores = np.concatenate(scored)
+    distribution = {f"p{p:g}": float(np.percentile(scores, p)) for p in FAMILIARITY_PERCENTILES}
+    distribution["max"], distribution["frames"] = float(scores.max()), int(len(scores))
+    distribution["share_above"] = {
+        name: float((scores > value).mean()) for name, value in (thresholds or {}).get("thresholds", {}).items()
+    }
+    return distribution
 
 
 def _blind_baseline(group: list[Replay], action_names) -> dict[str, float]:
@@ -189,16 +212,24 @@ def replay_with_runner(runner, episode: TrainingEpisode) -> Replay:
     """Feed the episode frame by frame through a PolicyRunner, as the robot would see it."""
     window = runner.config.window_size
 
+    scores = {}
+
     def run(instruction: str) -> np.ndarray:
         runner.set_instruction(instruction)  # also empties the feature cache
-        first = [runner.step(episode.frames[max(0, t - window + 1) : t + 1])[0] for t in range(episode.num_frames)]
+        first, familiarity = [], []
+        for t in range(episode.num_frames):
+            first.append(runner.step(episode.frames[max(0, t - window + 1) : t + 1])[0])
+            familiarity.append(runner.last_familiarity)
+        scores[instruction] = np.asarray(familiarity)
         return np.stack(first)
 
     prompts = side_prompts(episode.instruction)
     by_side = {side: run(text) for side, text in prompts.items()}
     own = by_side[instruction_side(episode.instruction)] if prompts else run(episode.instruction)
     dims = own.shape[1]
-    return Replay(episode.instruction, episode.source, episode.actions[:, :dims], own, by_side)
+    return Replay(
+        episode.instruction, episode.source, episode.actions[:, :dims], own, by_side, scores[episode.instruction]
+    )
 
 
 @torch.no_grad()
@@ -228,11 +259,14 @@ def replay_with_policy(policy, episode: TrainingEpisode) -> tuple[Replay, float 
     prompts = side_prompts(episode.instruction) or {None: episode.instruction}
     features = {side: encode_episode(policy, episode.frames, text) for side, text in prompts.items()}
     predictions = {side: predict_from_features(policy, features[side], prompts[side]) for side in prompts}
-    own = predictions[instruction_side(episode.instruction)]
+    own_side = instruction_side(episode.instruction)
+    own = predictions[own_side]
     dims = own.shape[1]
     by_side = {side: value for side, value in predictions.items() if side is not None}
     cosine = mean_cosine(features["left"], features["right"]) if by_side else None
-    return Replay(episode.instruction, episode.source, episode.actions[:, :dims], own, by_side), cosine
+    familiarity = policy.head.familiarity(features[own_side]).cpu().numpy()
+    replay = Replay(episode.instruction, episode.source, episode.actions[:, :dims], own, by_side, familiarity)
+    return replay, cosine
 
 
 def evaluate_policy(policy, episodes: list[TrainingEpisode]) -> dict:
@@ -245,5 +279,8 @@ def evaluate_policy(policy, episodes: list[TrainingEpisode]) -> dict:
         policy.train(was_training)
     cosines = [cosine for _, cosine in results if cosine is not None]
     return summarize(
-        [replay for replay, _ in results], policy.config.action_names, float(np.mean(cosines)) if cosines else None
+        [replay for replay, _ in results],
+        policy.config.action_names,
+        float(np.mean(cosines)) if cosines else None,
+        policy.config.familiarity,
     )

@@ -25,6 +25,7 @@ JUDGED = (
     ("mae_vs_blind", max, lambda value: value),
 )
 REPORTED = (("frame_sensitivity", min),)
+FAMILIARITY_THRESHOLDS = ("p99", "p99.9")  # percentiles of metrics.familiarity_distribution
 
 
 def precision_errors(policy, episodes, dtypes, frames: int) -> torch.Tensor | None:
@@ -73,7 +74,26 @@ def headline(report: dict) -> dict:
         figures[key] = _combined(report.get(key), combine)
     for key, combine in REPORTED:
         figures[key] = _combined(report.get(key), combine)
+    familiarity = report.get("familiarity") or {}
+    for name in FAMILIARITY_THRESHOLDS:
+        figures[f"familiarity_{name}"] = familiarity.get(name)
+    figures["familiarity_frames"] = familiarity.get("frames")
     return figures
+
+
+def calibrate_familiarity(checks: dict) -> dict:
+    """policy.json `familiarity`: each threshold is the highest of that percentile of the validation
+    frames' scores over the checked precisions (rounding raises the scores a little at bf16), so
+    frames like the validation frames pass at every precision the robot may run."""
+    thresholds = {}
+    for name in FAMILIARITY_THRESHOLDS:
+        values = [check.get(f"familiarity_{name}") for check in checks.values()]
+        if all(value is not None for value in values) and values:
+            thresholds[name] = max(values)
+    if not thresholds:
+        return {}
+    frames = checks[REFERENCE_PRECISION].get("familiarity_frames")
+    return {"thresholds": thresholds, "validation_frames": frames, "precisions": sorted(checks)}
 
 
 def _combined(value, combine):

@@ -76,16 +76,27 @@ def camera_frames(width: int, height: int, count: int, noise: int = 0, seed: int
         yield np.clip(image, 0, 255).astype(np.uint8)
 
 
+# Scenes the training never showed, for the familiarity monitor: the same episodes (same seed, same
+# actions) with the colours changed.
+SHIFTS = {
+    "none": lambda images: images,
+    "swap-red-blue": lambda images: np.ascontiguousarray(images[..., ::-1]),
+    "half-light": lambda images: (images // 2).astype(np.uint8),
+}
+
+
 def write_mirrored_dataset(
-    out_dir, pairs: int, frames: int = 18, size: int = 64, seed: int = 0, legacy: bool = False
+    out_dir, pairs: int, frames: int = 18, size: int = 64, seed: int = 0, legacy: bool = False, shift: str = "none"
 ) -> list[Path]:
-    """`pairs` left/right episode pairs sharing their frames; returns the written paths."""
+    """`pairs` left/right episode pairs sharing their frames; returns the written paths. `shift`
+    (SHIFTS) changes the colours of every frame and nothing else."""
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(pairs):
         images, reading = pair_frames(rng, frames, size)
+        images = SHIFTS[shift](images)
         for side in ("left", "right"):
             actions = twin_actions(reading, side)
             if legacy:  # the lab's layout: BGR pixels, side only in the file name
@@ -107,8 +118,13 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--legacy", action="store_true", help="write the lab's legacy layout")
+    parser.add_argument(
+        "--shift", choices=tuple(SHIFTS), default="none", help="colours changed, episodes otherwise the same"
+    )
     args = parser.parse_args(argv)
-    paths = write_mirrored_dataset(args.out_dir, args.pairs, args.frames, args.size, args.seed, args.legacy)
+    paths = write_mirrored_dataset(
+        args.out_dir, args.pairs, args.frames, args.size, args.seed, args.legacy, args.shift
+    )
     print(f"wrote {len(paths)} episodes to {args.out_dir}")
     return 0
 

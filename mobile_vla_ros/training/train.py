@@ -208,7 +208,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
 
     from mobile_vla_ros.training.lightning_module import ClipDataModule, PolicyModule, RunState
     from mobile_vla_ros.training.metrics import evaluate_policy
-    from mobile_vla_ros.training.precision_checks import check_precisions
+    from mobile_vla_ros.training.precision_checks import calibrate_familiarity, check_precisions
 
     config = run.config
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
@@ -296,6 +296,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
     if report is not None:
         settings = config.runtime_precision
         policy.config.precision_checks = check_precisions(policy, val_set, report, settings.dtypes, settings.tolerance)
+        policy.config.familiarity = calibrate_familiarity(policy.config.precision_checks)
     summary = _summary(
         run,
         trainer,
@@ -306,6 +307,7 @@ def _train(run: TrainRun, resume: bool) -> dict:
         data,
         report,
         policy.config.precision_checks,
+        policy.config.familiarity,
         time.monotonic() - started,
     )
     summary["cut_by_max_minutes"] = cut_short
@@ -419,7 +421,17 @@ def _metric(trainer, name: str) -> float | None:
 
 
 def _summary(
-    run, trainer, state, skipped: SkipReport, train_count, val_count, data, report, precision_checks, seconds
+    run,
+    trainer,
+    state,
+    skipped: SkipReport,
+    train_count,
+    val_count,
+    data,
+    report,
+    precision_checks,
+    familiarity,
+    seconds,
 ) -> dict:
     return {
         "data_dirs": [str(Path(d).resolve()) for d in run.data_dirs],
@@ -446,6 +458,7 @@ def _summary(
         "instruction_separation": report["instruction_separation"] if report else None,
         "mae_vs_blind": report["mae_vs_blind"] if report else None,
         "precision_checks": precision_checks,
+        "familiarity": familiarity,
         "config": run.config.to_dict(),
     }
 
@@ -488,6 +501,13 @@ def format_summary(summary: dict, out_dir) -> str:
 
         lines.append("  validation at each backbone precision the robot may run:")
         lines.extend(f"    {row}" for row in format_checks(checks))
+    thresholds = (summary.get("familiarity") or {}).get("thresholds")
+    if thresholds:
+        lines.append(
+            "  familiarity thresholds  "
+            + ", ".join(f"{name} {value:.3g}" for name, value in thresholds.items())
+            + " (validation frames' scores at every checked precision; frames above are unfamiliar)"
+        )
     lines.extend(
         f"  WARNING: at {precision} the policy falls behind fp32 ({'; '.join(check['behind'])}); "
         f"inference_node refuses {precision}"
