@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -571,3 +572,82 @@ def test_a_takeover_becomes_a_correction_episode_with_both_action_streams(start_
     assert np.allclose(episode.actions[human, :2], [0.2, -0.4])
     assert np.all(episode.actions[: np.argmax(human), 1] > 0.3)  # before: the policy's left motion, executed
     assert np.all(proposals[human, 1] > 0.3)  # what the policy wanted meanwhile: still left
+
+
+# ---- familiarity monitor (issue 25): frames from another scene stop the robot until familiar ones return
+FLOOR_GREY, FOREIGN_RED = (110, 120, 115), (200, 30, 30)
+
+
+def scene_frame(colour, rng, height=120, width=160) -> np.ndarray:
+    """A flat scene with sensor noise: the 'room' of the familiarity test."""
+    noise = rng.integers(-6, 7, (height, width, 3))
+    return np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def familiar_checkpoint(tiny_checkpoint, tiny_base_model, tmp_path_factory):
+    """The tiny checkpoint with its familiarity statistics and thresholds taken from the grey scene,
+    at every precision the node may run, as training makes them."""
+    from mobile_vla_ros.data.images import resize_for_model
+    from mobile_vla_ros.policy.checkpoint import load_policy, save_policy
+    from mobile_vla_ros.policy.precision import backbone_at
+    from mobile_vla_ros.training.metrics import encode_episode
+
+    policy = load_policy(tiny_checkpoint, tiny_base_model)
+    rng = np.random.default_rng(1)
+    size = policy.config.image_size
+    frames = {
+        colour: np.stack([resize_for_model(scene_frame(colour, rng), size) for _ in range(48)])
+        for colour in (FLOOR_GREY, FOREIGN_RED)
+    }
+    instruction = policy.config.instructions[0]
+    features = {"fp32": {colour: encode_episode(policy, frames[colour], instruction) for colour in frames}}
+    for dtype in ("bf16", "fp16"):
+        with backbone_at(policy, dtype):
+            features[dtype] = {colour: encode_episode(policy, frames[colour], instruction).float() for colour in frames}
+    errors = torch.cat(
+        [features[dtype][FLOOR_GREY][:32] - features["fp32"][FLOOR_GREY][:32] for dtype in ("bf16", "fp16")]
+    )
+    policy.head.set_feature_statistics(features["fp32"][FLOOR_GREY][:32], errors)
+    scores = {
+        colour: torch.stack([policy.head.familiarity(by_colour[colour]) for by_colour in features.values()])
+        for colour in frames
+    }
+    threshold = 2.0 * float(scores[FLOOR_GREY].max())
+    assert float(scores[FOREIGN_RED].min()) > 2 * threshold, "the test scenes must differ for the score"
+    policy.config.familiarity = {"thresholds": {"p99": threshold, "p99.9": threshold}, "validation_frames": 16}
+    return save_policy(policy, tmp_path_factory.mktemp("familiar_policy"))
+
+
+def test_unfamiliar_frames_stop_the_robot_until_familiar_ones_return(start_inference, camera_on, familiar_checkpoint):
+    harness = camera_on
+    rng = np.random.default_rng(2)
+    scene = {"colour": FLOOR_GREY}
+
+    def frame_msg(height=120, width=160) -> Image:
+        msg = rgb_to_image_msg(
+            scene_frame(scene["colour"], rng, height, width), harness.get_clock().now().to_msg(), "c"
+        )
+        return msg
+
+    harness.frame_msg = frame_msg
+    start_inference(model_dir=str(familiar_checkpoint), familiarity_action="stop", max_accel=50.0)
+    wait_until(lambda: harness.status.get("state") == "DRIVING", 30, "DRIVING in the familiar scene")
+    assert harness.status["familiarity"] == "familiar"
+
+    scene["colour"] = FOREIGN_RED  # a scene the statistics never saw
+    status = wait_until(
+        lambda: harness.status if harness.status.get("state") == "UNFAMILIAR" else None, 10, "UNFAMILIAR"
+    )
+    assert status["familiarity"] == "unfamiliar"
+    assert float(status["familiarity_latest"]) > float(status["familiarity_threshold"])
+    time.sleep(0.3)  # commands in flight
+    t0 = harness.now()
+    time.sleep(0.5)
+    stopped = harness.twists_since(t0)
+    assert len(stopped) > 5 and np.all(stopped[:, 1:] == 0.0), "the robot stops, at the control rate"
+
+    scene["colour"] = FLOOR_GREY  # back in the familiar room
+    wait_until(lambda: harness.status.get("state") == "DRIVING", 10, "DRIVING again")
+    wait_for_motion(harness, +1)
+    del harness.frame_msg

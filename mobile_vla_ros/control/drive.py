@@ -15,7 +15,9 @@ Priority, highest first (the first that applies decides the state):
 5. FAULT — the last inference failed or produced non-finite / out-of-range actions: zero until a
    good chunk arrives.
 6. WAITING_FOR_MODEL — windows arrive but the first chunk is still being computed: zero.
-7. DRIVING — the due action of the newest chunk, speed- and acceleration-limited.
+7. UNFAMILIAR — the newest frames are unlike the training frames (control/familiarity.py): with
+   the action `stop` zero, with `slow` the due action scaled down; with `warn` the state stays DRIVING.
+8. DRIVING — the due action of the newest chunk, speed- and acceleration-limited.
 
 Every state but DRIVING and OVERRIDE commands zero, immediately (no deceleration ramp), and zero
 keeps being published at the control rate so a base-side watchdog sees a live, stopped stream.
@@ -31,6 +33,7 @@ from enum import Enum
 import numpy as np
 
 from mobile_vla_ros.control.executor import ChunkExecutor
+from mobile_vla_ros.control.familiarity import FamiliarityMonitor, FamiliaritySettings
 from mobile_vla_ros.control.limits import VelocityLimiter, VelocityLimits
 
 
@@ -42,6 +45,7 @@ class DriveState(str, Enum):
     DRIVING = "DRIVING"
     STALE = "STALE"
     FAULT = "FAULT"
+    UNFAMILIAR = "UNFAMILIAR"
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,14 @@ def future_stamp_problem(stamp: float, now: float) -> str | None:
 
 
 class DriveController:
-    def __init__(self, action_dt: float, control_period_s: float, limits: VelocityLimits, safety: SafetySettings):
+    def __init__(
+        self,
+        action_dt: float,
+        control_period_s: float,
+        limits: VelocityLimits,
+        safety: SafetySettings,
+        familiarity: FamiliarityMonitor | None = None,
+    ):
         floor = minimum_stale_timeout(action_dt, control_period_s)
         for name, value in (
             ("camera_stale_timeout_s", safety.camera_stale_s),
@@ -152,6 +163,7 @@ class DriveController:
                     "a healthy camera would stop the robot between windows"
                 )
         self.safety = safety
+        self.familiarity = familiarity or FamiliarityMonitor(None, FamiliaritySettings(action="off"))
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
         self.limiter = VelocityLimiter(limits, control_period_s)
         self.enabled = safety.start_enabled
@@ -223,6 +235,12 @@ class DriveController:
         due = self.executor.due(now)
         if due.action is None:
             return self._stop(DriveState.STALE, due.reason)
+        monitor = self.familiarity
+        if monitor.unfamiliar and monitor.settings.action == "stop":
+            return self._stop(DriveState.UNFAMILIAR, "frames unlike the training frames")
+        if monitor.unfamiliar and monitor.settings.action == "slow":
+            slowed = due.action * monitor.settings.slow_factor
+            return Command(self.limiter.limit(slowed), DriveState.UNFAMILIAR, "frames unfamiliar: slowed", due.age_s)
         return Command(self.limiter.limit(due.action), DriveState.DRIVING, f"chunk action {due.index}", due.age_s)
 
     def override_velocity(self, now: float) -> np.ndarray | None:

@@ -66,6 +66,7 @@ from mobile_vla_ros.control.drive import (
     future_stamp_problem,
     resolve_stale_timeouts,
 )
+from mobile_vla_ros.control.familiarity import FamiliarityMonitor, FamiliaritySettings
 from mobile_vla_ros.control.latency import ByStamp, StageLatency
 from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
@@ -132,6 +133,14 @@ PARAMETERS = {
         "stop when the chunk's observation is older than this (s); 0: from the model "
         "(6 windows + 1 control period, at least 1.0 s); a set value must be >= 2 windows + 1 control period",
     ),
+    "familiarity_action": (
+        "stop",
+        "off, warn, slow or stop: what the robot does while its camera shows frames unlike the training "
+        "frames (the policy's calibrated familiarity threshold exceeded for familiarity_hold_s)",
+    ),
+    "familiarity_threshold": ("p99.9", "which threshold of policy.json familiarity: p99.9 or p99 (more alarms)"),
+    "familiarity_hold_s": (0.3, "scores above (below) the threshold this long make the frames unfamiliar (familiar)"),
+    "familiarity_slow_factor": (0.3, "with familiarity_action slow: commands scaled by this while unfamiliar"),
     "override_hold_s": (0.5, "a cmd_vel_teleop message overrides the policy for this long"),
     "start_enabled": (False, "value of the enable gate before the first message on enable"),
     "require_deadman": (False, "also require the joy deadman button to be held for policy motion"),
@@ -184,6 +193,7 @@ class InferenceNode(Node):
         )
         for note in notes:
             self.get_logger().info(note)
+        familiarity = self._familiarity_monitor(p)
         self.deadman_button = p["deadman_button"]
         self._lock = threading.Lock()
         self._stopped = False
@@ -200,6 +210,7 @@ class InferenceNode(Node):
                 start_enabled=p["start_enabled"],
                 require_deadman=p["require_deadman"],
             ),
+            familiarity,
         )
         self.corrections = self._correction_recorder(p) if p["record_corrections"] else None
         step_delay_s = float(os.environ.get(STEP_DELAY_ENV) or 0.0)
@@ -226,6 +237,7 @@ class InferenceNode(Node):
         self.runner.set_instruction(first_instruction)
         self._executed = np.zeros(2)
         self.latency = StageLatency()
+        self.familiarity_scores = RollingStats()  # newest-frame scores since the last status
         self._arrivals = ByStamp()  # capture stamp -> window received, until its build time arrives
         self._builds = ByStamp()  # capture stamp -> window built, until the window arrives
         self._jobs = ByStamp()  # capture stamp -> (received, decode seconds), until its chunk is ready
@@ -355,10 +367,18 @@ class InferenceNode(Node):
     def _on_chunk(self, chunk: np.ndarray, stamp: float, latency: float) -> None:
         now = self.now()
         self._record_step_latency(stamp, latency, now)
+        score = self.runner.last_familiarity
         with self._lock:
             problem = self.controller.on_chunk(chunk, stamp)
             if problem is None:
                 self._chunk_ready_at = now
+            change = None if score is None else self.controller.familiarity.observe(score, stamp)
+        if score is not None:
+            self.familiarity_scores.add(score)
+        if change is not None and self.controller.familiarity.unfamiliar:  # rclpy: one severity per call site
+            self.get_logger().warning(change)
+        elif change is not None:
+            self.get_logger().info(change)
         if problem is None:
             self.counts["chunks"] += 1
         else:
@@ -448,6 +468,29 @@ class InferenceNode(Node):
         return command
 
     # ---- corrections (executor thread) --------------------------------------------------------
+    def _familiarity_monitor(self, p: dict) -> FamiliarityMonitor:
+        settings = FamiliaritySettings(
+            p["familiarity_action"], p["familiarity_threshold"], p["familiarity_hold_s"], p["familiarity_slow_factor"]
+        )
+        problems = settings.problems()
+        thresholds = self.config.familiarity.get("thresholds", {})
+        if thresholds and settings.threshold not in thresholds:
+            problems.append(f"familiarity_threshold must be one of {', '.join(thresholds)}, got {settings.threshold!r}")
+        if problems:
+            raise MobileVlaError("; ".join(problems))
+        monitor = FamiliarityMonitor(thresholds.get(settings.threshold), settings)
+        if monitor.active:
+            self.get_logger().info(
+                f"familiarity monitor: {settings.action} when frames score above {monitor.threshold:.3g} "
+                f"({settings.threshold} of the validation frames) for {settings.hold_s:g} s"
+            )
+        elif settings.action != "off":
+            self.get_logger().warning(
+                "familiarity monitor off: the policy has no calibrated threshold (trained without validation "
+                "episodes?); unfamiliar frames will not slow or stop the robot"
+            )
+        return monitor
+
     def _check_precision(self, p: dict, precision: str) -> None:
         """Refuse a dtype at which the policy fell behind fp32 in training; warn at one never checked
         (a policy trained without validation episodes has no checks; its whitening still covers
@@ -460,7 +503,10 @@ class InferenceNode(Node):
                 f"{message}. Drive at fp32 (dtype: fp32) or another checked dtype, retrain, or set "
                 "allow_failed_precision_check: true"
             )
-        (self.get_logger().info if passed else self.get_logger().warning)(message)
+        if passed:  # rclpy: one severity per call site
+            self.get_logger().info(message)
+        else:
+            self.get_logger().warning(message)
 
     def _correction_recorder(self, p) -> CorrectionWriter:
         directory = Path(p["corrections_dir"]).expanduser()
@@ -517,9 +563,24 @@ class InferenceNode(Node):
             "control_rate_hz": "" if rate is None else f"{rate:.2f}",
             "control_period_ms_p99": ms(self.control_rate.periods, 99),
             "skipped_windows": str(self.worker.skipped_windows),
+            **self._familiarity_values(),
         }
         values.update({name: str(count) for name, count in self.counts.items()})
         return values
+
+    def _familiarity_values(self) -> dict[str, str]:
+        monitor = self.controller.familiarity
+
+        def number(value) -> str:
+            return "" if value is None else f"{value:.4g}"
+
+        return {
+            "familiarity": "off" if not monitor.active else "unfamiliar" if monitor.unfamiliar else "familiar",
+            "familiarity_latest": number(monitor.latest),
+            "familiarity_p50": number(self.familiarity_scores.percentile(50)),
+            "familiarity_p95": number(self.familiarity_scores.percentile(95)),
+            "familiarity_threshold": number(monitor.threshold),
+        }
 
     def _publish_status(self) -> None:
         values = self.status_values()
@@ -530,6 +591,7 @@ class InferenceNode(Node):
             hardware_id="mobile_vla_ros",
             values=[KeyValue(key=key, value=value) for key, value in values.items()],
         )
+        self.familiarity_scores = RollingStats()
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)

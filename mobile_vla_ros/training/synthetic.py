@@ -122,9 +122,7 @@ def main(argv=None) -> int:
         "--shift", choices=tuple(SHIFTS), default="none", help="colours changed, episodes otherwise the same"
     )
     args = parser.parse_args(argv)
-    paths = write_mirrored_dataset(
-        args.out_dir, args.pairs, args.frames, args.size, args.seed, args.legacy, args.shift
-    )
+    paths = write_mirrored_dataset(args.out_dir, args.pairs, args.frames, args.size, args.seed, args.legacy, args.shift)
     print(f"wrote {len(paths)} episodes to {args.out_dir}")
     return 0
 
