@@ -111,9 +111,10 @@ def test_tiny_config_policy_reads_where_the_box_is_on_held_out_twins_at_every_pr
     the robot runs (`eval` replays at all three by default), each within the tolerance of fp32."""
     write_mirrored_dataset(tmp_path / "train", pairs=8, frames=18, size=64, seed=0)
     write_mirrored_dataset(tmp_path / "heldout", pairs=4, frames=18, size=64, seed=1)
+    write_mirrored_dataset(tmp_path / "darker", pairs=4, frames=18, size=64, seed=1, shift="half-light")
     config = Path(__file__).resolve().parents[1] / "config" / "train_tiny.yaml"
     model, report_path = tmp_path / "model", tmp_path / "eval.json"
-    args = ["--config", str(config), "--max-steps", "300", "--set", "data.val_fraction=0"]
+    args = ["--config", str(config), "--max-steps", "300", "--set", "data.val_fraction=0.25"]
     assert (
         main(
             [
@@ -139,6 +140,14 @@ def test_tiny_config_policy_reads_where_the_box_is_on_held_out_twins_at_every_pr
         assert all(ratio < 0.7 for ratio in report["mae_vs_blind"].values()), (dtype, report["mae_vs_blind"])
         assert all(value > 0.5 for value in report["frame_sensitivity"].values()), (dtype, report)
     assert all(check["passed"] for check in evaluated["precision_checks"].values()), evaluated["precision_checks"]
+    # Issue 25: the familiarity thresholds calibrated on the validation frames pass held-out frames of
+    # the same room and flag the same episodes at half the light.
+    for dtype, report in evaluated["by_dtype"].items():
+        assert report["familiarity"]["share_above"]["p99"] <= 0.05, (dtype, report["familiarity"])
+    darker_path = tmp_path / "darker.json"
+    assert main(["eval", *eval_args, "--data", str(tmp_path / "darker"), "--json", str(darker_path)]) == 0
+    for dtype, report in json.loads(darker_path.read_text())["by_dtype"].items():
+        assert report["familiarity"]["share_above"]["p99.9"] >= 0.9, (dtype, report["familiarity"])
 
 
 def test_resumed_run_ends_where_an_uninterrupted_run_ends(mirrored_data, tiny_base_model, tmp_path):

@@ -132,6 +132,14 @@ def format_report(report: dict) -> str:
             f"mean linear_y: left prompt {number(mean['left_prompt'])}, right prompt {number(mean['right_prompt'])}; "
             f"recorded left {number(mean['true_left'])}, right {number(mean['true_right'])}"
         )
+    familiarity = report.get("familiarity")
+    if familiarity:
+        above = ", ".join(f"{share:.1%} above {name}" for name, share in familiarity["share_above"].items())
+        lines.append(
+            f"familiarity (distance to the training frames): median {familiarity['p50']:.3g}, "
+            f"p99 {familiarity['p99']:.3g}, max {familiarity['max']:.3g}"
+            + (f"; {above} of the policy's thresholds" if above else "; the policy has no calibrated thresholds")
+        )
     lines.extend(f"WARNING: {warning}" for warning in report.get("warnings", []))
     return "\n".join(lines)
 

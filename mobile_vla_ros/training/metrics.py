@@ -110,6 +110,7 @@ def summarize(
         )
         frames[instruction], episodes[instruction] = int(len(true)), len(group)
     blind = {instruction: _blind_baseline(group, action_names) for instruction, group in sorted(by_instruction.items())}
+    familiarity = familiarity_distribution(replays, thresholds)
     ratio = {
         instruction: (
             sum(mae[instruction].values()) / sum(blind[instruction].values())
@@ -133,10 +134,11 @@ def summarize(
             f"(>= {BLIND_WARNING}): the policy is hardly using its images"
             for instruction, value in ratio.items()
             if value is not None and value >= BLIND_WARNING
-        ],
+        ]
+        + _familiarity_warnings(familiarity),
         "frames": frames,
         "episodes": episodes,
-        "familiarity": familiarity_distribution(replays, thresholds),
+        "familiarity": familiarity,
     }
 
 
@@ -156,6 +158,19 @@ def familiarity_distribution(replays: list[Replay], thresholds: dict | None = No
         name: float((scores > value).mean()) for name, value in (thresholds or {}).get("thresholds", {}).items()
     }
     return distribution
+
+
+UNFAMILIAR_WARNING = 0.05  # share of frames above the p99.9 threshold that says "not like the training data"
+
+
+def _familiarity_warnings(familiarity: dict | None) -> list[str]:
+    share = (familiarity or {}).get("share_above", {}).get("p99.9")
+    if share is None or share < UNFAMILIAR_WARNING:
+        return []
+    return [
+        f"{share:.0%} of the frames are unlike the training frames (above the p99.9 familiarity threshold): "
+        "another room, lighting or camera mounting? The policy's actions there are guesses"
+    ]
 
 
 def _blind_baseline(group: list[Replay], action_names) -> dict[str, float]:
