@@ -111,6 +111,8 @@ class TrialConductor(Node):
         self.create_timer(1.0 / SUPERVISE_RATE_HZ, self._supervise)
         self.create_subscription(String, "sim/result", self._on_result, LATCHED)
         self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
+        self.create_subscription(Bool, "familiarity/unfamiliar", self._on_familiarity, LATCHED)
+        self._unfamiliar_since: float | None = None  # simulated time the monitor last said unfamiliar
         self.create_subscription(
             String,
             "instruction/active",
@@ -155,6 +157,16 @@ class TrialConductor(Node):
 
     def _on_answered(self, msg: TimeReference) -> None:
         self.windows_answered = True
+
+    def _on_familiarity(self, msg: Bool) -> None:
+        with self._lock:
+            self._unfamiliar_since = self._sim_time if msg.data else None
+
+    def unfamiliar_after(self, release: float) -> float | None:
+        """Seconds after `release` at which the monitor said unfamiliar (0: it already did), else None."""
+        with self._lock:
+            since = self._unfamiliar_since
+        return None if since is None else max(since - release, 0.0)
 
     def _on_result(self, msg: String) -> None:
         with self._lock:
@@ -207,12 +219,15 @@ class ClosedLoopSim:
         quiet: bool = False,
         torch_threads: int = 1,
         freeze_camera: bool = False,
+        scene: str = "plain",
+        familiarity_action: str | None = None,
         corrections_dir=None,
         first_episode: int = 0,
     ):
         """`corrections_dir`: the inference node records takeovers there (record_corrections);
         `first_episode`: the simulator's layout number at start (the first trial drives the next);
-        `dtype` None: drive.yaml's (auto), the precision the robot would run."""
+        `dtype` None: drive.yaml's (auto), the precision the robot would run; `scene`: sim_node's
+        (plain, dark, recoloured); `familiarity_action` None: drive.yaml's."""
         config = PolicyConfig.load(model_dir)
         self.time_limit_s = float(time_limit_s)
         self.corrections_dir = corrections_dir
@@ -245,6 +260,8 @@ class ClosedLoopSim:
                         f"time_limit_s:={self.time_limit_s}",
                         "-p",
                         f"freeze_camera:={str(bool(freeze_camera)).lower()}",
+                        "-p",
+                        f"scene:={scene}",
                         *(
                             argument
                             for name, value in lockstep_sim_parameters(config_file("drive.yaml"), model_dir).items()
@@ -270,6 +287,7 @@ class ClosedLoopSim:
                         "-p",
                         f"device:={device}",
                         *([] if dtype is None else ["-p", f"dtype:={dtype}"]),
+                        *([] if familiarity_action is None else ["-p", f"familiarity_action:={familiarity_action}"]),
                         "-p",
                         "start_enabled:=false",
                         *sim_time,
@@ -348,7 +366,16 @@ class ClosedLoopSim:
             conductor.start_path(info["release_time"])
             if takeover is not None:
                 conductor.supervise(TakeoverSupervisor(layout, side, rules=takeover))
-            self._wait_simulated(lambda: self._finished(info["episode"]), f"the end of episode {info['episode']}")
+            noted: dict[str, float] = {}
+
+            def finished_noting_the_monitor() -> bool:
+                if "unfamiliar_s" not in noted:
+                    seen = conductor.unfamiliar_after(info["release_time"])
+                    if seen is not None:
+                        noted["unfamiliar_s"] = seen
+                return self._finished(info["episode"])
+
+            self._wait_simulated(finished_noting_the_monitor, f"the end of episode {info['episode']}")
         finally:
             supervisor = conductor.supervise(None)
             conductor.enable(False)
@@ -362,7 +389,9 @@ class ClosedLoopSim:
             # this layout, so no frame of the next one is appended to it.
             until = conductor.sim_time() + self.correction_end_hold_s + 0.3
             self._wait_simulated(lambda: conductor.sim_time() >= until, "the end of the correction")
-        return Trial(index, side, info["episode"], layout, np.array(path), result["outcome"], duration, list(reasons))
+        trial = Trial(index, side, info["episode"], layout, np.array(path), result["outcome"], duration, list(reasons))
+        trial.unfamiliar_s = noted.get("unfamiliar_s")
+        return trial
 
     def _finished(self, episode: int) -> bool:
         result = self.conductor.latest_result()

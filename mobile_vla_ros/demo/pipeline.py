@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobile_vla_ros.demo.stages import DemoError, Stages, format_durations, is_current, mark_stage_done, redo
-from mobile_vla_ros.demo.trials import blind_baseline, format_table, mean_expert_trajectories, summarize, trial_sides
+from mobile_vla_ros.demo.trials import (
+    blind_baseline,
+    familiarity_summary,
+    format_familiarity,
+    format_table,
+    mean_expert_trajectories,
+    summarize,
+    trial_sides,
+)
 
 DEMO_SAMPLE_RATE_HZ = 10.0  # becomes the policy's action_dt (0.1 s)
 
@@ -30,7 +38,8 @@ TRAIN_SETTINGS = ("trainer.threads=1",)
 TRAIN_MAX_STEPS = 2500
 
 
-STAGE_COUNT = 6
+STAGE_COUNT = 8
+SHIFTED_SCENES = ("dark", "recoloured")  # sim_node scenes the demonstrations never show
 
 
 def check_common_args(args) -> None:
@@ -71,9 +80,37 @@ def run_demo(args) -> int:
             freeze_camera=True,
         ),
     )
+    shifted = {
+        action: stages.run(
+            stage,
+            f"shifted scenes, familiarity monitor {action}",
+            False,
+            lambda action=action: shifted_trials(prepared, args, action),
+        )
+        for stage, action in ((6, "off"), (7, "stop"))
+    }
     print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
-    _report(args, trials, frozen, stages, prepared.policy_dir)
+    _report(args, trials, frozen, shifted, stages, prepared.policy_dir)
     return 0
+
+
+def shifted_trials(prepared, args, familiarity_action: str) -> list:
+    """The trial layouts in each shifted scene, half the trials per instruction in each."""
+    per_scene = max(1, args.trials // len(SHIFTED_SCENES))
+    trials = []
+    for scene in SHIFTED_SCENES:
+        print(f"    scene {scene}:", flush=True)
+        trials += drive_trials(
+            prepared.policy_dir,
+            prepared.base_dir,
+            args.seed,
+            per_scene,
+            args.device,
+            dtype=args.dtype,
+            scene=scene,
+            familiarity_action=familiarity_action,
+        )
+    return trials
 
 
 @dataclass(frozen=True)
@@ -211,6 +248,8 @@ def drive_trials(
     device: str,
     dtype: str | None = None,
     freeze_camera: bool = False,
+    scene: str = "plain",
+    familiarity_action: str | None = None,
     takeover=None,
     corrections_dir: Path | None = None,
     first_episode: int = 0,
@@ -235,6 +274,8 @@ def drive_trials(
         dtype=dtype,
         quiet=True,
         freeze_camera=freeze_camera,
+        scene=scene,
+        familiarity_action=familiarity_action,
         corrections_dir=corrections_dir,
         first_episode=first_episode,
     ) as loop:
@@ -254,7 +295,7 @@ def drive_trials(
     return trials
 
 
-def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) -> None:
+def _report(args, trials: list, frozen: list, shifted: dict, stages: Stages, policy_dir: Path) -> None:
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.sim.plot import plot_trajectories
 
@@ -287,8 +328,10 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
             key: training.get(key)
             for key in ("steps", "seconds", "train_loss", "val_loss", "instruction_separation", "mae_vs_blind")
         },
+        "familiarity": familiarity_summary(trials, shifted),
         "trials": [trial.to_dict() for trial in trials],
         "frozen_camera_trials": [trial.to_dict() for trial in frozen],
+        "shifted_scene_trials": {action: [trial.to_dict() for trial in runs] for action, runs in shifted.items()},
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print()
@@ -302,6 +345,8 @@ def _report(args, trials: list, frozen: list, stages: Stages, policy_dir: Path) 
         "frozen camera: the policy driving with each episode's first view only; image-blind: the expert's mean "
         "path per instruction replayed without looking, on the same layouts"
     )
+    print()
+    print(format_familiarity(report["familiarity"], SHIFTED_SCENES))
     print()
     print(f"stages: {format_durations(stages.records)}; total {stages.total_seconds / 60:.1f} min")
     print(f"trajectories: {figure}")

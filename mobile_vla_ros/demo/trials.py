@@ -32,6 +32,7 @@ class Trial:
     outcome: str
     duration_s: float
     takeovers: list[str] = field(default_factory=list)  # why the scripted person took over, in order
+    unfamiliar_s: float | None = None  # when the familiarity monitor said unfamiliar (s after release), if it did
 
     @property
     def succeeded(self) -> bool:
@@ -47,6 +48,7 @@ class Trial:
             "succeeded": self.succeeded,
             "duration_s": round(self.duration_s, 2),
             "takeovers": list(self.takeovers),
+            "unfamiliar_s": None if self.unfamiliar_s is None else round(self.unfamiliar_s, 2),
             "path": np.round(np.asarray(self.path, dtype=float), 3).tolist(),
         }
 
@@ -125,4 +127,44 @@ def format_table(summary: dict, baselines: dict[str, dict] | None = None) -> str
             " {:>14}".format(f"{other[side]['succeeded']}/{other[side]['trials']}") for other in baselines.values()
         )
         lines.append(f"{side:<12} {row['trials']:>6} {row['succeeded']:>8} {rate:>6}{others}  {outcomes}")
+    return "\n".join(lines)
+
+
+def familiarity_summary(plain: list[Trial], shifted: dict[str, list[Trial]]) -> dict:
+    """What the familiarity monitor did: false alarms on the plain layouts (where it runs with the
+    default action, stop), detections on the shifted scenes and how those trials ended, with the
+    monitor off (`off`) and stopping the robot (`stop`)."""
+
+    def fired(trial: Trial) -> bool:
+        return trial.unfamiliar_s is not None
+
+    def before_the_end(trial: Trial) -> bool:
+        return fired(trial) and trial.unfamiliar_s < trial.duration_s
+
+    summary = {
+        "plain": {"trials": len(plain), "fired": sum(map(fired, plain)), "succeeded": sum(t.succeeded for t in plain)}
+    }
+    for action, trials in shifted.items():
+        summary[f"shifted, monitor {action}"] = {
+            "trials": len(trials),
+            "fired": sum(map(fired, trials)),
+            "fired_before_the_end": sum(map(before_the_end, trials)),
+            "collided": sum(t.outcome == "collided" for t in trials),
+            "succeeded": sum(t.succeeded for t in trials),
+            "stopped_not_collided": sum(fired(t) and t.outcome != "collided" and not t.succeeded for t in trials),
+            "outcomes": dict(Counter(t.outcome for t in trials)),
+        }
+    return summary
+
+
+def format_familiarity(summary: dict, scenes) -> str:
+    lines = [f"familiarity monitor (shifted scenes: {', '.join(scenes)}; the same unseen layouts):"]
+    for name, row in summary.items():
+        outcomes = ", ".join(f"{key} {value}" for key, value in row.get("outcomes", {}).items())
+        lines.append(
+            f"  {name:<24} fired in {row['fired']:>2}/{row['trials']} trials"
+            + (f", before the end in {row['fired_before_the_end']}" if "fired_before_the_end" in row else "")
+            + f"; reached the instructed side {row['succeeded']}"
+            + (f"; {outcomes}" if outcomes else "")
+        )
     return "\n".join(lines)

@@ -16,6 +16,8 @@ Topics
                                             when, source = chunk / rejected / failed / dropped; the
                                             simulator's lockstep waits for it (sim_node)
   out  instruction/active (std_msgs/String) the instruction in force, transient local (latched)
+  out  familiarity/unfamiliar (std_msgs/Bool) true while the newest frames are unlike the training
+                                            frames (control/familiarity.py), on each change; latched
   out  /diagnostics (diagnostic_msgs/DiagnosticArray) state, reason, instruction, rates, and p50/p95/p99
                                             of every latency stage (control/latency.py): frame age at
                                             build, window transport, preprocess, queue wait, backbone,
@@ -247,7 +249,15 @@ class InferenceNode(Node):
         self.state = None
         self.reason = ""
         self.active_instruction = self.requested_instruction = first_instruction
-        self.counts = {"windows": 0, "bad_windows": 0, "chunks": 0, "faults": 0, "encoded_frames": 0, "held_frames": 0}
+        self.counts = {
+            "windows": 0,
+            "bad_windows": 0,
+            "chunks": 0,
+            "faults": 0,
+            "unfamiliar_events": 0,
+            "encoded_frames": 0,
+            "held_frames": 0,
+        }
 
         # Publishers exist only once the policy has loaded.
         self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
@@ -255,6 +265,8 @@ class InferenceNode(Node):
         self.instruction_pub = self.create_publisher(String, "instruction/active", latched)
         self.status_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.answered_pub = self.create_publisher(TimeReference, "window/answered", 10)
+        self.familiarity_pub = self.create_publisher(Bool, "familiarity/unfamiliar", latched)
+        self.familiarity_pub.publish(Bool(data=False))
         self.instruction_pub.publish(String(data=first_instruction))
 
         if step_delay_s > 0:
@@ -375,7 +387,10 @@ class InferenceNode(Node):
             change = None if score is None else self.controller.familiarity.observe(score, stamp)
         if score is not None:
             self.familiarity_scores.add(score)
+        if change is not None:
+            self.familiarity_pub.publish(Bool(data=self.controller.familiarity.unfamiliar))
         if change is not None and self.controller.familiarity.unfamiliar:  # rclpy: one severity per call site
+            self.counts["unfamiliar_events"] += 1
             self.get_logger().warning(change)
         elif change is not None:
             self.get_logger().info(change)

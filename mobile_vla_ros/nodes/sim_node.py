@@ -50,7 +50,7 @@ from std_srvs.srv import Trigger
 from mobile_vla_ros.errors import MobileVlaError
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
-from mobile_vla_ros.sim.render import CameraConfig, Renderer
+from mobile_vla_ros.sim.render import SCENES, CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
 
 # name -> (default, description, read_only)
@@ -69,6 +69,12 @@ PARAMETERS = {
         False,
         "camera/image_raw shows the episode's first view throughout (the demo's check of "
         "what a policy does when its images stop changing)",
+        False,
+    ),
+    "scene": (
+        "plain",
+        "plain (the demonstrations' room), dark or recoloured: the same layouts in a light or colours "
+        "the demonstrations never show (the familiarity monitor's test)",
         False,
     ),
     "next_episode_on_end": (
@@ -106,6 +112,8 @@ class SimNode(Node):
                 raise MobileVlaError(f"parameter {rate} must be positive, got {value(rate)}")
         if value("first_episode") < 0:
             raise MobileVlaError(f"parameter first_episode must be >= 0, got {value('first_episode')}")
+        if value("scene") not in SCENES:
+            raise MobileVlaError(f"parameter scene must be one of {', '.join(SCENES)}, got {value('scene')!r}")
         if value("start_hold_s") < 0:
             raise MobileVlaError(f"parameter start_hold_s must be >= 0, got {value('start_hold_s')}")
         self._lockstep = bool(value("lockstep"))
@@ -284,7 +292,7 @@ class SimNode(Node):
         self._frame_ns = now.nanoseconds
         state, layout = self._world.state, self._world.layout
         x, y = layout.start if self.get_parameter("freeze_camera").value else (state.x, state.y)
-        image = self._renderer.render(layout, x, y)
+        image = SCENES[self.get_parameter("scene").value](self._renderer.render(layout, x, y))
         self._image_pub.publish(rgb_to_image_msg(image, now.to_msg(), self._camera_frame))
 
 

@@ -31,6 +31,14 @@ BOTTLE_BODY = (20, 190, 60)
 BOTTLE_LABEL = (250, 250, 250)
 BOTTLE_CAP = (20, 60, 200)
 
+# Scenes the demonstrations never show, for the familiarity monitor (sim_node `scene`): the same
+# room and layouts, seen darker or in other colours (the red box turns blue, the grey floor bluish).
+SCENES = {
+    "plain": lambda image: image,
+    "dark": lambda image: (image.astype(np.uint16) * 2 // 5).astype(np.uint8),
+    "recoloured": lambda image: np.ascontiguousarray(image[..., [2, 0, 1]]),
+}
+
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing, so slow motion still moves edges smoothly
 _SCALE = 1 << _SHIFT
 GRID_STEP_M = 0.5
