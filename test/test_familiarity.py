@@ -23,8 +23,8 @@ def test_one_stray_frame_changes_nothing_a_held_one_does_and_recovery_is_held_to
     assert "familiar again" in monitor.observe(1.0, 1.0) and not monitor.unfamiliar
 
 
-@pytest.mark.parametrize("threshold, action", [(None, "stop"), (10.0, "off")])
-def test_no_threshold_or_off_never_fires(threshold, action):
+@pytest.mark.parametrize("threshold, action", [(None, "stop"), (10.0, "none")])
+def test_no_threshold_or_none_never_fires(threshold, action):
     monitor = FamiliarityMonitor(threshold, FamiliaritySettings(action=action, hold_s=0.0))
     assert all(monitor.observe(1e9, t) is None for t in np.arange(0, 2, 0.1))
     assert not monitor.unfamiliar and monitor.latest == 1e9

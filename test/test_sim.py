@@ -15,7 +15,7 @@ from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.sim.demonstrations import record_demonstrations, rollout_expert
 from mobile_vla_ros.sim.expert import ScriptedExpert
 from mobile_vla_ros.sim.plot import plot_trajectories
-from mobile_vla_ros.sim.render import BOTTLE_BODY, BOX_FRONT, Renderer
+from mobile_vla_ros.sim.render import BOTTLE_BODY, BOX_FRONT, SCENES, Renderer
 from mobile_vla_ros.sim.world import Layout, Outcome, RoomConfig, World, sample_layout
 
 ROOM = RoomConfig()
@@ -207,3 +207,13 @@ def test_the_demo_layouts_need_eyes_the_blind_baseline_fails_half_or_more():
     # ... while the expert who sees the layout gets through every one of them.
     for trial in trials:
         assert rollout_expert(trial.layout, trial.side).outcome.succeeded(trial.side)
+
+
+def test_shifted_scenes_show_the_same_layout_darker_or_in_other_colours():
+    layout = sample_layout(3)
+    plain = Renderer().render(layout, *layout.start)
+    dark, recoloured = SCENES["dark"](plain), SCENES["recoloured"](plain)
+    assert dark.dtype == recoloured.dtype == np.uint8 and dark.shape == recoloured.shape == plain.shape
+    assert dark.mean() == pytest.approx(0.4 * plain.mean(), rel=0.05)
+    assert np.array_equal(recoloured[..., 0], plain[..., 2]) and np.array_equal(recoloured[..., 1], plain[..., 0])
+    assert np.array_equal(SCENES["plain"](plain), plain)

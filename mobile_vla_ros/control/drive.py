@@ -163,7 +163,7 @@ class DriveController:
                     "a healthy camera would stop the robot between windows"
                 )
         self.safety = safety
-        self.familiarity = familiarity or FamiliarityMonitor(None, FamiliaritySettings(action="off"))
+        self.familiarity = familiarity or FamiliarityMonitor(None, FamiliaritySettings(action="none"))
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
         self.limiter = VelocityLimiter(limits, control_period_s)
         self.enabled = safety.start_enabled

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-ACTIONS = ("off", "warn", "slow", "stop")
+# "none", not "off": YAML (and so ROS parameter files and `-p name:=off`) reads off as false.
+ACTIONS = ("none", "warn", "slow", "stop")
 
 
 @dataclass(frozen=True)
 class FamiliaritySettings:
-    action: str = "stop"  # off | warn | slow | stop
+    action: str = "stop"  # none | warn | slow | stop
     threshold: str = "p99.9"  # which calibrated threshold of policy.json `familiarity`
     hold_s: float = 0.3  # scores above (below) the threshold this long -> unfamiliar (familiar again)
     slow_factor: float = 0.3  # `slow`: the speed limits scaled by this while unfamiliar
@@ -46,7 +47,7 @@ class FamiliarityMonitor:
 
     @property
     def active(self) -> bool:
-        return self.threshold is not None and self.settings.action != "off"
+        return self.threshold is not None and self.settings.action != "none"
 
     def observe(self, score: float, stamp: float) -> str | None:
         """A one-line message when the verdict changes, else None."""

@@ -87,7 +87,7 @@ def run_demo(args) -> int:
             False,
             lambda action=action: shifted_trials(prepared, args, action),
         )
-        for stage, action in ((6, "off"), (7, "stop"))
+        for stage, action in ((6, "none"), (7, "stop"))
     }
     print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
     _report(args, trials, frozen, shifted, stages, prepared.policy_dir)

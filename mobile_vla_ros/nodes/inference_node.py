@@ -137,7 +137,7 @@ PARAMETERS = {
     ),
     "familiarity_action": (
         "stop",
-        "off, warn, slow or stop: what the robot does while its camera shows frames unlike the training "
+        "none, warn, slow or stop: what the robot does while its camera shows frames unlike the training "
         "frames (the policy's calibrated familiarity threshold exceeded for familiarity_hold_s)",
     ),
     "familiarity_threshold": ("p99.9", "which threshold of policy.json familiarity: p99.9 or p99 (more alarms)"),
@@ -499,7 +499,7 @@ class InferenceNode(Node):
                 f"familiarity monitor: {settings.action} when frames score above {monitor.threshold:.3g} "
                 f"({settings.threshold} of the validation frames) for {settings.hold_s:g} s"
             )
-        elif settings.action != "off":
+        elif settings.action != "none":
             self.get_logger().warning(
                 "familiarity monitor off: the policy has no calibrated threshold (trained without validation "
                 "episodes?); unfamiliar frames will not slow or stop the robot"
