@@ -66,6 +66,7 @@ from mobile_vla_ros.sim.world import Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STALL_TIMEOUT_S = 60.0  # real seconds without simulated time advancing before the loop counts as dead
+MONITOR_SETTLE_S = 0.5  # simulated s after the release before the familiarity verdict counts for a trial
 SUPERVISE_RATE_HZ = 20.0  # the person's judgement and teleop rate (the inference node's control rate)
 # Held at the start beyond the window's refill: the inference node's acceleration limit reaches
 # the policy's command there (from any previous command), so the robot is released the same way each time.
@@ -369,7 +370,10 @@ class ClosedLoopSim:
             noted: dict[str, float] = {}
 
             def finished_noting_the_monitor() -> bool:
-                if "unfamiliar_s" not in noted:
+                # A verdict left over from the previous layout's last frames clears during the start
+                # hold; one still standing MONITOR_SETTLE_S after the release is this layout's.
+                settled = conductor.sim_time() >= info["release_time"] + MONITOR_SETTLE_S
+                if "unfamiliar_s" not in noted and settled:
                     seen = conductor.unfamiliar_after(info["release_time"])
                     if seen is not None:
                         noted["unfamiliar_s"] = seen
