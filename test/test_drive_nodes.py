@@ -631,9 +631,13 @@ def test_unfamiliar_frames_stop_the_robot_until_familiar_ones_return(start_infer
         return msg
 
     harness.frame_msg = frame_msg
+    harness.status = {}  # not a status of an earlier test's node
     start_inference(model_dir=str(familiar_checkpoint), familiarity_action="stop", max_accel=50.0)
-    wait_until(lambda: harness.status.get("state") == "DRIVING", 30, "DRIVING in the familiar scene")
-    assert harness.status["familiarity"] == "familiar"
+    wait_until(
+        lambda: harness.status.get("state") == "DRIVING" and harness.status.get("familiarity") == "familiar",
+        30,
+        "DRIVING in the familiar scene",
+    )
 
     scene["colour"] = FOREIGN_RED  # a scene the statistics never saw
     status = wait_until(
