@@ -1,32 +1,16 @@
 """Instruction-conditioned action head.
 
-The lab's LSTM head saw the instruction only through the backbone features and learned to
-output the mean of left and right. Here the instruction reaches the head directly: its token
-embeddings are pooled by learned attention into a vector that (1) FiLM-modulates every frame
-feature before the LSTM, (2) FiLM-modulates the LSTM output and (3) is concatenated to the
-input of the output MLP. Nothing the head computes is independent of the instruction.
+The instruction reaches the head directly (the lab's head saw it only through the backbone
+features and output the mean of left and right): its token embeddings, pooled by learned
+attention, FiLM-modulate every frame feature before the LSTM and the LSTM output, and join the
+input of the output MLP.
 
-Frame features are first whitened with statistics of the training frames (`feature_mean`,
-`feature_covariance` and the `feature_whitening` derived from them, saved in head.safetensors, so
-the robot applies exactly what training did). Kosmos-2's action-token features of different frames
-share one dominant component (cosine 1.000 between frames on the tiny model) that hides the
-per-frame differences from a per-sample LayerNorm, and what the frames differ in (where a box is)
-lies in directions of small spread that per-dimension standardisation leaves small: a head
-reading standardised features underfit the synthetic twins (held-out MAE 0.66x the image-blind
-baseline, and as far off on its own training frames), one reading whitened features learnt them
-(0.21x; README, "Train and evaluate"). The statistics come from one pass over the training frames before
-training. When LoRA and the action token train they move the features, so the statistics then
-follow them (a moving average per training batch): left at their start values they went stale
-within 300 steps on the tiny model (a common offset of ~29 standard deviations).
-
-The robot runs the backbone in bf16 or fp16 (`dtype: auto`), whose features differ from fp32's
-by a rounding error far larger than some of the directions whitening would stretch to unit
-spread (0.5 % of the feature norm in bf16 against a frame-to-frame spread of 0.08 % on the tiny
-model). So the training measures that error (`precision_noise`: the second moment of the run-time
-precisions' feature error on training frames), weighs each whitened direction by how far the
-frames' spread in it exceeds that error, so rounding cannot move any direction by more than half a
-unit, and adds noise of that size to the features while training, so the head learns to ignore what
-rounding can change (docs/architecture.md, "Precision").
+Frame features are whitened with statistics of the training frames saved in head.safetensors, so
+the robot applies exactly what training did: what frames differ in lies in directions of small
+spread. The whitening weighs each direction by how far the frames' spread exceeds the rounding
+error of the precisions the robot runs (`precision_noise`, measured in training), and training
+adds noise of that size, so bf16 or fp16 cannot move the head's input far (docs/architecture.md,
+"Precision"). The same statistics give each frame's familiarity score ("Familiarity").
 """
 
 from __future__ import annotations
