@@ -199,8 +199,18 @@ def test_drive_launch_follows_the_instruction_topic_and_stops_on_ctrl_c(
         )
 
         published = ros2(ros2_env, "topic", "pub", "--once", "/instruction", "std_msgs/msg/String", "{data: right}")
+        sent = time.monotonic()  # the message is out once the command has returned
         assert published.returncode == 0, published.stderr
         wait_driving(launch, listener, sign=-1.0, timeout_s=30.0)
+        # The mean linear.y over the last 0.25 s (5 commands at 20 Hz) turns negative within 2 s.
+        commands = listener.since(sent - 0.25)
+        flipped = next(
+            t
+            for index, (t, _, _) in enumerate(commands)
+            if index >= 4 and np.mean([y for _, _, y in commands[index - 4 : index + 1]]) < 0
+        )
+        print(f"instruction switch: mean linear.y negative {flipped - sent:.2f} s after `ros2 topic pub` returned")
+        assert flipped - sent <= 2.0, f"linear.y turned {flipped - sent:.2f} s after the instruction"
         echoed = retry(lambda: ros2(ros2_env, "topic", "echo", "--once", "/instruction/active", timeout=30))
         assert LAB_INSTRUCTIONS["right"] in echoed.stdout
 
