@@ -99,12 +99,18 @@ def worker_with(policy, events: list):
     )
 
 
-def test_stop_returns_at_once_and_the_step_in_flight_is_never_delivered():
-    events, policy = [], SlowPolicy(0.5)
+def worker_in_a_step(seconds: float):
+    """A started worker whose policy is inside a step of `seconds` on the window stamped 1.0."""
+    events, policy = [], SlowPolicy(seconds)
     worker = worker_with(policy, events)
     worker.start()
     worker.submit(np.zeros((1, 2, 2, 3), np.uint8), 1.0)
     assert policy.started.wait(5)
+    return events, worker
+
+
+def test_stop_returns_at_once_and_the_step_in_flight_is_never_delivered():
+    events, worker = worker_in_a_step(0.5)
     started = time.monotonic()
     worker.stop()
     assert time.monotonic() - started < 0.05
@@ -113,11 +119,7 @@ def test_stop_returns_at_once_and_the_step_in_flight_is_never_delivered():
 
 
 def test_cancel_discards_the_step_in_flight_and_later_windows_still_run():
-    events, policy = [], SlowPolicy(0.3)
-    worker = worker_with(policy, events)
-    worker.start()
-    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), 1.0)
-    assert policy.started.wait(5)
+    events, worker = worker_in_a_step(0.3)
     worker.cancel()
     deadline = time.monotonic() + 5
     while ("discarded", 1.0) not in events and time.monotonic() < deadline:
