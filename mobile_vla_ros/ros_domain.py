@@ -11,10 +11,7 @@ one machine must not hear each other, and none may reach another machine's robot
   one derived from the process id, and the first whose lock file (`<tmp>/mobile_vla_ros_domains/
   <id>.lock`, an exclusive non-blocking flock) can be taken is kept for as long as the claim lives.
   The kernel drops the lock when the process ends, crash or not, so a stale file never blocks an id.
-  The caller's own ROS_DOMAIN_ID and its neighbours are skipped: the graph must be private from its
-  caller too, and Fast DDS numbers a domain's ports from 7400 + 250 * id on up, two per participant,
-  so a long-lived caller that has created over a hundred participants (the test suite) reaches into
-  the next id's ports. A loop on that next id then stalled (seen in 2 of 5 full test runs).
+  The caller's own ROS_DOMAIN_ID is skipped: the graph must be private from its caller too.
 
 `drive.launch.py use_sim:=true` uses only `LOCALHOST_ONLY_ENV` and keeps the user's domain: the
 README tells the user to `ros2 topic pub /instruction` to it from another shell.
@@ -61,11 +58,10 @@ def claim_private_domain(lock_dir: Path = LOCK_DIR) -> PrivateDomain:
     except OSError:
         pass
     own = os.environ.get("ROS_DOMAIN_ID", "").strip()
-    neighbours = {int(own) - 1, int(own), int(own) + 1} if own.isdigit() else set()
     start = os.getpid() % len(DOMAIN_IDS)
     for k in range(len(DOMAIN_IDS)):
         domain_id = DOMAIN_IDS[(start + k) % len(DOMAIN_IDS)]
-        if domain_id in neighbours:
+        if str(domain_id) == own:
             continue
         try:
             fd = os.open(lock_dir / f"{domain_id}.lock", os.O_RDWR | os.O_CREAT, 0o666)

@@ -19,8 +19,8 @@ def test_a_claimed_domain_is_nobody_elses_until_released(tmp_path):
     first = claim_private_domain(tmp_path)
     second = claim_private_domain(tmp_path)
     assert first.domain_id != second.domain_id and {first.domain_id, second.domain_id} <= set(DOMAIN_IDS)
-    own = int(os.environ["ROS_DOMAIN_ID"])  # the suite's (conftest): its neighbours' ports are within its reach
-    assert all(abs(claimed.domain_id - own) > 1 for claimed in (first, second))
+    own = int(os.environ["ROS_DOMAIN_ID"])  # the suite's (conftest)
+    assert own not in {first.domain_id, second.domain_id}
     assert first.env == {**LOCALHOST_ONLY_ENV, "ROS_DOMAIN_ID": str(first.domain_id)}
     # Another process starting where this one did (same pid-derived start) skips the held ids.
     probe = (

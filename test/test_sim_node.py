@@ -212,14 +212,15 @@ def test_bad_parameters_exit_non_zero_with_a_reason():
 
 
 def test_lockstep_time_advances_only_when_the_pipeline_answers():
-    """lockstep: one physics step per cmd_vel; once windows flow, a camera frame holds the clock
-    until window/answered says the pipeline is done with it; the robot integrates fixed steps."""
+    """lockstep: time runs at the real-time cap until the first cmd_vel; from then on one physics
+    step per cmd_vel, and once windows flow a camera frame holds the clock until window/answered
+    says the pipeline is done with it; the robot holds at the start, then integrates fixed steps."""
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import TimeReference
 
     command = sim_command(
         *("-p", "lockstep:=true", "-p", "physics_rate_hz:=20.0", "-p", "camera_rate_hz:=10.0"),
-        *("-p", "start_hold_s:=0.2", "-p", "image_width:=64", "-p", "image_height:=48"),
+        *("-p", "start_hold_s:=3.0", "-p", "image_width:=64", "-p", "image_height:=48"),
         *("-r", "__ns:=/lockstep"),
     )
     process = subprocess.Popen(
@@ -247,13 +248,14 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
 
     def answer_frame(stamp_s: float) -> None:
         msg = TimeReference(source="chunk")
-        msg.header.stamp.sec, msg.header.stamp.nanosec = 0, round(stamp_s * 1e9)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(round(stamp_s * 1e9), 1_000_000_000)
         answered.publish(msg)
 
     def x_at(t: float) -> float:
         def pose():
             with probe.lock:
-                return next((p for p in probe.poses if abs(p.header.stamp.nanosec * 1e-9 - t) < 1e-6), None)
+                stamps = ((p, p.header.stamp.sec + p.header.stamp.nanosec * 1e-9) for p in probe.poses)
+                return next((p for p, stamp in stamps if abs(stamp - t) < 1e-6), None)
 
         assert wait_for(lambda: pose() is not None, 5.0), f"no sim/pose stamped {t}"
         return pose().pose.position.x
@@ -261,25 +263,28 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
     try:
         assert wait_for(lambda: clock and probe.results, 20.0), "sim_node published no /clock"
         start_x = probe.latest_result()["x"]
-        time.sleep(0.6)  # nobody answers: the clock stands (republished for late joiners), no frames
-        assert now() == pytest.approx(0.05) and not probe.images
-        assert answer_cmd_vel(0.5) == pytest.approx(0.10)
-        assert answer_cmd_vel(0.5) == pytest.approx(0.15)  # step 2 was a camera step: frame of 0.10
-        assert wait_for(lambda: probe.images, 5.0) and probe.images[-1][1] == pytest.approx(0.10)
-        answer_frame(0.10)  # windows flow from now on
-        assert answer_cmd_vel(0.5) == pytest.approx(0.20)
-        probe.drive(0.0, 0.0)  # the tick of 0.20: the frame of 0.20 goes out, the clock waits for its answer
-        assert wait_for(lambda: probe.images[-1][1] == pytest.approx(0.20), 5.0)
+        # Nobody commands yet: a first cmd_vel lost to discovery must not stop the clock for ever.
+        assert wait_for(lambda: now() >= 0.3 and probe.images, 5.0), "the clock stood before any cmd_vel"
+        probe.drive(0.5, 0.0)  # commands flow from now on: each step waits for its cmd_vel
+        time.sleep(0.3)
+        stood = now()
+        time.sleep(0.6)
+        assert now() == pytest.approx(stood) and stood < 3.0, "the clock ran on without cmd_vel"
+        t = stood
+        while t < 3.0 - 1e-9 or round(t / 0.05) % 2:  # through the start hold, to a camera step
+            t = answer_cmd_vel(0.5)
+        assert x_at(t) == start_x, "held at the start until start_hold_s, whatever was commanded"
+        assert answer_cmd_vel(0.5) == pytest.approx(t + 0.05)  # a camera step: the frame of t
+        assert wait_for(lambda: probe.images[-1][1] == pytest.approx(t), 5.0)
+        answer_frame(t)  # windows flow from now on
+        assert answer_cmd_vel(0.5) == pytest.approx(t + 0.10)
+        probe.drive(0.5, 0.0)  # the tick of t + 0.10: its frame goes out, the clock waits for its answer
+        assert wait_for(lambda: probe.images[-1][1] == pytest.approx(t + 0.10), 5.0)
         time.sleep(0.5)
-        assert now() == pytest.approx(0.20), "the clock moved on before the frame was answered"
-        answer_frame(0.20)
-        assert wait_for(lambda: now() == pytest.approx(0.25), 5.0)
-        assert x_at(0.25) == start_x, "held at the start until start_hold_s, whatever was commanded"
-        assert answer_cmd_vel(0.5) == pytest.approx(0.30)
-        probe.drive(0.5, 0.0)
-        assert wait_for(lambda: probe.images[-1][1] == pytest.approx(0.30), 5.0)
-        answer_frame(0.30)
-        assert x_at(0.35) - x_at(0.25) == pytest.approx(0.5 * 0.10, abs=1e-9)  # two fixed steps at 0.5 m/s
+        assert now() == pytest.approx(t + 0.10), "the clock moved on before the frame was answered"
+        answer_frame(t + 0.10)
+        assert wait_for(lambda: now() == pytest.approx(t + 0.15), 5.0)
+        assert x_at(t + 0.15) - x_at(t) == pytest.approx(0.5 * 0.15, abs=1e-9)  # three fixed steps at 0.5 m/s
     finally:
         probe.close()
         process.terminate()

@@ -20,10 +20,16 @@ With ``lockstep`` the node owns the time: it publishes ``/clock`` (run the other
 the inference node's control period) at a time, each only after the pipeline has answered:
 
 1. clock to t, integrate the robot over the last step with the command in force, publish the pose;
-2. wait for the ``cmd_vel`` of the control tick at t (one message per step);
+2. once commands flow (the first ``cmd_vel`` seen), wait for the ``cmd_vel`` of the control
+   tick at t (one message per step);
 3. on a camera step, publish the frame of t and, once windows flow (the first
    ``window/answered`` seen), wait until inference_node has answered it on ``window/answered``
    (its chunk is in force from the next control tick).
+
+Until a path flows, time runs at the real-time cap instead of waiting on it: the inference node
+sends one ``cmd_vel`` per simulated control tick, so a first one published before its publisher
+had matched this node's subscription would be lost and the clock would stand for ever (seen
+once in CI: two loops starting side by side on a loaded 2-core machine).
 
 A slow or loaded machine runs the same episode, only slower: what the robot does no longer
 depends on how fast the nodes are. ``camera_rate_hz`` must then be the model's frame rate
@@ -129,6 +135,7 @@ class SimNode(Node):
         self._camera_steps = max(1, round(self._camera_steps))
         self._sim_ns = 0  # lockstep: the simulated time
         self._awaiting = None  # lockstep: "cmd_vel" or "answer" while the pipeline has not answered
+        self._commands_flow = False  # lockstep: a cmd_vel has arrived, so the clock may wait for the next
         self._next_on_end = bool(value("next_episode_on_end"))
         self._ended_ns: int | None = None
         self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
@@ -206,6 +213,7 @@ class SimNode(Node):
             command = (0.0, 0.0)
         self._advance()  # the previous command was in force until now
         self._command, self._command_time_ns = command, self._now_ns()
+        self._commands_flow = True
         if self._awaiting == "cmd_vel":
             if self._step % self._camera_steps == 0:
                 self._on_camera_tick()
@@ -245,7 +253,10 @@ class SimNode(Node):
         self._sim_ns += self._step_ns
         self._publish_clock()
         self._on_physics_tick()
-        self._awaiting, self._awaiting_since = "cmd_vel", now
+        if self._commands_flow:
+            self._awaiting, self._awaiting_since = "cmd_vel", now
+        elif self._step % self._camera_steps == 0:
+            self._on_camera_tick()  # nobody commands yet: the frames go out at the real-time cap
 
     def _answered(self) -> None:
         self._awaiting = None
