@@ -32,6 +32,7 @@ def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_si
     # the same on a busy machine, only slower).
     with ClosedLoopSim(tiny_checkpoint, tiny_base_model, seed=5, time_limit_s=5.0, device="cpu") as loop:
         trials = [loop.run_trial(index, side) for index, side in enumerate(("left", "right"))]
+        switched = loop.run_trial(2, "right", switch_after_s=1.5)
 
     for trial, sign in zip(trials, (+1, -1)):
         # The fixture's head drives diagonally whatever it sees: it ends at the time limit or a side wall.
@@ -44,6 +45,13 @@ def test_closed_loop_through_the_real_nodes_moves_the_robot_to_the_instructed_si
         assert end[0] - start[0] > 0.15, (trial.side, start, end)
         assert abs(start[1] - trial.layout.start[1]) < 0.05, "the robot stood still until enabled"
     assert [trial.episode for trial in trials] == [trials[0].episode, trials[0].episode + 1]
+    # The switch trial: 'left' on the topic first, 'right' 1.5 s (simulated) after the release.
+    assert switched.side == "right" and switched.switched_after_s == 1.5
+    t, y = switched.path[:, 0], switched.path[:, 2]
+    turn = int(np.argmax(y))
+    assert y[turn] - y[0] > 0.2, "it went left before the switch"
+    assert 1.5 <= t[turn] <= 2.5, f"it turned right {t[turn]:.2f} s after the release, the switch was at 1.5 s"
+    assert y[turn] - y[-1] > 0.2, "and right after it"
 
 
 @pytest.mark.ros
@@ -121,8 +129,8 @@ def test_recorded_episodes_are_reused_and_a_policy_on_another_base_is_not(tmp_pa
     episodes = tmp_path / "episodes"
     key = {"stage": "episodes", "per_instruction": 1, "image_size": 56}
     pipeline._record(episodes, key, 1, 56)
-    paths = list_episodes(episodes)
-    assert len(paths) == 2 and {read_episode(path).images.shape[1:] for path in paths} == {(56, 56, 3)}
+    paths = list_episodes(episodes)  # one layout: left, right and a switch demonstration to each
+    assert len(paths) == 4 and {read_episode(path).images.shape[1:] for path in paths} == {(56, 56, 3)}
     assert is_current(episodes, key, fresh=False)
     assert not is_current(episodes, key, fresh=True)
 

@@ -180,6 +180,29 @@ def test_demonstrations_are_readable_paired_and_reproducible(tmp_path):
     assert left.actions[0, 0] > 0.2 and right.actions[0, 0] > 0.2
 
 
+def test_a_switch_demonstration_starts_on_the_other_side_and_is_labelled_for_its_own(tmp_path):
+    """The detour: the other side's expert drives first; every label is this side's expert command."""
+    from mobile_vla_ros.sim.demonstrations import SWITCH_DETOUR_S
+
+    recorded = record_demonstrations(tmp_path, 1, seed=5, image_size=(64, 48), switches=True)
+    assert recorded.skipped == 0 and [r.side for r in recorded.rollouts] == ["left", "right", "left", "right"]
+    plain_left, plain_right, to_left, to_right = recorded.rollouts
+    for switch, plain_other, side in ((to_left, plain_right, "left"), (to_right, plain_left, "right")):
+        assert SWITCH_DETOUR_S[0] <= switch.detour_s <= SWITCH_DETOUR_S[1] and plain_other.detour_s == 0
+        assert switch.outcome.succeeded(side)
+        # Until the detour ends the robot goes the other side's way (noise aside) ...
+        sign = 1 if side == "left" else -1
+        during = switch.times < switch.detour_s - 0.15
+        assert sign * (switch.positions[during][-1, 1] - switch.positions[0, 1]) < -0.05
+        # ... while each label already points to this side.
+        expert = ScriptedExpert(switch.layout, side)
+        assert sign * switch.actions[0, 1] > 0.05
+        np.testing.assert_allclose(switch.actions[0], expert.act(*switch.positions[0]), atol=1e-6)
+    episode = read_episode(recorded.paths[3])
+    assert episode.instruction == LAB_INSTRUCTIONS["right"] and episode.attrs["sim_detour_s"] == to_right.detour_s
+    np.testing.assert_array_equal(episode.actions[:, :2], to_right.actions)
+
+
 def test_trajectory_plot_is_written(tmp_path):
     rollouts = [rollout_expert(sample_layout(1, episode), side) for episode in range(3) for side in ("left", "right")]
     world = World(LAYOUT)

@@ -62,7 +62,7 @@ from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import instruction_side
 from mobile_vla_ros.ros_domain import LOCALHOST_ONLY_ENV, claim_private_domain
 from mobile_vla_ros.sim.takeover import TakeoverRules, TakeoverSupervisor
-from mobile_vla_ros.sim.world import Layout
+from mobile_vla_ros.sim.world import SIDES, Layout
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STALL_TIMEOUT_S = 60.0  # real seconds without simulated time advancing before the loop counts as dead
@@ -101,6 +101,7 @@ class TrialConductor(Node):
         self._pose: tuple[float, float] | None = None
         self._velocity = (0.0, 0.0)  # the inference node's latest cmd_vel: where the robot is going
         self._supervisor: TakeoverSupervisor | None = None
+        self._switch: tuple[float, str] | None = None  # (simulated time, instruction) still to publish
         self.result: dict = {}
         self.windows_answered = False  # the inference node has answered a window: the lockstep is engaged
         self.active_instruction = ""
@@ -129,6 +130,16 @@ class TrialConductor(Node):
             self._sim_time = max(self._sim_time, stamp)
             if self._path is not None and stamp >= self._path_start:
                 self._path.append((stamp - self._path_start, msg.pose.position.x, msg.pose.position.y))
+            due, self._switch = (
+                (self._switch, None) if self._switch and stamp >= self._switch[0] else (None, self._switch)
+            )
+        if due is not None:  # on the pose of that instant: the switch lands within a control tick or two
+            self.instruction_pub.publish(String(data=due[1]))
+
+    def switch_at(self, sim_time: float | None, side: str = "") -> None:
+        """Publish instruction `side` once simulated time reaches `sim_time` (None: cancel)."""
+        with self._lock:
+            self._switch = None if sim_time is None else (sim_time, side)
 
     def sim_time(self) -> float:
         with self._lock:
@@ -353,11 +364,16 @@ class ClosedLoopSim:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run_trial(self, index: int, side: str, takeover: TakeoverRules | None = None) -> Trial:
-        """One episode; with `takeover` rules the scripted person takes over when they say so."""
+    def run_trial(
+        self, index: int, side: str, takeover: TakeoverRules | None = None, switch_after_s: float | None = None
+    ) -> Trial:
+        """One episode towards `side`; with `takeover` rules the scripted person takes over when they
+        say so; with `switch_after_s` it starts with the other instruction and switches to `side` on
+        the topic that long (simulated) after the release."""
         conductor = self.conductor
-        conductor.instruction_pub.publish(String(data=side))
-        _wait(lambda: instruction_side(conductor.active_instruction) == side, 10.0, f"instruction {side!r} to apply")
+        first = side if switch_after_s is None else next(other for other in SIDES if other != side)
+        conductor.instruction_pub.publish(String(data=first))
+        _wait(lambda: instruction_side(conductor.active_instruction) == first, 10.0, f"instruction {first!r} to apply")
         # Enabled before the reset: the previous episode has ended, so the robot stays where it is,
         # and the new one holds it at the start until the release (however fast the machine is).
         conductor.enable(True)
@@ -365,6 +381,8 @@ class ClosedLoopSim:
             info = conductor.reset_sim(10.0)
             layout = Layout.from_dict(info["layout"])
             conductor.start_path(info["release_time"])
+            if switch_after_s is not None:
+                conductor.switch_at(info["release_time"] + switch_after_s, side)
             if takeover is not None:
                 conductor.supervise(TakeoverSupervisor(layout, side, rules=takeover))
             noted: dict[str, float] = {}
@@ -382,6 +400,7 @@ class ClosedLoopSim:
             self._wait_simulated(finished_noting_the_monitor, f"the end of episode {info['episode']}")
         finally:
             supervisor = conductor.supervise(None)
+            conductor.switch_at(None)
             conductor.enable(False)
         result = conductor.latest_result()
         duration = float(result["time_s"])
@@ -395,6 +414,7 @@ class ClosedLoopSim:
             self._wait_simulated(lambda: conductor.sim_time() >= until, "the end of the correction")
         trial = Trial(index, side, info["episode"], layout, np.array(path), result["outcome"], duration, list(reasons))
         trial.unfamiliar_s = noted.get("unfamiliar_s")
+        trial.switched_after_s = switch_after_s
         return trial
 
     def _finished(self, episode: int) -> bool:

@@ -38,7 +38,8 @@ TRAIN_SETTINGS = ("trainer.threads=1",)
 TRAIN_MAX_STEPS = 2500
 
 
-STAGE_COUNT = 8
+STAGE_COUNT = 9
+SWITCH_AFTER_S = 1.0  # switch trials: the new instruction goes out this long after the release
 SHIFTED_SCENES = ("dark", "recoloured")  # sim_node scenes the demonstrations never show
 
 
@@ -66,8 +67,22 @@ def run_demo(args) -> int:
             prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, dtype=args.dtype
         ),
     )
-    frozen = stages.run(
+    switched = stages.run(
         5,
+        f"switch trials (the other instruction first, switched at +{SWITCH_AFTER_S:g} s)",
+        False,
+        lambda: drive_trials(
+            prepared.policy_dir,
+            prepared.base_dir,
+            args.seed,
+            args.trials,
+            args.device,
+            dtype=args.dtype,
+            switch_after_s=SWITCH_AFTER_S,
+        ),
+    )
+    frozen = stages.run(
+        6,
         "closed loop, frozen camera",
         False,
         lambda: drive_trials(
@@ -87,10 +102,10 @@ def run_demo(args) -> int:
             False,
             lambda action=action: shifted_trials(prepared, args, action),
         )
-        for stage, action in ((6, "none"), (7, "stop"))
+        for stage, action in ((7, "none"), (8, "stop"))
     }
     print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
-    _report(args, trials, frozen, shifted, stages, prepared.policy_dir)
+    _report(args, trials, switched, frozen, shifted, stages, prepared.policy_dir)
     return 0
 
 
@@ -142,6 +157,7 @@ def prepare_policy(args, stages: Stages, name: str) -> PreparedPolicy:
         "layout_seed": TRAINING_LAYOUT_SEED,
         "image_size": args.image_size,
         "sample_rate_hz": DEMO_SAMPLE_RATE_HZ,
+        "switch_demonstrations": True,
     }
     stages.run(
         2,
@@ -177,7 +193,7 @@ def _record(directory: Path, key: dict, per_instruction: int, image_size: int) -
     from mobile_vla_ros.sim.demonstrations import record_demonstrations
 
     redo(directory)
-    with tqdm(total=2 * per_instruction, desc="expert episodes", unit="ep", file=sys.stdout) as bar:
+    with tqdm(total=4 * per_instruction, desc="expert episodes", unit="ep", file=sys.stdout) as bar:
 
         def progress(done, total, rollout):
             bar.update(1)
@@ -189,6 +205,7 @@ def _record(directory: Path, key: dict, per_instruction: int, image_size: int) -
             seed=TRAINING_LAYOUT_SEED,
             sample_rate_hz=DEMO_SAMPLE_RATE_HZ,
             image_size=(image_size, image_size),
+            switches=True,
             progress=progress,
         )
     frames = sum(len(rollout.times) for rollout in recorded.rollouts)
@@ -253,10 +270,12 @@ def drive_trials(
     takeover=None,
     corrections_dir: Path | None = None,
     first_episode: int = 0,
+    switch_after_s: float | None = None,
 ) -> list:
     """Closed-loop trials on layouts first_episode+1, +2, ... of series `seed`, alternating
     left/right. `takeover` (sim.takeover.TakeoverRules): the scripted person takes over;
-    `corrections_dir`: the inference node records those takeovers there; `dtype` None: drive.yaml's."""
+    `corrections_dir`: the inference node records those takeovers there; `dtype` None: drive.yaml's;
+    `switch_after_s`: each trial starts with the other instruction and switches then."""
     import torch
     from tqdm import tqdm
 
@@ -281,13 +300,14 @@ def drive_trials(
     ) as loop:
         with tqdm(total=len(sides), desc="trials", unit="trial", file=sys.stdout) as bar:
             for index, side in enumerate(sides):
-                trial = loop.run_trial(index, side, takeover)
+                trial = loop.run_trial(index, side, takeover, switch_after_s)
                 trials.append(trial)
                 wins = {s: sum(t.succeeded for t in trials if t.side == s) for s in ("left", "right")}
                 runs = {s: sum(t.side == s for t in trials) for s in ("left", "right")}
                 taken = f", takeovers: {', '.join(trial.takeovers)}" if trial.takeovers else ""
+                goal = side if switch_after_s is None else f"to {side}"
                 bar.write(
-                    f"    trial {index + 1:2d}: {side:<5} -> {trial.outcome:<13} ({trial.duration_s:4.1f} s, "
+                    f"    trial {index + 1:2d}: {goal:<8} -> {trial.outcome:<13} ({trial.duration_s:4.1f} s, "
                     f"layout {trial.episode} of seed {seed}{taken})"
                 )
                 bar.set_postfix_str(f"left {wins['left']}/{runs['left']}  right {wins['right']}/{runs['right']}")
@@ -295,7 +315,7 @@ def drive_trials(
     return trials
 
 
-def _report(args, trials: list, frozen: list, shifted: dict, stages: Stages, policy_dir: Path) -> None:
+def _report(args, trials: list, switched: list, frozen: list, shifted: dict, stages: Stages, policy_dir: Path) -> None:
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.sim.plot import plot_trajectories
 
@@ -304,6 +324,7 @@ def _report(args, trials: list, frozen: list, shifted: dict, stages: Stages, pol
     results = summarize(trials)
     means = mean_expert_trajectories(args.episodes, TRAINING_LAYOUT_SEED, DEMO_SAMPLE_RATE_HZ)
     comparisons = {
+        f"switch +{SWITCH_AFTER_S:g} s": summarize(switched),
         "frozen camera": summarize(frozen),
         "image-blind": summarize(blind_baseline(trials, means, 1.0 / DEMO_SAMPLE_RATE_HZ)),
     }
@@ -313,6 +334,8 @@ def _report(args, trials: list, frozen: list, shifted: dict, stages: Stages, pol
     training = PolicyConfig.load(policy_dir).training
     report = {
         "results": results,
+        "switch_after_s": SWITCH_AFTER_S,
+        "switch_results": summarize(switched),
         "frozen_camera": comparisons["frozen camera"],
         "image_blind_baseline": comparisons["image-blind"],
         "seeds": {
@@ -330,6 +353,7 @@ def _report(args, trials: list, frozen: list, shifted: dict, stages: Stages, pol
         },
         "familiarity": familiarity_summary(trials, shifted),
         "trials": [trial.to_dict() for trial in trials],
+        "switch_trials": [trial.to_dict() for trial in switched],
         "frozen_camera_trials": [trial.to_dict() for trial in frozen],
         "shifted_scene_trials": {action: [trial.to_dict() for trial in runs] for action, runs in shifted.items()},
     }
@@ -342,8 +366,9 @@ def _report(args, trials: list, frozen: list, shifted: dict, stages: Stages, pol
     )
     print(format_table(results, comparisons))
     print(
-        "frozen camera: the policy driving with each episode's first view only; image-blind: the expert's mean "
-        "path per instruction replayed without looking, on the same layouts"
+        f"switch: the other instruction first, this one on the topic {SWITCH_AFTER_S:g} s after the release "
+        "(the row names the new one); frozen camera: the policy driving with each episode's first view only; "
+        "image-blind: the expert's mean path per instruction replayed without looking, on the same layouts"
     )
     print()
     print(format_familiarity(report["familiarity"], SHIFTED_SCENES))

@@ -33,6 +33,7 @@ class Trial:
     duration_s: float
     takeovers: list[str] = field(default_factory=list)  # why the scripted person took over, in order
     unfamiliar_s: float | None = None  # when the familiarity monitor said unfamiliar (s after release), if it did
+    switched_after_s: float | None = None  # a switch trial: began with the other instruction, switched then
 
     @property
     def succeeded(self) -> bool:
@@ -49,6 +50,7 @@ class Trial:
             "duration_s": round(self.duration_s, 2),
             "takeovers": list(self.takeovers),
             "unfamiliar_s": None if self.unfamiliar_s is None else round(self.unfamiliar_s, 2),
+            "switched_after_s": self.switched_after_s,
             "path": np.round(np.asarray(self.path, dtype=float), 3).tolist(),
         }
 
