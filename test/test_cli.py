@@ -81,3 +81,33 @@ def test_damaged_inputs_and_impossible_settings_are_one_line_errors(tiny_base_mo
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+def test_bench_train_runs_the_real_training_loop_with_lora_and_reports_the_figures(tiny_base_model, tmp_path, capsys):
+    from mobile_vla_ros.training.bench import frames_per_episode_epoch
+
+    out = tmp_path / "bench_train.json"
+    argv = ["bench-train", "--base-model", str(tiny_base_model), "--steps", "3", "--pairs", "1"]
+    assert main([*argv, "--frames", "10", "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    # LoRA trains (train.yaml's backbone learning rate) and the whitening followed the features each step.
+    assert figures["lora_trains"] and figures["whitening_tracked_batches"] == 3
+    assert len(figures["step_s"]) == 3 and all(s > 0 for s in figures["step_s"])
+    assert all(1 <= frames <= 8 for frames in figures["frames_per_step"])  # one window of 8 frames at most
+    assert figures["seconds_per_frame"] > 0 and figures["gflop_per_frame"] > 0 and figures["peak_rss_mb"] > 100
+    # The lab's 500 episodes of 18 frames and their mirrors, one window per step.
+    assert figures["estimate"]["steps_per_epoch"] == 2 * 500 * 18
+    assert figures["estimate"]["frames_per_epoch"] == 2 * 500 * frames_per_episode_epoch(18, 8, 1)
+    assert (tmp_path / "work" / "policy" / "policy.json").is_file()  # the run exported a policy, as train does
+    assert "whitening tracked on 3 batches" in capsys.readouterr().out
+
+
+def test_frames_per_epoch_counts_each_clips_frames_once():
+    from mobile_vla_ros.training.bench import frames_per_episode_epoch
+
+    # One window per clip: windows ending at frames 0..17 hold 1, 2, ..., 8, 8, ... distinct frames.
+    assert frames_per_episode_epoch(18, 8, 1) == sum(range(1, 8)) + 8 * 11
+    # A clip as long as the episode encodes every frame once.
+    assert frames_per_episode_epoch(18, 8, 24) == 18
+    # Clips of 6 windows: [0, 6) 6 frames, [6, 12) frames 0..11, [12, 18) frames 5..17.
+    assert frames_per_episode_epoch(18, 8, 6) == 6 + 12 + 13

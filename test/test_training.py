@@ -414,3 +414,29 @@ def test_a_wall_clock_budget_that_cut_training_is_warned_about():
     assert _cut_by_clock(SimpleNamespace(global_step=40), TrainerSection(max_steps=100)) is None
     time_only = _cut_by_clock(SimpleNamespace(global_step=40), TrainerSection(max_steps=-1, max_minutes=1.0))
     assert "only max_minutes=1 to stop it and ran 40 steps" in time_only and "of -1" not in time_only
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_checkpoint, tiny_base_model):
+    """trainer.gradient_checkpointing recomputes each frame's activations in the backward pass:
+    the same numbers, less memory (bench-train measures the memory)."""
+    from mobile_vla_ros.data.windows import TrainingEpisode, WindowDataset, collate_clips
+    from mobile_vla_ros.policy.checkpoint import load_policy
+    from mobile_vla_ros.training.lightning_module import PolicyModule
+
+    frames = np.random.default_rng(2).integers(0, 256, (9, 224, 224, 3), dtype=np.uint8)
+    actions = np.random.default_rng(3).uniform(-0.5, 0.5, (9, 3)).astype(np.float32)
+    dataset = WindowDataset([TrainingEpisode(frames, actions, LAB_INSTRUCTIONS["left"], "x.h5", 0.1)], 8, 5, 3)
+    results = []
+    for checkpointing in (False, True):
+        policy = load_policy(tiny_checkpoint, tiny_base_model)
+        module = PolicyModule(policy, 1e-3, 0.0, 1.0, gradient_checkpointing=checkpointing).eval()
+        loss = module.loss(collate_clips([dataset[len(dataset) - 1]]))
+        loss.backward()
+        lora = {name: p.grad.clone() for name, p in module.named_parameters() if "lora_" in name and p.grad is not None}
+        results.append((loss.item(), lora))
+    (loss_plain, grads_plain), (loss_checkpointed, grads_checkpointed) = results
+    assert grads_plain and grads_plain.keys() == grads_checkpointed.keys()
+    assert loss_checkpointed == pytest.approx(loss_plain, rel=1e-5)
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_checkpointed[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert any(grad.abs().sum() > 0 for grad in grads_plain.values())

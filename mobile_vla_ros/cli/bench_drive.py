@@ -45,19 +45,15 @@ def _prepare_checkpoint(base_model: str, dtype: str, scratch: Path) -> tuple[Pat
     import torch
 
     from mobile_vla_ros.policy.backbone import FULL_RANDOM, load_base_model, torch_dtype
+    from mobile_vla_ros.policy.benchmark import save_full_random_base
     from mobile_vla_ros.policy.checkpoint import save_policy
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
     from mobile_vla_ros.policy.model import VLAPolicy
-    from mobile_vla_ros.policy.tiny import save_tiny_tokenizer
 
     base_dir = Path(base_model)
     if base_model == FULL_RANDOM:
-        base_dir = scratch / "kosmos2-full-random"
-        save_tiny_tokenizer(base_dir)
-        base = load_base_model(FULL_RANDOM, dtype=torch_dtype(dtype), tokenizer_dir=base_dir)
-        base.model.save_pretrained(base_dir)
-        del base
+        base_dir = save_full_random_base(scratch / "kosmos2-full-random", torch_dtype(dtype))
     torch.manual_seed(0)
     policy = VLAPolicy(
         PolicyConfig(instructions=tuple(LAB_INSTRUCTIONS.values())), load_base_model(base_dir, dtype=torch_dtype(dtype))

@@ -16,6 +16,7 @@ COMMANDS = (
     "bench",
     "bench_drive",
     "bench_record",
+    "bench_train",
     "bench_train_memory",
     "train",
     "eval",

@@ -39,8 +39,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import typing
 
 import numpy as np
 import rclpy
@@ -259,6 +261,8 @@ class ClosedLoopSim:
         # next to the simulator's renderer slow a 2-core machine down badly.
         env = {**os.environ, **self.domain.env, "OMP_NUM_THREADS": str(torch_threads)}
         output = subprocess.DEVNULL if quiet else None
+        # Quiet nodes still keep their log, so a node that dies can say why (_wait_alive).
+        self._logs: dict[str, typing.IO[bytes]] = {}
         try:
             node_args = {
                 "sim_node": (
@@ -323,7 +327,8 @@ class ClosedLoopSim:
                 ]
                 if quiet:
                     command += ["--log-level", "warn"]
-                self.processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=output))
+                log = self._logs[name] = tempfile.TemporaryFile() if quiet else None
+                self.processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=log))
             self.conductor = TrialConductor(context=self.context)
             self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
             self.executor.add_node(self.conductor)
@@ -353,10 +358,20 @@ class ClosedLoopSim:
         def ready() -> bool:
             dead = [(p.args[2], p.returncode) for p in self.processes if p.poll() is not None]
             if dead:
-                raise ClosedLoopError(f"node process {dead[0][0]} exited with status {dead[0][1]}")
+                module, status = dead[0]
+                raise ClosedLoopError(f"node process {module} exited with status {status}{self._log_tail(module)}")
             return predicate()
 
         _wait(ready, timeout_s, what)
+
+    def _log_tail(self, module: str, lines: int = 3) -> str:
+        """The last lines a quiet node wrote (its FATAL reason), for the error; '' when not quiet."""
+        log = self._logs.get(module.rsplit(".", 1)[-1])
+        if log is None:
+            return ""
+        log.seek(0)
+        tail = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()][-lines:]
+        return ":\n  " + "\n  ".join(tail) if tail else ""
 
     def __enter__(self) -> ClosedLoopSim:
         return self
@@ -450,6 +465,9 @@ class ClosedLoopSim:
                 process.kill()
                 process.wait()
         self.processes = []
+        for log in self._logs.values():
+            if log is not None:
+                log.close()
         if getattr(self, "executor", None) is not None:
             self.executor.shutdown()
         if self.conductor is not None:

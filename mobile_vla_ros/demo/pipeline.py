@@ -31,8 +31,11 @@ TINY_MODEL = {"width": 64, "layers": 2, "seed": 0}
 
 
 # On top of config/train.yaml + config/train_tiny.yaml. One torch thread: on a small, busy CPU two
-# threads that wait for each other are several times slower than one.
-TRAIN_SETTINGS = ("trainer.threads=1",)
+# threads that wait for each other are several times slower than one. Noise margin 3: with the
+# switch demonstrations the head trained under twice the rounding error fell behind fp32 at bf16
+# (MAE 0.293x blind against 0.242x, past the check's 10 % + 0.02); at 3, 0.291x against 0.262x
+# passes (docs/results.md). The twins keep 2: at 3 their bf16 figure got worse (0.81x, not 0.75x).
+TRAIN_SETTINGS = ("trainer.threads=1", "runtime_precision.noise_margin=3")
 
 
 TRAIN_MAX_STEPS = 2500

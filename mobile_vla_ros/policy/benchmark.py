@@ -47,8 +47,18 @@ def _percentiles(samples_s: list[float]) -> dict:
     return {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p95", "p99")} | {"n": int(ms.size)}
 
 
-def _peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def save_full_random_base(directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """The full-size Kosmos-2 with random weights (and the tiny tokenizer) saved like a downloaded
+    base model, for the commands that need a directory: a policy is tied to its base's files."""
+    directory = Path(directory)
+    save_tiny_tokenizer(directory)
+    base = load_base_model(FULL_RANDOM, dtype=dtype, tokenizer_dir=directory)
+    base.model.save_pretrained(directory)
+    return directory
 
 
 def _timed(fn, repeats: int, warmup: int, device: torch.device) -> list[float]:
@@ -122,7 +132,7 @@ def _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, ma
     there); returns that process's peak RSS (MB)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(_fp32_reference, base_model, tokenizer_dir, device, steps, warmup, scratch, make_int8).result()
-    return _peak_rss_mb(resource.RUSAGE_CHILDREN)
+    return peak_rss_mb(resource.RUSAGE_CHILDREN)
 
 
 def build_runner(
@@ -172,7 +182,7 @@ def run_benchmark(
         )
     else:
         runner = build_runner(base_model, device, dtype, tokenizer_dir)
-    load_s, load_peak_mb = time.perf_counter() - started, _peak_rss_mb()
+    load_s, load_peak_mb = time.perf_counter() - started, peak_rss_mb()
     config, policy = runner.config, runner.policy
     runner.set_instruction(LAB_INSTRUCTIONS["left"])
     window = config.window_size
@@ -223,7 +233,7 @@ def run_benchmark(
         "cached_over_bare": cached_p["p50"] / bare_p["p50"],
         "repeats": repeats,
         "load_peak_rss_mb": load_peak_mb,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "reference_process_peak_rss_mb": reference_peak_mb,
         "versions": {
             "mobile_vla_ros": mobile_vla_ros.__version__,

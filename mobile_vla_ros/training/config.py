@@ -67,6 +67,7 @@ class TrainerSection:
     seed: int = 0
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 200
+    gradient_checkpointing: bool = False
 
 
 @dataclass

@@ -10,6 +10,7 @@ import time
 import lightning as L
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from mobile_vla_ros.data.windows import EpochShuffleSampler, TrainingEpisode, WindowDataset, collate_clips
 from mobile_vla_ros.errors import BaseModelMismatchError, CheckpointError
@@ -38,9 +39,11 @@ class PolicyModule(L.LightningModule):
         weight_decay: float,
         huber_delta: float,
         backbone_learning_rate: float | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         self.policy = policy
+        self.gradient_checkpointing = gradient_checkpointing
         self.learning_rate, self.weight_decay, self.huber_delta = learning_rate, weight_decay, huber_delta
         self.backbone_learning_rate = learning_rate if backbone_learning_rate is None else backbone_learning_rate
         self.strict_loading = False  # the frozen base model is not in the checkpoint
@@ -48,6 +51,7 @@ class PolicyModule(L.LightningModule):
             for parameter in policy.encoder.parameters():
                 parameter.requires_grad_(False)
         self.backbone_trains = any(parameter.requires_grad for parameter in policy.encoder.parameters())
+        self.tracked_batches = 0  # batches whose features moved the head's whitening (bench-train reports it)
 
     def trainable_names(self) -> list[str]:
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
@@ -63,11 +67,33 @@ class PolicyModule(L.LightningModule):
         if "features" in batch:  # the encoder is fixed: its features were computed once before training
             features = batch["features"].to(policy.image_mean.device)
         else:
-            features = policy.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
+            features = self.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
         if self.training and self.backbone_trains:  # the head's whitening follows the moving features
             policy.head.track_feature_statistics(features)
+            self.tracked_batches += 1
         instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
         return policy.predict(features[batch["windows"]], instruction)
+
+    def frame_features(self, frames: torch.Tensor, prompts: PromptBatch) -> torch.Tensor:
+        """The policy's frame features; with gradient checkpointing one frame at a time, each
+        frame's Kosmos-2 activations dropped after the forward pass and recomputed in the backward
+        pass (training memory then holds one frame's activations instead of the whole batch's,
+        for one more forward pass). Per frame, not per layer: transformers checkpoints only layers
+        in training mode, and the frozen Kosmos-2 stays in eval mode (VLAPolicy.train)."""
+        if not (self.gradient_checkpointing and self.backbone_trains and torch.is_grad_enabled()):
+            return self.policy.frame_features(frames, prompts)
+        rows = torch.arange(len(frames))
+        return torch.cat(
+            [
+                torch.utils.checkpoint.checkpoint(
+                    self.policy.frame_features,
+                    frames[row : row + 1],
+                    select_rows(prompts, rows[row : row + 1]),
+                    use_reentrant=False,
+                )
+                for row in range(len(frames))
+            ]
+        )
 
     def loss(self, batch: dict) -> torch.Tensor:
         predicted = self.predict_batch(batch).float()

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -187,8 +188,9 @@ def _trainer(run: TrainRun, has_val: bool, callbacks: list):
     )
 
 
-def train(run: TrainRun, resume: bool = False) -> dict:
-    """Train, export the policy to `run.out_dir` and return the summary."""
+def train(run: TrainRun, resume: bool = False, callbacks: Sequence = ()) -> dict:
+    """Train, export the policy to `run.out_dir` and return the summary. `callbacks`: more
+    Lightning callbacks (bench-train measures the steps with one)."""
     config = run.config
     config.validate()
     if resume:
@@ -200,10 +202,10 @@ def train(run: TrainRun, resume: bool = False) -> dict:
     from mobile_vla_ros.training.metrics import cpu_threads
 
     with cpu_threads(config.trainer.threads):
-        return _train(run, resume)
+        return _train(run, resume, callbacks)
 
 
-def _train(run: TrainRun, resume: bool) -> dict:
+def _train(run: TrainRun, resume: bool, callbacks: Sequence) -> dict:
     import lightning as L
 
     from mobile_vla_ros.training.lightning_module import ClipDataModule, PolicyModule, RunState
@@ -276,10 +278,11 @@ def _train(run: TrainRun, resume: bool) -> dict:
         config.optim.weight_decay,
         config.optim.huber_delta,
         config.optim.backbone_learning_rate,
+        config.trainer.gradient_checkpointing,
     )
     data = ClipDataModule(train_set, val_set, config)
     state = RunState()
-    trainer = _trainer(run, bool(val_set), [state])
+    trainer = _trainer(run, bool(val_set), [state, *callbacks])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         # The frozen Kosmos-2 stays in eval mode on purpose: its features must not change with dropout.
@@ -510,7 +513,8 @@ def format_summary(summary: dict, out_dir) -> str:
         )
     lines.extend(
         f"  WARNING: at {precision} the policy falls behind fp32 ({'; '.join(check['behind'])}); "
-        f"inference_node refuses {precision}"
+        f"inference_node refuses {precision}; retraining with a higher runtime_precision.noise_margin "
+        "(e.g. 3) makes the head ignore more of what the rounding changes"
         for precision, check in checks.items()
         if not check["passed"]
     )
