@@ -111,3 +111,14 @@ def test_frames_per_epoch_counts_each_clips_frames_once():
     assert frames_per_episode_epoch(18, 8, 24) == 18
     # Clips of 6 windows: [0, 6) 6 frames, [6, 12) frames 0..11, [12, 18) frames 5..17.
     assert frames_per_episode_epoch(18, 8, 6) == 6 + 12 + 13
+
+
+def test_bench_times_onnx_runtime_beside_pytorch_in_one_run(tiny_base_model, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--base-model", str(tiny_base_model), "--dtype", "fp32", "--backend", "onnxruntime"]
+    assert main([*argv, "--repeats", "2", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["cached_step_ms_p50"] > 0 and figures["onnxruntime_cached_step_ms_p50"] > 0
+    assert figures["onnxruntime_providers"][-1] == "CPUExecutionProvider"
+    assert figures["onnxruntime_rss_after_load_mb"] > 100 and figures["onnxruntime_peak_rss_mb"] > 100
+    assert figures["onnxruntime_action_diff_max"] < 1e-3  # the same policy, the same windows

@@ -232,15 +232,49 @@ DRIVE_ARGUMENTS_GIVEN = {  # argument -> value given; with use_sim:=true, model_
     "instruction": "right",
     "device": "cpu",
     "dtype": "fp32",
+    "quantize": "int8",
     "enable": "true",
     "record_corrections": "true",
     "lockstep": "true",
 }
+EXERCISED_ELSEWHERE = {"backend", "onnx_dir"}  # test_drive_launch_runs_kosmos2_in_onnx_runtime
 NOT_RUNNABLE_HERE = {  # need the `joy` driver package, which has no wheel (README: what is not tested)
     "use_joy",
     "gamepad",
     "gamepad_config",
 }
+
+
+def test_drive_launch_runs_kosmos2_in_onnx_runtime(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, listener):
+    """backend:=onnxruntime: the graph of `mobile-vla export-onnx` encodes the frames and the
+    simulated robot drives to the instructed side; Ctrl-C still leaves a zero command."""
+    from mobile_vla_ros.cli.main import main
+
+    onnx_dir = tmp_path / "onnx"
+    export = ["export-onnx", str(tiny_checkpoint), "--base-model", str(tiny_base_model), "--out", str(onnx_dir)]
+    assert main(export) == 0
+    launch = start_drive(
+        ros2_env,
+        tmp_path,
+        tiny_checkpoint,
+        tiny_base_model,
+        "backend:=onnxruntime",
+        f"onnx_dir:={onnx_dir}",
+        "instruction:=right",
+    )
+    try:
+        wait_driving(launch, listener, sign=-1.0)
+        for name, value in (("backend", "onnxruntime"), ("onnx_dir", str(onnx_dir))):
+            got = retry(lambda name=name: ros2(ros2_env, "param", "get", "/inference_node", name, timeout=30)).stdout
+            assert got.strip().endswith(value), f"{name}: {got}"
+        assert "(onnxruntime, cpu, fp32: the ONNX graph" in launch.log(), launch.log()[-3000:]
+        code = launch.signal_group(signal.SIGINT)
+    except BaseException:
+        launch.kill()
+        raise
+    time.sleep(0.5)
+    assert (listener.last_twist.linear.x, listener.last_twist.linear.y) == (0.0, 0.0)
+    assert code == 0, launch.log()[-3000:]
 
 
 def edited_yaml(tmp_path: Path, name: str, node: str, key: str, value) -> Path:
@@ -256,7 +290,7 @@ def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command
 ):
     listed = show_args(ros2_env, "drive.launch.py")
     given = {**DRIVE_ARGUMENTS_GIVEN, "corrections_dir": tmp_path / "corrections"}
-    exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *given}
+    exercised = {"model_dir", "base_model_dir", "use_sim", "params_file", *given, *EXERCISED_ELSEWHERE}
     assert listed == exercised | NOT_RUNNABLE_HERE, "a launch argument without a test, or a test without an argument"
     params = edited_yaml(tmp_path, "drive.yaml", "inference_node", "max_accel", 1.75)
     launch = start_drive(
@@ -274,6 +308,7 @@ def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command
             ("/camera_window_node", "compressed"): "False",
             ("/inference_node", "device"): "cpu",
             ("/inference_node", "dtype"): "fp32",
+            ("/inference_node", "quantize"): "int8",
             ("/inference_node", "instruction"): "right",
             ("/inference_node", "start_enabled"): "True",
             ("/inference_node", "max_accel"): "1.75",

@@ -25,6 +25,12 @@ def register(subparsers) -> None:
         choices=("none", "int8"),
         help="int8: dynamic int8 Linear weights (CPU, from fp32)",
     )
+    parser.add_argument(
+        "--backend",
+        default="pytorch",
+        choices=("pytorch", "onnxruntime"),
+        help="onnxruntime: also export the policy and time ONNX Runtime's cached step in the same run",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", help="write the figures to this JSON file")
@@ -42,6 +48,7 @@ def run(args) -> int:
         warmup=args.warmup,
         tokenizer_dir=args.tokenizer,
         quantize=args.quantize,
+        backend=args.backend,
     )
     print(format_table(result))
     if args.json:

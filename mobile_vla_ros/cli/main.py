@@ -23,6 +23,7 @@ COMMANDS = (
     "inspect",
     "import_bag",
     "export",
+    "export_onnx",
     "demo",
 )
 

@@ -110,6 +110,12 @@ PARAMETERS = {
         "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
         "made by `mobile-vla quantize` loads its stored int8 backbone)",
     ),
+    "backend": (
+        "pytorch",
+        "what runs Kosmos-2: pytorch, or onnxruntime (the graph of `mobile-vla export-onnx`, fp32; providers "
+        "TensorRT, CUDA, CPU in that order, whichever is installed)",
+    ),
+    "onnx_dir": ("", "with backend onnxruntime: the export directory; empty: MODEL_DIR/onnx"),
     "allow_failed_precision_check": (
         False,
         "drive at a dtype at which the policy fell behind fp32 in its training check (policy.json precision_checks)",
@@ -222,10 +228,19 @@ class InferenceNode(Node):
         from mobile_vla_ros.policy.runner import PolicyRunner
 
         device = resolve_device(p["device"])
-        dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
+        if p["backend"] == "onnxruntime":
+            from mobile_vla_ros.policy.onnx_encoder import check_onnx_settings
+
+            onnx_dir = check_onnx_settings(p["model_dir"], p["onnx_dir"] or None, p["dtype"], p["quantize"])
+            dtype, why = "fp32", f"the ONNX graph in {onnx_dir} is fp32"
+        elif p["backend"] == "pytorch":
+            dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
+        else:
+            raise MobileVlaError(f"backend must be pytorch or onnxruntime, got {p['backend']!r}")
         self._check_precision(p, "int8" if p["quantize"] == "int8" else dtype)
         self.get_logger().info(
-            f"loading policy {p['model_dir']} on base model {p['base_model_dir']} ({device}, {dtype}: {why}) ..."
+            f"loading policy {p['model_dir']} on base model {p['base_model_dir']} "
+            f"({p['backend']}, {device}, {dtype}: {why}) ..."
         )
         self.runner = PolicyRunner.load(
             p["model_dir"],
@@ -234,6 +249,8 @@ class InferenceNode(Node):
             dtype=dtype,
             quantize=p["quantize"],
             max_new_frames=p["max_new_frames_per_step"],
+            backend=p["backend"],
+            onnx_dir=p["onnx_dir"] or None,
         )
         self.config = self.runner.config
         self.runner.set_instruction(first_instruction)

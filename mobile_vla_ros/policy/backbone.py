@@ -337,8 +337,26 @@ class FrameEncoder(nn.Module):
         model = self.kosmos
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
+    def train(self, mode: bool = True) -> FrameEncoder:
+        """Training mode for the adapters only.
+
+        The frozen backbone is a fixed feature extractor: its own dropout (0.1 in Kosmos-2's text
+        config) would add noise larger than the frame-to-frame differences the head must learn
+        from, so it stays in eval mode. LoRA's dropout (on the adapter path) follows `mode`.
+        """
+        super().train(mode)
+        self.kosmos.eval()
+        for name, module in self.kosmos.named_modules():
+            if name.endswith("lora_dropout"):
+                module.train(mode)
+        return self
+
+    @property
+    def token_embeddings(self) -> nn.Module:
+        return self._core.text_model.model.embed_tokens
+
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._core.text_model.model.embed_tokens(ids)
+        return self.token_embeddings(ids)
 
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         core = self._core

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import mobile_vla_ros
+from mobile_vla_ros.errors import SettingError
 from mobile_vla_ros.policy.backbone import (
     FULL_RANDOM,
     load_base_model,
@@ -38,7 +39,7 @@ from mobile_vla_ros.policy.quantize import (
     quantize_int8_,
     save_int8_backbone,
 )
-from mobile_vla_ros.policy.runner import PolicyRunner
+from mobile_vla_ros.policy.runner import BACKENDS, PolicyRunner
 from mobile_vla_ros.policy.tiny import save_tiny_tokenizer
 
 
@@ -135,6 +136,67 @@ def _run_reference(base_model, tokenizer_dir, device, steps, warmup, scratch, ma
     return peak_rss_mb(resource.RUSAGE_CHILDREN)
 
 
+def _current_rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def _onnx_export_child(base_model: str, tokenizer_dir: str | None, scratch: str) -> float:
+    """Child process: the bench's seeded fp32 policy exported to SCRATCH/onnx and checked against
+    PyTorch; returns its peak RSS (MB)."""
+    from mobile_vla_ros.policy.onnx_encoder import export_frame_encoder
+
+    policy = _build_policy(base_model, "fp32", tokenizer_dir)
+    export_frame_encoder(policy, Path(scratch) / "onnx", _bench_frames(policy.config, 2))
+    return peak_rss_mb()
+
+
+def _onnx_timing_child(base_model: str, tokenizer_dir: str | None, steps: int, warmup: int, scratch: str) -> dict:
+    """Child process: the bench sequence with ONNX Runtime encoding the frames, loaded as
+    inference_node loads it (the PyTorch policy first, its Kosmos-2 then released)."""
+    import gc
+
+    from mobile_vla_ros.policy.onnx_encoder import use_onnx_encoder
+
+    policy = use_onnx_encoder(_build_policy(base_model, "fp32", tokenizer_dir), Path(scratch) / "onnx")
+    gc.collect()
+    runner = PolicyRunner(policy, "cpu", merge_lora=False)
+    rss_after_load = _current_rss_mb()
+    frames = _bench_frames(runner.config, runner.config.window_size + steps + 1)
+    seconds: list[float] = []
+    actions = _cached_sequence(runner, frames, steps, lambda i, s: i >= warmup and seconds.append(s))
+    return {
+        "step_s": seconds,
+        "actions": actions,
+        "providers": policy.encoder.providers,
+        "rss_after_load_mb": rss_after_load,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _onnx_figures(base_model, tokenizer_dir, steps, warmup, scratch, torch_actions, progress) -> dict:
+    """ONNX Runtime's cached step on the same windows as PyTorch's, each part in its own process
+    (so each one's memory is its own)."""
+    context = multiprocessing.get_context("spawn")
+    progress("exporting the same policy to ONNX in a separate process ...")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        export_peak = pool.submit(_onnx_export_child, base_model, tokenizer_dir, scratch).result()
+    progress("timing the incremental step with ONNX Runtime in a separate process ...")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        timed = pool.submit(_onnx_timing_child, base_model, tokenizer_dir, steps, warmup, scratch).result()
+    figures = _percentiles(timed["step_s"])
+    difference = np.abs(timed["actions"] - torch_actions)
+    return {
+        "onnxruntime_cached_step_ms_p50": figures["p50"],
+        "onnxruntime_cached_step_ms_p95": figures["p95"],
+        "onnxruntime_providers": timed["providers"],
+        "onnxruntime_rss_after_load_mb": timed["rss_after_load_mb"],
+        "onnxruntime_peak_rss_mb": timed["peak_rss_mb"],
+        "onnxruntime_export_peak_rss_mb": export_peak,
+        "onnxruntime_action_diff_max": float(difference.max()),
+    }
+
+
 def build_runner(
     base_model: str, device: str, dtype: str, tokenizer_dir: str | None = None, quantize: str = "none"
 ) -> PolicyRunner:
@@ -158,8 +220,12 @@ def run_benchmark(
     warmup: int = 1,
     tokenizer_dir: str | None = None,
     quantize: str = "none",
+    backend: str = "pytorch",
     progress=print,
 ) -> dict:
+    """`backend` onnxruntime: ONNX Runtime's cached step is measured too, beside PyTorch's."""
+    if backend not in BACKENDS:
+        raise SettingError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     dtype, why = resolve_dtype(dtype, resolve_device(device), quantize)
     progress(f"dtype {dtype}: {why}")
     if base_model == FULL_RANDOM and tokenizer_dir is None:
@@ -258,6 +324,8 @@ def run_benchmark(
         with FlopCounterMode(display=False) as counter:
             runner.step(frames[steps + 1 : steps + 1 + window])
         result["gflop_per_cached_step"] = counter.get_total_flops() / 1e9
+    if backend == "onnxruntime":
+        result.update(_onnx_figures(base_model, tokenizer_dir, steps, warmup, scratch, actions, progress))
     result["weights_mb"] = sum(_tensor_bytes(kosmos)) / 2**20
     if runner.device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -305,5 +373,14 @@ def format_table(result: dict) -> str:
         lines.append(
             f"cached step vs fp32 in this run: {result['cached_step_ms_p50']:.1f} / "
             f"{result['fp32_cached_step_ms_p50']:.1f} ms = {result['cached_step_over_fp32']:.2f}x"
+        )
+    if "onnxruntime_cached_step_ms_p50" in result:
+        lines.append(
+            f"ONNX Runtime ({', '.join(result['onnxruntime_providers'])}): cached step p50 "
+            f"{result['onnxruntime_cached_step_ms_p50']:.1f} ms, p95 {result['onnxruntime_cached_step_ms_p95']:.1f} "
+            f"(PyTorch {result['dtype']}: {result['cached_step_ms_p50']:.1f} ms); RSS after loading "
+            f"{result['onnxruntime_rss_after_load_mb']:.0f} MB, peak {result['onnxruntime_peak_rss_mb']:.0f} MB "
+            f"(export {result['onnxruntime_export_peak_rss_mb']:.0f} MB); actions vs PyTorch {result['dtype']}: "
+            f"max |diff| {result['onnxruntime_action_diff_max']:.4f}"
         )
     return "\n".join(lines)

@@ -51,20 +51,6 @@ class VLAPolicy(nn.Module):
         self.register_buffer("action_low", torch.tensor(config.action_low), persistent=False)
         self.register_buffer("action_high", torch.tensor(config.action_high), persistent=False)
 
-    def train(self, mode: bool = True) -> VLAPolicy:
-        """Training mode for the head and the adapters only.
-
-        The frozen backbone is a fixed feature extractor: its own dropout (0.1 in Kosmos-2's text
-        config) would add noise larger than the frame-to-frame differences the head must learn
-        from, so it stays in eval mode. LoRA's dropout (on the adapter path) follows `mode`.
-        """
-        super().train(mode)
-        self.encoder.kosmos.eval()
-        for name, module in self.encoder.kosmos.named_modules():
-            if name.endswith("lora_dropout"):
-                module.train(mode)
-        return self
-
     # --- actions -------------------------------------------------------------------------
     def set_action_range(self, low, high) -> None:
         self.config.action_low, self.config.action_high = tuple(map(float, low)), tuple(map(float, high))
@@ -83,7 +69,7 @@ class VLAPolicy(nn.Module):
     # --- inputs --------------------------------------------------------------------------
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self.encoder._core.text_model.model.embed_tokens.weight.dtype
+        return self.encoder.token_embeddings.weight.dtype
 
     def pixel_values(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (..., S, S, 3) RGB -> normalised (..., 3, S, S) in the backbone's dtype."""

@@ -37,6 +37,7 @@ def frame_key(frame: np.ndarray) -> bytes:
 
 
 QUANTIZATIONS = ("none", "int8")
+BACKENDS = ("pytorch", "onnxruntime")  # what runs Kosmos-2; the head is PyTorch in both
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,23 @@ class PolicyRunner:
         merge_lora: bool = True,
         quantize: str = "none",
         max_new_frames: int = 1,
+        backend: str = "pytorch",
+        onnx_dir: str | Path | None = None,
     ) -> PolicyRunner:
         """`dtype` may be "auto" (see backbone.resolve_dtype). With quantize "int8", a checkpoint
         made by `mobile-vla quantize` loads its stored int8 backbone (no fp32 copy); any other
-        checkpoint is converted layer by layer after loading in fp32."""
+        checkpoint is converted layer by layer after loading in fp32. With backend "onnxruntime"
+        the export in `onnx_dir` (default MODEL_DIR/onnx, `mobile-vla export-onnx`) encodes the
+        frames; the policy loads in fp32 first, with every check, and its Kosmos-2 is then released."""
+        if backend not in BACKENDS:
+            raise SettingError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         device = resolve_device(device)
+        if backend == "onnxruntime":
+            from mobile_vla_ros.policy.onnx_encoder import check_onnx_settings, use_onnx_encoder
+
+            onnx_dir = check_onnx_settings(model_dir, onnx_dir, dtype, quantize)
+            policy = load_policy(model_dir, base_model_dir)
+            return cls(use_onnx_encoder(policy, onnx_dir), "cpu", merge_lora=False, max_new_frames=max_new_frames)
         dtype, _ = resolve_dtype(dtype, device, quantize)
         if quantize == "int8" and is_int8_checkpoint(model_dir):
             if device.type != "cpu" or dtype != "fp32":

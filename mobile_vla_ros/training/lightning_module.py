@@ -79,7 +79,7 @@ class PolicyModule(L.LightningModule):
         frame's Kosmos-2 activations dropped after the forward pass and recomputed in the backward
         pass (training memory then holds one frame's activations instead of the whole batch's,
         for one more forward pass). Per frame, not per layer: transformers checkpoints only layers
-        in training mode, and the frozen Kosmos-2 stays in eval mode (VLAPolicy.train)."""
+        in training mode, and the frozen Kosmos-2 stays in eval mode (FrameEncoder.train)."""
         if not (self.gradient_checkpointing and self.backbone_trains and torch.is_grad_enabled()):
             return self.policy.frame_features(frames, prompts)
         rows = torch.arange(len(frames))
