@@ -122,3 +122,4 @@ def test_bench_times_onnx_runtime_beside_pytorch_in_one_run(tiny_base_model, tmp
     assert figures["onnxruntime_providers"][-1] == "CPUExecutionProvider"
     assert figures["onnxruntime_rss_after_load_mb"] > 100 and figures["onnxruntime_peak_rss_mb"] > 100
     assert figures["onnxruntime_action_diff_max"] < 1e-3  # the same policy, the same windows
+    assert figures["onnxruntime_export_check"]["passed"] and figures["onnxruntime_export_s"] > 0

@@ -291,6 +291,59 @@ def test_lockstep_time_advances_only_when_the_pipeline_answers():
         print(process.communicate(timeout=10)[0].decode())
 
 
+def test_lockstep_publishes_a_scheduled_switch_and_holds_the_clock_until_it_is_confirmed():
+    """sim/instruction_at: the instruction goes out just before the clock reaches its time, and the
+    clock stands until instruction/active confirms it: the switch lands on the same tick every run."""
+    from rosgraph_msgs.msg import Clock
+
+    command = sim_command(
+        *("-p", "lockstep:=true", "-p", "physics_rate_hz:=20.0", "-p", "camera_rate_hz:=10.0"),
+        *("-p", "image_width:=64", "-p", "image_height:=48", "-r", "__ns:=/switching"),
+    )
+    process = subprocess.Popen(
+        command, env=os.environ.copy(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    clock, heard, publishers = [], [], {}
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+    def setup(node) -> None:
+        node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
+        node.create_subscription(String, "instruction", lambda m: heard.append((m.data, clock[-1])), 10)
+        publishers["at"] = node.create_publisher(String, "sim/instruction_at", 10)
+        publishers["active"] = node.create_publisher(String, "instruction/active", latched)
+
+    probe = Probe(setup, namespace="/switching")
+
+    def now() -> float:
+        with probe.lock:
+            return clock[-1] if clock else -1.0
+
+    try:
+        assert wait_for(lambda: clock and publishers["at"].get_subscription_count() > 0, 20.0)
+        probe.drive(0.0, 0.0)  # commands flow: one step per cmd_vel
+        time.sleep(0.3)
+        switch_at = round(now() + 0.30, 2)
+        publishers["at"].publish(String(data=json.dumps({"time_s": switch_at, "instruction": "right"})))
+        time.sleep(0.3)
+        while not heard:
+            before = now()
+            assert before < switch_at + 1e-9, f"the clock passed {switch_at} without the switch"
+            probe.drive(0.0, 0.0)
+            assert wait_for(lambda before=before: now() > before or heard, 5.0)
+        assert heard[0] == ("right", pytest.approx(switch_at - 0.05)), "published on the tick before its time"
+        time.sleep(0.5)
+        probe.drive(0.0, 0.0)  # a cmd_vel does not move the clock on while the switch is unconfirmed
+        time.sleep(0.5)
+        assert now() == pytest.approx(switch_at - 0.05), "the clock ran on before instruction/active"
+        publishers["active"].publish(String(data="right"))
+        assert wait_for(lambda: now() == pytest.approx(switch_at), 5.0), "the confirmation did not release it"
+        assert len(heard) == 1
+    finally:
+        probe.close()
+        process.terminate()
+        print(process.communicate(timeout=10)[0].decode())
+
+
 def test_next_episode_on_end_starts_the_next_layout_by_itself():
     """drive.launch.py use_sim:=true sets it: after an episode ends the next layout starts 1 s later."""
     command = sim_command(

@@ -103,11 +103,11 @@ class TrialConductor(Node):
         self._pose: tuple[float, float] | None = None
         self._velocity = (0.0, 0.0)  # the inference node's latest cmd_vel: where the robot is going
         self._supervisor: TakeoverSupervisor | None = None
-        self._switch: tuple[float, str] | None = None  # (simulated time, instruction) still to publish
         self.result: dict = {}
         self.windows_answered = False  # the inference node has answered a window: the lockstep is engaged
         self.active_instruction = ""
         self.instruction_pub = self.create_publisher(String, "instruction", 10)
+        self.switch_pub = self.create_publisher(String, "sim/instruction_at", 10)
         self.enable_pub = self.create_publisher(Bool, "enable", 10)
         self.teleop_pub = self.create_publisher(Twist, "cmd_vel_teleop", 10)
         self.create_subscription(PoseStamped, "sim/pose", self._on_pose, 50)
@@ -132,16 +132,12 @@ class TrialConductor(Node):
             self._sim_time = max(self._sim_time, stamp)
             if self._path is not None and stamp >= self._path_start:
                 self._path.append((stamp - self._path_start, msg.pose.position.x, msg.pose.position.y))
-            due, self._switch = (
-                (self._switch, None) if self._switch and stamp >= self._switch[0] else (None, self._switch)
-            )
-        if due is not None:  # on the pose of that instant: the switch lands within a control tick or two
-            self.instruction_pub.publish(String(data=due[1]))
 
-    def switch_at(self, sim_time: float | None, side: str = "") -> None:
-        """Publish instruction `side` once simulated time reaches `sim_time` (None: cancel)."""
-        with self._lock:
-            self._switch = None if sim_time is None else (sim_time, side)
+    def switch_at(self, sim_time: float, side: str) -> None:
+        """Instruction `side` from simulated time `sim_time` on: the simulator publishes it and holds
+        its clock until the inference node has switched (sim_node, sim/instruction_at), so the
+        switch lands on the same tick in every run. A reset of the simulator cancels it."""
+        self.switch_pub.publish(String(data=json.dumps({"time_s": sim_time, "instruction": side})))
 
     def sim_time(self) -> float:
         with self._lock:
@@ -340,6 +336,7 @@ class ClosedLoopSim:
                 lambda: (
                     conductor.enable_pub.get_subscription_count() > 0
                     and conductor.instruction_pub.get_subscription_count() > 0
+                    and conductor.switch_pub.get_subscription_count() > 0
                 ),
                 60.0,
                 "the inference node's inputs",
@@ -415,7 +412,6 @@ class ClosedLoopSim:
             self._wait_simulated(finished_noting_the_monitor, f"the end of episode {info['episode']}")
         finally:
             supervisor = conductor.supervise(None)
-            conductor.switch_at(None)
             conductor.enable(False)
         result = conductor.latest_result()
         duration = float(result["time_s"])

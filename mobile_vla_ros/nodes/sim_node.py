@@ -26,6 +26,13 @@ the inference node's control period) at a time, each only after the pipeline has
    ``window/answered`` seen), wait until inference_node has answered it on ``window/answered``
    (its chunk is in force from the next control tick).
 
+An instruction switch can be part of the handshake: a JSON message ``{"time_s": t, "instruction":
+text}`` on ``sim/instruction_at`` makes the node publish ``text`` on ``instruction`` just before
+its clock reaches t, and hold the clock until ``instruction/active`` confirms a switch (at most
+``LOCKSTEP_PATIENCE_S``). Every window from t on then runs under the new prompt, on any machine;
+published by a conductor on its own, the switch would land a tick or two apart from run to run.
+A reset cancels a switch still pending.
+
 Until a path flows, time runs at the real-time cap instead of waiting on it: the inference node
 sends one ``cmd_vel`` per simulated control tick, so a first one published before its publisher
 had matched this node's subscription would be lost and the clock would stand for ever (seen
@@ -136,6 +143,7 @@ class SimNode(Node):
         self._sim_ns = 0  # lockstep: the simulated time
         self._awaiting = None  # lockstep: "cmd_vel" or "answer" while the pipeline has not answered
         self._commands_flow = False  # lockstep: a cmd_vel has arrived, so the clock may wait for the next
+        self._instruction_at: tuple[int, str] | None = None  # lockstep: (sim ns, text) of a switch to publish
         self._next_on_end = bool(value("next_episode_on_end"))
         self._ended_ns: int | None = None
         self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
@@ -160,6 +168,9 @@ class SimNode(Node):
         if self._lockstep:
             self._clock_pub = self.create_publisher(Clock, "/clock", 10)
             self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
+            self._instruction_pub = self.create_publisher(String, "instruction", 10)
+            self.create_subscription(String, "sim/instruction_at", self._on_instruction_at, 10)
+            self.create_subscription(String, "instruction/active", self._on_instruction_active, latched)
             self._step = 0
             self._awaiting_since = 0.0
             self._frame_ns = -1  # stamp of the last camera frame
@@ -185,6 +196,7 @@ class SimNode(Node):
             self._hold_until_ns = -(-self._hold_until_ns // frame_ns) * frame_ns
         self._command, self._command_time_ns = (0.0, 0.0), None
         self._ended_ns = None
+        self._instruction_at = None
         self._publish_result()
         self.get_logger().info(f"episode {self._episode} (seed {seed}): {self._world.layout.to_dict()}")
 
@@ -248,6 +260,11 @@ class SimNode(Node):
         now = time.monotonic()
         if self._awaiting is not None or now < self._next_step_at:
             return
+        if self._instruction_at is not None and self._sim_ns + self._step_ns >= self._instruction_at[0]:
+            (_, text), self._instruction_at = self._instruction_at, None
+            self._instruction_pub.publish(String(data=text))
+            self._awaiting, self._awaiting_since = "instruction/active", now
+            return
         self._next_step_at = max(self._next_step_at + self._step_wall_s, now)
         self._step += 1
         self._sim_ns += self._step_ns
@@ -268,7 +285,10 @@ class SimNode(Node):
             return
         self._publish_clock()
         waited = time.monotonic() - self._awaiting_since
-        if waited > LOCKSTEP_PATIENCE_S:
+        if self._awaiting == "instruction/active" and waited > LOCKSTEP_PATIENCE_S:
+            self.get_logger().warning("lockstep: no instruction/active confirmed the instruction switch; going on")
+            self._answered()
+        elif waited > LOCKSTEP_PATIENCE_S:
             self.get_logger().warning(
                 f"lockstep: simulated time stands at {self._sim_ns * 1e-9:.2f} s, waiting {waited:.0f} s for "
                 f"the pipeline's {self._awaiting} (is inference_node running with use_sim_time, and "
@@ -283,6 +303,17 @@ class SimNode(Node):
         self._windows_flow = True
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         if self._awaiting == "answer" and stamp_ns >= self._frame_ns:
+            self._answered()
+
+    def _on_instruction_at(self, msg: String) -> None:
+        try:
+            request = json.loads(msg.data)
+            self._instruction_at = (round(float(request["time_s"]) * 1e9), str(request["instruction"]))
+        except (ValueError, KeyError, TypeError) as error:
+            self.get_logger().error(f"sim/instruction_at {msg.data!r} ignored: {error}")
+
+    def _on_instruction_active(self, msg: String) -> None:
+        if self._awaiting == "instruction/active":
             self._answered()
 
     def _on_physics_tick(self) -> None:

@@ -141,14 +141,14 @@ def _current_rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def _onnx_export_child(base_model: str, tokenizer_dir: str | None, scratch: str) -> float:
+def _onnx_export_child(base_model: str, tokenizer_dir: str | None, scratch: str) -> dict:
     """Child process: the bench's seeded fp32 policy exported to SCRATCH/onnx and checked against
-    PyTorch; returns its peak RSS (MB)."""
+    PyTorch; returns the export's record and the process's peak RSS (MB)."""
     from mobile_vla_ros.policy.onnx_encoder import export_frame_encoder
 
     policy = _build_policy(base_model, "fp32", tokenizer_dir)
-    export_frame_encoder(policy, Path(scratch) / "onnx", _bench_frames(policy.config, 2))
-    return peak_rss_mb()
+    record = export_frame_encoder(policy, Path(scratch) / "onnx", _bench_frames(policy.config, 2))
+    return {**record, "peak_rss_mb": peak_rss_mb()}
 
 
 def _onnx_timing_child(base_model: str, tokenizer_dir: str | None, steps: int, warmup: int, scratch: str) -> dict:
@@ -180,7 +180,7 @@ def _onnx_figures(base_model, tokenizer_dir, steps, warmup, scratch, torch_actio
     context = multiprocessing.get_context("spawn")
     progress("exporting the same policy to ONNX in a separate process ...")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        export_peak = pool.submit(_onnx_export_child, base_model, tokenizer_dir, scratch).result()
+        export = pool.submit(_onnx_export_child, base_model, tokenizer_dir, scratch).result()
     progress("timing the incremental step with ONNX Runtime in a separate process ...")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         timed = pool.submit(_onnx_timing_child, base_model, tokenizer_dir, steps, warmup, scratch).result()
@@ -192,7 +192,9 @@ def _onnx_figures(base_model, tokenizer_dir, steps, warmup, scratch, torch_actio
         "onnxruntime_providers": timed["providers"],
         "onnxruntime_rss_after_load_mb": timed["rss_after_load_mb"],
         "onnxruntime_peak_rss_mb": timed["peak_rss_mb"],
-        "onnxruntime_export_peak_rss_mb": export_peak,
+        "onnxruntime_export_peak_rss_mb": export["peak_rss_mb"],
+        "onnxruntime_export_s": export["export_s"],
+        "onnxruntime_export_check": export["check"],
         "onnxruntime_action_diff_max": float(difference.max()),
     }
 
