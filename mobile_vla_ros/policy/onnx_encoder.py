@@ -83,7 +83,8 @@ def export_frame_encoder(policy: VLAPolicy, out_dir: str | Path, frames: np.ndar
     frames_t = torch.from_numpy(np.ascontiguousarray(frames))
     sample = _inputs(policy, frames_t[:2], policy.encode_prompts([policy.config.instructions[0]]).repeat_frames(2))
     count, tokens = Dim("frames", min=1, max=256), Dim("tokens", min=2, max=2048)
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per merged constant
+    for chatty in ("onnx_ir", "onnxscript"):  # one INFO line per merged or unfolded constant
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     started = time.perf_counter()
     with torch.no_grad():
         torch.onnx.export(
