@@ -50,3 +50,25 @@ def test_the_controller_stops_slows_or_only_warns(action, state, speed):
     command = controller.tick(0.1)
     assert command.state == state
     assert command.velocity == pytest.approx(np.array([0.5, 0.5]) * speed)
+
+
+def test_the_calibrated_threshold_is_exceeded_by_at_most_its_share_of_new_frames():
+    """Split conformal: over many calibration sets of 150 frames, a new frame from the same
+    distribution is above the p99 threshold in at most 1 % of cases; the plain percentile of the
+    same frames lets more through. With too few frames for a percentile the highest score stands."""
+    from math import erfc, sqrt
+
+    from mobile_vla_ros.training.metrics import conformal_quantile
+
+    rng = np.random.default_rng(0)
+    calibrations = rng.standard_normal((2000, 150))
+
+    def exceeded(threshold: float) -> float:  # P(a new standard normal frame is above it)
+        return 0.5 * erfc(threshold / sqrt(2))
+
+    conformal = np.mean([exceeded(conformal_quantile(scores, 99)) for scores in calibrations])
+    plain = np.mean([exceeded(np.percentile(scores, 99)) for scores in calibrations])
+    assert conformal <= 0.01 < plain
+    scores = np.arange(1.0, 151.0)
+    assert conformal_quantile(scores, 99.9) == 150.0 and conformal_quantile(scores, 99) == 150.0
+    assert conformal_quantile(np.arange(1.0, 1001.0), 99) == 991.0

@@ -31,6 +31,8 @@ feature path on its validation episodes; everything after the replay is this mod
 
 from __future__ import annotations
 
+import math
+
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -154,10 +156,21 @@ def familiarity_distribution(replays: list[Replay], thresholds: dict | None = No
     scores = np.concatenate(scored)
     distribution = {f"p{p:g}": float(np.percentile(scores, p)) for p in FAMILIARITY_PERCENTILES}
     distribution["max"], distribution["frames"] = float(scores.max()), int(len(scores))
+    distribution["calibrated"] = {f"p{p:g}": conformal_quantile(scores, p) for p in FAMILIARITY_PERCENTILES[1:]}
     distribution["share_above"] = {
         name: float((scores > value).mean()) for name, value in (thresholds or {}).get("thresholds", {}).items()
     }
     return distribution
+
+
+def conformal_quantile(scores: np.ndarray, percentile: float) -> float:
+    """A threshold that a new frame like these exceeds with probability at most 1 - percentile/100:
+    the ceil((n + 1) q)-th smallest of the n scores (split conformal prediction), the highest score
+    when n is too small to say. The plain percentile of n frames sits below the population's: on
+    the twins' 144 validation frames, 2.4 % of held-out bf16 frames were above their p99."""
+    ordered = np.sort(scores)
+    rank = math.ceil((len(ordered) + 1) * percentile / 100)
+    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 UNFAMILIAR_WARNING = 0.05  # share of frames above the p99.9 threshold that says "not like the training data"

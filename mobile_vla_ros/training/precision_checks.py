@@ -25,7 +25,7 @@ JUDGED = (
     ("mae_vs_blind", max, lambda value: value),
 )
 REPORTED = (("frame_sensitivity", min),)
-FAMILIARITY_THRESHOLDS = ("p99", "p99.9")  # percentiles of metrics.familiarity_distribution
+FAMILIARITY_THRESHOLDS = ("p99", "p99.9")  # metrics.familiarity_distribution's conformal quantiles
 
 
 def precision_errors(policy, episodes, dtypes, frames: int) -> torch.Tensor | None:
@@ -76,14 +76,14 @@ def headline(report: dict) -> dict:
         figures[key] = _combined(report.get(key), combine)
     familiarity = report.get("familiarity") or {}
     for name in FAMILIARITY_THRESHOLDS:
-        figures[f"familiarity_{name}"] = familiarity.get(name)
+        figures[f"familiarity_{name}"] = familiarity.get("calibrated", {}).get(name)
     figures["familiarity_frames"] = familiarity.get("frames")
     return figures
 
 
 def calibrate_familiarity(checks: dict) -> dict:
-    """policy.json `familiarity`: each threshold is the highest of that percentile of the validation
-    frames' scores over the checked precisions (rounding raises the scores a little at bf16), so
+    """policy.json `familiarity`: each threshold is the highest of that conformal quantile of the
+    validation frames' scores over the checked precisions (rounding raises the scores a little at bf16), so
     frames like the validation frames pass at every precision the robot may run."""
     thresholds = {}
     for name in FAMILIARITY_THRESHOLDS:
