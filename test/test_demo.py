@@ -17,7 +17,15 @@ from mobile_vla_ros.demo.stages import (
     mark_stage_done,
     stage_is_current,
 )
-from mobile_vla_ros.demo.trials import Trial, format_table, summarize, trial_sides
+from mobile_vla_ros.demo.trials import (
+    Trial,
+    familiarity_summary,
+    first_unfamiliar,
+    format_familiarity,
+    format_table,
+    summarize,
+    trial_sides,
+)
 from mobile_vla_ros.sim.world import Layout, sample_layout
 
 # ------------------------------------------------------------------------------ closed loop (ROS)
@@ -193,3 +201,37 @@ def test_trials_alternate_and_the_table_counts_only_the_instructed_side():
     assert "left" in table and "50%" in table
     record = trials[1].to_dict()
     assert record["succeeded"] is False and Layout.from_dict(record["layout"]) == trials[1].layout
+
+
+def test_the_monitor_counts_for_a_trial_from_its_settled_verdict_to_its_last_tick():
+    release, settled, end = 10.0, 10.5, 16.0
+    # left over from the previous layout and cleared during the start hold: no alarm
+    assert first_unfamiliar([(9.0, True), (10.2, False)], release, settled, end) is None
+    # still standing when the verdict settles: this layout's, from the start
+    assert first_unfamiliar([(9.0, True), (12.0, False)], release, settled, end) == 0.0
+    assert first_unfamiliar([(2.0, True)], release, settled, end) == 0.0  # standing since an earlier layout
+    assert first_unfamiliar([(10.3, True)], release, settled, end) == pytest.approx(0.3)
+    # during the episode: the first one counts, even when it cleared again
+    assert first_unfamiliar([(9.0, True), (10.1, False), (13.0, True), (13.5, False)], release, settled, end) == 3.0
+    # on the last tick (or after it: the robot stands at the box) it does not
+    assert first_unfamiliar([(16.0, True)], release, settled, end) is None
+    assert first_unfamiliar([], release, settled, end) is None
+
+
+def test_a_false_alarm_is_one_on_a_trial_the_robot_finished_with_the_monitor_only_watching():
+    def fired(trial: Trial, at: float | None) -> Trial:
+        trial.unfamiliar_s = at
+        return trial
+
+    plain = [fired(_trial(0, "left", "timed_out"), 4.0), fired(_trial(1, "right", "reached_right"), None)]
+    watched = [fired(_trial(0, "left", "collided"), 4.0), fired(_trial(1, "right", "reached_right"), 2.0)]
+    shifted = {
+        "none": [fired(_trial(2, "left", "collided"), None)],
+        "stop": [fired(_trial(2, "left", "timed_out"), 0.5)],
+    }
+    summary = familiarity_summary(plain, watched, shifted)
+    assert summary["plain, monitor stop"] == {"trials": 2, "fired": 1, "succeeded": 1}
+    assert summary["plain, monitor warn"]["fired"] == 2 and summary["plain, monitor warn"]["false_alarms"] == 1
+    assert summary["shifted, monitor stop"]["stopped_not_collided"] == 1
+    assert summary["shifted, monitor none"]["collided"] == 1 and summary["shifted, monitor none"]["fired"] == 0
+    assert "(1 false: the robot reached its side)" in format_familiarity(summary, ("dark",))

@@ -56,7 +56,7 @@ from sensor_msgs.msg import TimeReference
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
-from mobile_vla_ros.demo.trials import Trial
+from mobile_vla_ros.demo.trials import Trial, first_unfamiliar
 from mobile_vla_ros.errors import MobileVlaError
 from mobile_vla_ros.nodes.launch_arguments import lockstep_sim_parameters
 from mobile_vla_ros.paths import config_file
@@ -116,7 +116,9 @@ class TrialConductor(Node):
         self.create_subscription(String, "sim/result", self._on_result, LATCHED)
         self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
         self.create_subscription(Bool, "familiarity/unfamiliar", self._on_familiarity, LATCHED)
-        self._unfamiliar_since: float | None = None  # simulated time the monitor last said unfamiliar
+        # (simulated time, unfamiliar) of each verdict: the monitor's verdict on a frame goes out before
+        # the node answers its window, so it arrives before the clock moves on and carries that tick
+        self._familiarity_verdicts: list[tuple[float, bool]] = []
         self.create_subscription(
             String,
             "instruction/active",
@@ -170,13 +172,16 @@ class TrialConductor(Node):
 
     def _on_familiarity(self, msg: Bool) -> None:
         with self._lock:
-            self._unfamiliar_since = self._sim_time if msg.data else None
+            self._familiarity_verdicts.append((self._sim_time, msg.data))
 
-    def unfamiliar_after(self, release: float) -> float | None:
-        """Seconds after `release` at which the monitor said unfamiliar (0: it already did), else None."""
+    def take_familiarity_verdicts(self) -> list[tuple[float, bool]]:
+        """The verdicts received since the last call, as (simulated time, unfamiliar), after the one
+        standing before them: the node sends a verdict only when it changes, so one that stands
+        (a dark scene from one layout to the next) is the last one received."""
         with self._lock:
-            since = self._unfamiliar_since
-        return None if since is None else max(since - release, 0.0)
+            verdicts = self._familiarity_verdicts
+            self._familiarity_verdicts = verdicts[-1:]
+        return verdicts
 
     def _on_result(self, msg: String) -> None:
         with self._lock:
@@ -397,19 +402,7 @@ class ClosedLoopSim:
                 conductor.switch_at(info["release_time"] + switch_after_s, side)
             if takeover is not None:
                 conductor.supervise(TakeoverSupervisor(layout, side, rules=takeover))
-            noted: dict[str, float] = {}
-
-            def finished_noting_the_monitor() -> bool:
-                # A verdict left over from the previous layout's last frames clears during the start
-                # hold; one still standing MONITOR_SETTLE_S after the release is this layout's.
-                settled = conductor.sim_time() >= info["release_time"] + MONITOR_SETTLE_S
-                if "unfamiliar_s" not in noted and settled:
-                    seen = conductor.unfamiliar_after(info["release_time"])
-                    if seen is not None:
-                        noted["unfamiliar_s"] = seen
-                return self._finished(info["episode"])
-
-            self._wait_simulated(finished_noting_the_monitor, f"the end of episode {info['episode']}")
+            self._wait_simulated(lambda: self._finished(info["episode"]), f"the end of episode {info['episode']}")
         finally:
             supervisor = conductor.supervise(None)
             conductor.enable(False)
@@ -424,7 +417,9 @@ class ClosedLoopSim:
             until = conductor.sim_time() + self.correction_end_hold_s + 0.3
             self._wait_simulated(lambda: conductor.sim_time() >= until, "the end of the correction")
         trial = Trial(index, side, info["episode"], layout, np.array(path), result["outcome"], duration, list(reasons))
-        trial.unfamiliar_s = noted.get("unfamiliar_s")
+        release = info["release_time"]
+        verdicts = conductor.take_familiarity_verdicts()
+        trial.unfamiliar_s = first_unfamiliar(verdicts, release, release + MONITOR_SETTLE_S, release + duration)
         trial.switched_after_s = switch_after_s
         return trial
 

@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from mobile_vla_ros.demo.stages import DemoError, Stages, format_durations, is_current, mark_stage_done, redo
@@ -41,7 +42,7 @@ TRAIN_SETTINGS = ("trainer.threads=1", "runtime_precision.noise_margin=3")
 TRAIN_MAX_STEPS = 2500
 
 
-STAGE_COUNT = 9
+STAGE_COUNT = 10
 SWITCH_AFTER_S = 1.0  # switch trials: the new instruction goes out this long after the release
 SHIFTED_SCENES = ("dark", "recoloured")  # sim_node scenes the demonstrations never show
 
@@ -62,41 +63,24 @@ def run_demo(args) -> int:
     stages = Stages(STAGE_COUNT)
     prepared = prepare_policy(args, stages, "demo")
 
-    trials = stages.run(
-        4,
-        "closed-loop driving",
-        False,
-        lambda: drive_trials(
-            prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, dtype=args.dtype
-        ),
+    # Every closed-loop stage drives the same unseen layouts with the same policy, at drive.yaml's dtype
+    # unless --dtype says otherwise; what differs is named at each stage.
+    drive = partial(
+        drive_trials, prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, dtype=args.dtype
     )
+    trials = stages.run(4, "closed-loop driving", False, drive)
     switched = stages.run(
         5,
         f"switch trials (the other instruction first, switched at +{SWITCH_AFTER_S:g} s)",
         False,
-        lambda: drive_trials(
-            prepared.policy_dir,
-            prepared.base_dir,
-            args.seed,
-            args.trials,
-            args.device,
-            dtype=args.dtype,
-            switch_after_s=SWITCH_AFTER_S,
-        ),
+        lambda: drive(switch_after_s=SWITCH_AFTER_S),
     )
-    frozen = stages.run(
-        6,
-        "closed loop, frozen camera",
+    frozen = stages.run(6, "closed loop, frozen camera", False, lambda: drive(freeze_camera=True))
+    watched = stages.run(
+        7,
+        "closed-loop driving, familiarity monitor warn (watching only: which alarms were false)",
         False,
-        lambda: drive_trials(
-            prepared.policy_dir,
-            prepared.base_dir,
-            args.seed,
-            args.trials,
-            args.device,
-            dtype=args.dtype,
-            freeze_camera=True,
-        ),
+        lambda: drive(familiarity_action="warn"),
     )
     shifted = {
         action: stages.run(
@@ -105,10 +89,10 @@ def run_demo(args) -> int:
             False,
             lambda action=action: shifted_trials(prepared, args, action),
         )
-        for stage, action in ((7, "none"), (8, "stop"))
+        for stage, action in ((8, "none"), (9, "stop"))
     }
     print(f"[{STAGE_COUNT}/{STAGE_COUNT}] report", flush=True)
-    _report(args, trials, switched, frozen, shifted, stages, prepared.policy_dir)
+    _report(args, trials, switched, frozen, watched, shifted, stages, prepared.policy_dir)
     return 0
 
 
@@ -318,7 +302,9 @@ def drive_trials(
     return trials
 
 
-def _report(args, trials: list, switched: list, frozen: list, shifted: dict, stages: Stages, policy_dir: Path) -> None:
+def _report(
+    args, trials: list, switched: list, frozen: list, watched: list, shifted: dict, stages: Stages, policy_dir: Path
+) -> None:
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.sim.plot import plot_trajectories
 
@@ -354,10 +340,11 @@ def _report(args, trials: list, switched: list, frozen: list, shifted: dict, sta
             key: training.get(key)
             for key in ("steps", "seconds", "train_loss", "val_loss", "instruction_separation", "mae_vs_blind")
         },
-        "familiarity": familiarity_summary(trials, shifted),
+        "familiarity": familiarity_summary(trials, watched, shifted),
         "trials": [trial.to_dict() for trial in trials],
         "switch_trials": [trial.to_dict() for trial in switched],
         "frozen_camera_trials": [trial.to_dict() for trial in frozen],
+        "monitor_watching_trials": [trial.to_dict() for trial in watched],
         "shifted_scene_trials": {action: [trial.to_dict() for trial in runs] for action, runs in shifted.items()},
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")

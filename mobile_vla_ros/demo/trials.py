@@ -132,10 +132,28 @@ def format_table(summary: dict, baselines: dict[str, dict] | None = None) -> str
     return "\n".join(lines)
 
 
-def familiarity_summary(plain: list[Trial], shifted: dict[str, list[Trial]]) -> dict:
-    """What the familiarity monitor did: false alarms on the plain layouts (where it runs with the
-    default action, stop), detections on the shifted scenes and how those trials ended, with the
-    monitor off (`off`) and stopping the robot (`stop`)."""
+def first_unfamiliar(verdicts: list[tuple[float, bool]], release: float, settled: float, end: float) -> float | None:
+    """Seconds after `release` at which the familiarity monitor said unfamiliar during a trial (0:
+    it already did), from its verdicts as (simulated time, unfamiliar), else None. A verdict left
+    over from the previous layout's last frames clears during the start hold; one still standing
+    at `settled` is this layout's. Only frames before `end` (the episode's last tick) count: their
+    verdicts reached the conductor before the end did, so the count does not depend on timing."""
+    standing = None
+    for time_s, unfamiliar in verdicts:
+        if time_s <= settled:
+            standing = time_s if unfamiliar else None
+        elif standing is not None:
+            break
+        elif unfamiliar and time_s < end:
+            return time_s - release
+    return None if standing is None else max(standing - release, 0.0)
+
+
+def familiarity_summary(plain: list[Trial], watched: list[Trial], shifted: dict[str, list[Trial]]) -> dict:
+    """What the familiarity monitor did: how often it fired on the plain layouts with the default
+    action (stop) and, on the same layouts with it watching only (warn), how many of those alarms
+    were false (the robot reached its side anyway); detections on the shifted scenes and how those
+    trials ended, with the monitor off (`none`) and stopping the robot (`stop`)."""
 
     def fired(trial: Trial) -> bool:
         return trial.unfamiliar_s is not None
@@ -144,7 +162,18 @@ def familiarity_summary(plain: list[Trial], shifted: dict[str, list[Trial]]) -> 
         return fired(trial) and trial.unfamiliar_s < trial.duration_s
 
     summary = {
-        "plain": {"trials": len(plain), "fired": sum(map(fired, plain)), "succeeded": sum(t.succeeded for t in plain)}
+        "plain, monitor stop": {
+            "trials": len(plain),
+            "fired": sum(map(fired, plain)),
+            "succeeded": sum(t.succeeded for t in plain),
+        },
+        "plain, monitor warn": {
+            "trials": len(watched),
+            "fired": sum(map(fired, watched)),
+            "false_alarms": sum(fired(t) and t.succeeded for t in watched),
+            "succeeded": sum(t.succeeded for t in watched),
+            "outcomes": dict(Counter(t.outcome for t in watched)),
+        },
     }
     for action, trials in shifted.items():
         summary[f"shifted, monitor {action}"] = {
@@ -166,6 +195,7 @@ def format_familiarity(summary: dict, scenes) -> str:
         lines.append(
             f"  {name:<24} fired in {row['fired']:>2}/{row['trials']} trials"
             + (f", before the end in {row['fired_before_the_end']}" if "fired_before_the_end" in row else "")
+            + (f" ({row['false_alarms']} false: the robot reached its side)" if "false_alarms" in row else "")
             + f"; reached the instructed side {row['succeeded']}"
             + (f"; {outcomes}" if outcomes else "")
         )
