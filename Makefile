@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-ros.txt requirements-test.txt requirements-export.txt requirements-onnx.txt setup.py scripts/setup_venv.sh
+$(STAMP): requirements.txt requirements-common.txt requirements-ros.txt requirements-test.txt requirements-export.txt requirements-onnx.txt setup.py scripts/setup_venv.sh
 	bash scripts/setup_venv.sh
 
 test: setup

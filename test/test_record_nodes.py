@@ -122,9 +122,11 @@ def ros():
 
 
 def start_nodes(ros, namespace, tmp_path, **recorder_params):
-    params = {"output_dir": str(tmp_path), "image_topic": "camera", "sample_rate_hz": 10.0, **recorder_params}
+    params = {"output_dir": str(tmp_path), "sample_rate_hz": 10.0, **recorder_params}
     recorder = RecorderNode(
-        namespace=namespace, parameter_overrides=[Parameter(name, value=value) for name, value in params.items()]
+        namespace=namespace,
+        parameter_overrides=[Parameter(name, value=value) for name, value in params.items()],
+        cli_args=["--ros-args", "-r", "image:=camera"],
     )
     teleop = TeleopNode(
         namespace=namespace,
@@ -198,7 +200,7 @@ def test_gamepad_episode_has_the_frames_actions_and_instruction_sent(nodes, tmp_
     )
     assert episode.flags["idle_start_frames"] >= 3 and episode.flags["idle_end_frames"] >= 3
     assert episode.event_types[0] == "episode_start" and "start_action" in episode.event_types
-    assert episode.sample_rate_hz == 10.0 and episode.attrs["camera_topic"] == "camera"
+    assert episode.sample_rate_hz == 10.0 and episode.attrs["camera_topic"] == f"{operator.get_namespace()}/camera"
     # the quality verdicts stored in the file are the ones the state topic reported
     assert wait_for(lambda: "last_quality" in operator.state)
     assert operator.state["last_quality"] == [verdict.to_dict() for verdict in episode.stored_verdicts]
@@ -259,8 +261,8 @@ def test_sigkilled_recorder_is_recovered_on_restart(ros, tmp_path):
         "__ns:=/crash",
         "-p",
         f"output_dir:={tmp_path}",
-        "-p",
-        "image_topic:=camera",
+        "-r",
+        "image:=camera",
         "-p",
         "instruction:=left",
     ]

@@ -30,7 +30,7 @@ from geometry_msgs.msg import Twist  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mobile_vla_ros.data.episode import list_episodes, read_episode  # noqa: E402
@@ -238,7 +238,9 @@ DRIVE_ARGUMENTS_GIVEN = {  # argument -> value given; with use_sim:=true, model_
     "lockstep": "true",
 }
 EXERCISED_ELSEWHERE = {"backend", "onnx_dir"}  # test_drive_launch_runs_kosmos2_in_onnx_runtime
+EXERCISED_ELSEWHERE |= {"namespace", "cmd_vel_topic"}  # test_drive_launch_in_a_namespace_with_cmd_vel_renamed
 NOT_RUNNABLE_HERE = {  # need the `joy` driver package, which has no wheel (README: what is not tested)
+    "teleop",
     "use_joy",
     "gamepad",
     "gamepad_config",
@@ -408,7 +410,7 @@ def retry(command, attempts: int = 5) -> subprocess.CompletedProcess:
     pytest.fail(f"{result.args} failed {attempts} times: {result.stdout[-500:]} {result.stderr[-1000:]}")
 
 
-def test_every_record_argument_reaches_its_node(ros2_env, tmp_path):
+def test_every_record_argument_reaches_its_node(ros2_env, tmp_path, listener):
     listed = show_args(ros2_env, "record.launch.py")
     pad = tmp_path / "my_pad.yaml"
     pad.write_text(
@@ -422,8 +424,10 @@ def test_every_record_argument_reaches_its_node(ros2_env, tmp_path):
     params = edited_yaml(tmp_path, "record.yaml", "recorder_node", "sample_rate_hz", 12.5)
     given = {
         "params_file": params,
-        "image_topic": "/cam/compressed_stream",
+        "image_topic": "/cam/stream",
         "compressed": "true",
+        "namespace": "rec",
+        "cmd_vel_topic": "cmd_vel_human",
         "rotate_180": "true",
         "output_dir": tmp_path / "out",
         "instruction": "right",
@@ -432,25 +436,78 @@ def test_every_record_argument_reaches_its_node(ros2_env, tmp_path):
         "use_joy": "false",
     }
     assert listed == set(given), "a launch argument without a test, or a test without an argument"
+    camera = listener.create_publisher(CompressedImage, "/cam/stream/compressed", 1)  # what the recorder waits for
     launch = Launch(
         ros2_env, tmp_path / "record.log", "record.launch.py", *(f"{name}:={value}" for name, value in given.items())
     )
     try:
         expected = {
-            ("/recorder_node", "sample_rate_hz"): "12.5",
-            ("/recorder_node", "image_topic"): "/cam/compressed_stream",
-            ("/recorder_node", "compressed"): "True",
-            ("/recorder_node", "rotate_180"): "True",
-            ("/recorder_node", "output_dir"): str(tmp_path / "out"),
-            ("/recorder_node", "instruction"): "right",
-            ("/recorder_node", "start_button"): "3",
-            ("/teleop_node", "enable_button"): "1",
+            ("/rec/recorder_node", "sample_rate_hz"): "12.5",
+            ("/rec/recorder_node", "compressed"): "True",
+            ("/rec/recorder_node", "rotate_180"): "True",
+            ("/rec/recorder_node", "output_dir"): str(tmp_path / "out"),
+            ("/rec/recorder_node", "instruction"): "right",
+            ("/rec/recorder_node", "start_button"): "3",
+            ("/rec/teleop_node", "enable_button"): "1",
         }
         for (node, name), value in expected.items():
             got = retry(lambda node=node, name=name: ros2(ros2_env, "param", "get", node, name, timeout=30)).stdout
             assert got.strip().endswith(value), f"{node} {name}: {got}"
         nodes = retry(lambda: ros2(ros2_env, "node", "list")).stdout
-        assert "/joy_node" not in nodes  # use_joy:=false
+        assert "joy_node" not in nodes  # use_joy:=false
+
+        def subscribed() -> bool:  # the camera, as <image_topic>/compressed; cmd_vel renamed, in the namespace
+            info = ros2(ros2_env, "node", "info", "/rec/recorder_node", timeout=30).stdout
+            return "/cam/stream/compressed: sensor_msgs/msg/CompressedImage" in info and "/rec/cmd_vel_human:" in info
+
+        assert wait_for(subscribed, 30.0, 1.0), ros2(ros2_env, "node", "info", "/rec/recorder_node").stdout
+        teleop = ros2(ros2_env, "node", "info", "/rec/teleop_node", timeout=30).stdout
+        assert "/rec/cmd_vel_human: geometry_msgs/msg/Twist" in teleop.split("Publishers:")[1], teleop
+        assert launch.signal_group(signal.SIGINT) == 0, launch.log()[-3000:]
+    except BaseException:
+        launch.kill()
+        raise
+    finally:
+        listener.destroy_publisher(camera)
+
+
+@pytest.mark.parametrize("launch_file", ["drive.launch.py", "record.launch.py"])
+def test_a_misspelt_launch_argument_stops_the_launch_and_names_the_known_ones(
+    ros2_env, launch_file, tiny_checkpoint, tiny_base_model
+):
+    """`ros2 launch` drops an argument nobody declared; quntize:=int8 would leave quantization off."""
+    models = [f"model_dir:={tiny_checkpoint}", f"base_model_dir:={tiny_base_model}"]
+    given = [*(models if launch_file == "drive.launch.py" else []), "quntize:=int8", "use_joy:=false"]
+    result = ros2(ros2_env, "launch", "mobile_vla_ros", launch_file, *given, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode not in (0, 124), output[-2000:]
+    assert "has no argument quntize" in output and "known arguments:" in output, output[-2000:]
+    assert "image_topic" in output.split("known arguments:")[1]
+    if launch_file == "drive.launch.py":
+        assert "(did you mean quantize?)" in output
+
+
+def test_show_args_names_the_yaml_value_an_argument_left_out_keeps(ros2_env):
+    shown = ros2(ros2_env, "launch", "mobile_vla_ros", "drive.launch.py", "--show-args").stdout
+    dtype = yaml.safe_load((REPO / "config" / "drive.yaml").read_text())["inference_node"]["ros__parameters"]["dtype"]
+    assert f"drive.yaml inference_node.dtype = {dtype!r}" in " ".join(shown.split()), shown
+
+
+def test_drive_launch_in_a_namespace_with_cmd_vel_renamed(ros2_env, tmp_path, tiny_checkpoint, tiny_base_model):
+    """A second robot, or a twist_mux in front of the base: the policy's command lands on
+    /<namespace>/<cmd_vel_topic>, the instruction and enable topics move with the namespace."""
+    launch = start_drive(
+        ros2_env, tmp_path, tiny_checkpoint, tiny_base_model, "namespace:=robot1", "cmd_vel_topic:=cmd_vel_policy"
+    )
+    try:
+        echoed = retry(lambda: ros2(ros2_env, "topic", "echo", "--once", "/robot1/cmd_vel_policy", timeout=60))
+        assert "linear:" in echoed.stdout
+        topics = retry(lambda: ros2(ros2_env, "topic", "list")).stdout.split()
+        assert {"/robot1/instruction", "/robot1/enable", "/robot1/instruction/active"} <= set(topics), topics
+        plain = ros2(ros2_env, "topic", "info", "/cmd_vel", timeout=30)  # other tests' listener may subscribe it
+        assert plain.returncode != 0 or "Publisher count: 0" in plain.stdout, plain.stdout
+        got = retry(lambda: ros2(ros2_env, "param", "get", "/robot1/inference_node", "control_rate_hz", timeout=30))
+        assert got.stdout.strip().endswith(str(float(CONTROL_RATE_HZ)))  # drive.yaml reaches a namespaced node
         assert launch.signal_group(signal.SIGINT) == 0, launch.log()[-3000:]
     except BaseException:
         launch.kill()
@@ -540,3 +597,10 @@ def test_drive_launch_refuses_a_camera_mounted_otherwise_than_in_training(
     assert result.returncode != 124, f"the launch kept running:\n{output[-3000:]}"
     assert "rotate_180 True in training, False here" in output, output[-3000:]
     assert re.search(r"process\[camera_window_node-\d+\] was required: shutting down", output), output[-3000:]
+
+
+def test_mobile_vla_runs_with_ros2_run_after_colcon_build(ros2_env):
+    """The command line after the robot install (colcon build + source), as README documents it."""
+    result = ros2(ros2_env, "run", "mobile_vla_ros", "mobile-vla", "--help", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train" in result.stdout and "eval" in result.stdout

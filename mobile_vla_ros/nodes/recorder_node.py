@@ -1,6 +1,6 @@
 """recorder_node: records camera frames + the commanded velocity + the instruction as H5 episodes.
 
-Inputs: the camera (`image_topic`, sensor_msgs/Image or CompressedImage when `compressed`),
+Inputs: the camera (`image`, sensor_msgs/Image, or `image/compressed`, CompressedImage, when `compressed`),
 `cmd_vel` (whatever commanded the base), `joy` (episode buttons), `instruction` (std_msgs/String;
 "left"/"right" expand to the trained sentences). Services (std_srvs/Trigger): ~/start, ~/stop
 (stop and save), ~/discard, ~/select_left, ~/select_right. State: ~/state (std_msgs/String JSON,
@@ -47,8 +47,7 @@ class RecorderNode(Node):
         super().__init__("recorder_node", **node_options)
         p = self._declare
         self.output_dir = Path(p("output_dir", "~/mobile_vla_data", "directory for episode files")).expanduser()
-        self.image_topic = p("image_topic", "/camera/image_raw", "camera topic")
-        self.compressed = p("compressed", False, "the camera topic carries sensor_msgs/CompressedImage")
+        self.compressed = p("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
         self.rotate = p(
             "rotate_180", False, "rotate frames before storing (camera mounted upside down); match drive.yaml"
         )
@@ -85,6 +84,8 @@ class RecorderNode(Node):
         for path in recover_partial_episodes(self.output_dir, quality_rules):
             self.get_logger().warning(f"recovered an episode interrupted by a crash: {path} (flagged truncated)")
 
+        image_type, camera_topic = (CompressedImage, "image/compressed") if self.compressed else (Image, "image")
+
         def open_writer(instruction: str) -> EpisodeWriter:
             return EpisodeWriter(
                 self.output_dir,
@@ -93,7 +94,7 @@ class RecorderNode(Node):
                 image_size=image_size,
                 quality_rules=quality_rules,
                 robot_name=robot_name,
-                camera_topic=self.image_topic,
+                camera_topic=self.resolve_topic_name(camera_topic),
                 camera_compressed=self.compressed,
                 rotated_180=self.rotate,
                 recorder="mobile_vla_ros recorder_node",
@@ -106,10 +107,9 @@ class RecorderNode(Node):
             settings, open_writer, self._decode, initial_instruction, presets, on_change=self._on_change
         )
         self.buttons = EpisodeButtonReader(buttons)
-        image_type = CompressedImage if self.compressed else Image
         # Reliability matched to the camera's publisher (over best-effort DDS most 720p frames never
         # arrive: docs/performance.md); raw: frames are read with a light CDR reader (nodes/ros_image.py).
-        subscribe_matching_camera(self, image_type, self.image_topic, self._on_image, raw=True)
+        subscribe_matching_camera(self, image_type, camera_topic, self._on_image, raw=True)
         self.cmd_sub = self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.create_subscription(Joy, "joy", self._on_joy, 10)
         self.create_subscription(String, "instruction", self._on_instruction, 10)
