@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, TimeReference
 
@@ -24,6 +23,7 @@ from mobile_vla_ros.control.frame_window import FrameWindow
 from mobile_vla_ros.data.images import camera_mismatch, resize_for_model, rotate_180, stack_window
 from mobile_vla_ros.errors import ImageError, MobileVlaError
 from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
+from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from mobile_vla_ros.policy.config import PolicyConfig
@@ -35,46 +35,31 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+PARAMETERS = (
+    NodeParameter(
+        "model_dir", "", "policy checkpoint directory; its policy.json gives window size, frame rate and image size"
+    ),
+    NodeParameter("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
+    NodeParameter("rotate_180", False, "rotate frames by 180 degrees (camera mounted upside down)"),
+    NodeParameter(
+        "allow_camera_mismatch",
+        False,
+        "drive even when the camera settings differ from those the policy was trained with",
+    ),
+)
+
+
 class CameraWindowNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_window_node", **kwargs)
-        self.declare_parameter(
-            "model_dir",
-            "",
-            ParameterDescriptor(
-                description="policy checkpoint directory; its policy.json gives window size, frame rate and image size",
-                read_only=True,
-            ),
-        )
-        self.declare_parameter(
-            "compressed",
-            False,
-            ParameterDescriptor(
-                description="subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image",
-                read_only=True,
-            ),
-        )
-        self.declare_parameter(
-            "rotate_180",
-            False,
-            ParameterDescriptor(
-                description="rotate frames by 180 degrees (camera mounted upside down)", read_only=True
-            ),
-        )
-        self.declare_parameter(
-            "allow_camera_mismatch",
-            False,
-            ParameterDescriptor(
-                description="drive even when the camera settings differ from those the policy was trained with",
-                read_only=True,
-            ),
-        )
-        model_dir = self.get_parameter("model_dir").value
+        p = declare_parameters(self, PARAMETERS)
+        model_dir = p.model_dir
         if not model_dir:
             raise MobileVlaError("parameter model_dir is not set: point it at a policy checkpoint directory")
         config = PolicyConfig.load(model_dir)
+        self.allow_camera_mismatch = p.allow_camera_mismatch
         self.image_size = config.image_size
-        self.rotate = bool(self.get_parameter("rotate_180").value)
+        self.rotate = p.rotate_180
         self._check_camera_settings(config, model_dir)
         self.window = FrameWindow(config.window_size, config.action_dt)
         self.dropped_frames = 0
@@ -82,7 +67,7 @@ class CameraWindowNode(Node):
 
         self.publisher = self.create_publisher(Image, "window", 2)
         self.built_publisher = self.create_publisher(TimeReference, "window/built", 10)
-        if self.get_parameter("compressed").value:
+        if p.compressed:
             subscribe_matching_camera(self, CompressedImage, "image/compressed", self._on_compressed)
         else:
             subscribe_matching_camera(self, Image, "image", self._on_image)
@@ -97,7 +82,7 @@ class CameraWindowNode(Node):
         mismatch = camera_mismatch(config.camera, self.rotate)
         if mismatch is not None:
             message = f"camera settings differ from the policy's training ({model_dir}): {mismatch}"
-            if not self.get_parameter("allow_camera_mismatch").value:
+            if not self.allow_camera_mismatch:
                 raise MobileVlaError(f"{message}. Set rotate_180 as in training, or allow_camera_mismatch: true")
             self.get_logger().warning(f"{message} (allowed by allow_camera_mismatch)")
         elif config.camera.get("rotate_180") is None:

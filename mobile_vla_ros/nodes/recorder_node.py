@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from geometry_msgs.msg import Twist
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, Joy
@@ -35,48 +34,68 @@ from mobile_vla_ros.data.images import camera_message_to_rgb, rotate_180
 from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.errors import ImageError
 from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
+from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import deserialize_camera_message
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 STATUS_PERIOD_S = 1.0
 
+PARAMETERS = (
+    NodeParameter("output_dir", "~/mobile_vla_data", "directory for episode files"),
+    NodeParameter("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"),
+    NodeParameter("rotate_180", False, "rotate frames before storing (camera mounted upside down); match drive.yaml"),
+    NodeParameter("image_width", 0, "stored frame width in pixels; 0 keeps the camera's native size"),
+    NodeParameter("image_height", 0, "stored frame height in pixels; 0 keeps the camera's native size"),
+    NodeParameter("sample_rate_hz", 10.0, "frames per second stored; becomes the model's action_dt"),
+    NodeParameter("camera_timeout_s", 0.5, "refuse to start when the newest frame is older"),
+    NodeParameter("command_timeout_s", 0.5, "a motion command older than this no longer counts"),
+    NodeParameter("camera_lag_s", 0.2, "flag sampled frames older than this"),
+    *(
+        NodeParameter(f"instructions.{side}", LAB_INSTRUCTIONS[side], f"full instruction for '{side}'")
+        for side in ("left", "right")
+    ),
+    NodeParameter("start_button", 7, "gamepad button: start an episode"),
+    NodeParameter("save_button", 0, "gamepad button: stop and save"),
+    NodeParameter("discard_button", 6, "gamepad button: stop and discard"),
+    NodeParameter("instruction_axis", 6, "gamepad axis choosing left/right (D-pad left/right)"),
+    NodeParameter("instruction_axis_left_sign", 1.0, "sign of that axis for 'left'"),
+    NodeParameter("quality.window_size", 8, "an episode with fewer frames is flagged too_short"),
+    NodeParameter("quality.max_idle_s", 2.0, "a longer motionless stretch is flagged idle_stretch"),
+    NodeParameter("quality.saturation_speed", 1.15, "a linear command this fast is pinned at the limit"),
+    NodeParameter("robot_name", "", "stored in each episode's attributes"),
+    NodeParameter("instruction", "", "instruction before one is chosen ('left', 'right' or text)"),
+)
+
 
 class RecorderNode(Node):
     def __init__(self, **node_options):
         super().__init__("recorder_node", **node_options)
-        p = self._declare
-        self.output_dir = Path(p("output_dir", "~/mobile_vla_data", "directory for episode files")).expanduser()
-        self.compressed = p("compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage)")
-        self.rotate = p(
-            "rotate_180", False, "rotate frames before storing (camera mounted upside down); match drive.yaml"
-        )
-        width = p("image_width", 0, "stored frame width in pixels; 0 keeps the camera's native size")
-        height = p("image_height", 0, "stored frame height in pixels; 0 keeps the camera's native size")
+        p = declare_parameters(self, PARAMETERS)
+        self.output_dir = Path(p.output_dir).expanduser()
+        self.compressed = p.compressed
+        self.rotate = p.rotate_180
+        width, height = p.image_width, p.image_height
         settings = RecorderSettings(
-            sample_rate_hz=p("sample_rate_hz", 10.0, "frames per second stored; becomes the model's action_dt"),
-            camera_timeout_s=p("camera_timeout_s", 0.5, "refuse to start when the newest frame is older"),
-            command_timeout_s=p("command_timeout_s", 0.5, "a motion command older than this no longer counts"),
-            camera_lag_s=p("camera_lag_s", 0.2, "flag sampled frames older than this"),
+            sample_rate_hz=p.sample_rate_hz,
+            camera_timeout_s=p.camera_timeout_s,
+            command_timeout_s=p.command_timeout_s,
+            camera_lag_s=p.camera_lag_s,
         )
-        presets = {
-            side: p(f"instructions.{side}", LAB_INSTRUCTIONS[side], f"full instruction for '{side}'")
-            for side in ("left", "right")
-        }
+        presets = {side: getattr(p, f"instructions_{side}") for side in ("left", "right")}
         buttons = EpisodeButtons(
-            start_button=p("start_button", 7, "gamepad button: start an episode"),
-            save_button=p("save_button", 0, "gamepad button: stop and save"),
-            discard_button=p("discard_button", 6, "gamepad button: stop and discard"),
-            instruction_axis=p("instruction_axis", 6, "gamepad axis choosing left/right (D-pad left/right)"),
-            instruction_axis_left_sign=p("instruction_axis_left_sign", 1.0, "sign of that axis for 'left'"),
+            start_button=p.start_button,
+            save_button=p.save_button,
+            discard_button=p.discard_button,
+            instruction_axis=p.instruction_axis,
+            instruction_axis_left_sign=p.instruction_axis_left_sign,
         )
         quality_rules = QualityRules(
-            window_size=p("quality.window_size", 8, "an episode with fewer frames is flagged too_short"),
-            max_idle_s=p("quality.max_idle_s", 2.0, "a longer motionless stretch is flagged idle_stretch"),
-            saturation_speed=p("quality.saturation_speed", 1.15, "a linear command this fast is pinned at the limit"),
+            window_size=p.quality_window_size,
+            max_idle_s=p.quality_max_idle_s,
+            saturation_speed=p.quality_saturation_speed,
         )
-        robot_name = p("robot_name", "", "stored in each episode's attributes")
-        initial_instruction = p("instruction", "", "instruction before one is chosen ('left', 'right' or text)")
+        robot_name, initial_instruction = p.robot_name, p.instruction
         if (width > 0) != (height > 0):
             raise ValueError("set both image_width and image_height, or neither")
         image_size = (width, height) if width > 0 else None
@@ -124,9 +143,6 @@ class RecorderNode(Node):
         self.create_timer(1.0 / settings.sample_rate_hz, self._on_sample)
         self.create_timer(STATUS_PERIOD_S, self._publish_state)
         self._on_change(self.recorder.status(), f"ready; episodes go to {self.output_dir}")
-
-    def _declare(self, name, default, description):
-        return self.declare_parameter(name, default, ParameterDescriptor(description=description)).value
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -52,7 +52,6 @@ import math
 import time
 
 from geometry_msgs.msg import PoseStamped, Twist
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -62,52 +61,56 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
 from mobile_vla_ros.sim.render import SCENES, CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
 
-# name -> (default, description, read_only)
-PARAMETERS = {
-    "seed": (0, "series of random layouts; sim/reset moves to the next layout of the current seed", False),
-    "first_episode": (0, "layout number of the episode at start; sim/reset moves on from there", True),
-    "physics_rate_hz": (50.0, "rate of the integration and sim/pose messages", True),
-    "camera_rate_hz": (30.0, "rate of camera/image_raw", True),
-    "image_width": (640, "camera image width in pixels", True),
-    "image_height": (480, "camera image height in pixels", True),
-    "hfov_deg": (100.0, "horizontal field of view of the camera", True),
-    "max_speed": (1.15, "per-axis speed limit in m/s; faster commands are clipped", True),
-    "time_limit_s": (20.0, "an episode that has not ended by then is timed_out", True),
-    "cmd_timeout_s": (0.5, "a cmd_vel older than this counts as zero velocity", False),
-    "freeze_camera": (
+PARAMETERS = (
+    NodeParameter(
+        "seed", 0, "series of random layouts; sim/reset moves to the next layout of the current seed", read_only=False
+    ),
+    NodeParameter("first_episode", 0, "layout number of the episode at start; sim/reset moves on from there"),
+    NodeParameter("physics_rate_hz", 50.0, "rate of the integration and sim/pose messages"),
+    NodeParameter("camera_rate_hz", 30.0, "rate of camera/image_raw"),
+    NodeParameter("image_width", 640, "camera image width in pixels"),
+    NodeParameter("image_height", 480, "camera image height in pixels"),
+    NodeParameter("hfov_deg", 100.0, "horizontal field of view of the camera"),
+    NodeParameter("max_speed", 1.15, "per-axis speed limit in m/s; faster commands are clipped"),
+    NodeParameter("time_limit_s", 20.0, "an episode that has not ended by then is timed_out"),
+    NodeParameter("cmd_timeout_s", 0.5, "a cmd_vel older than this counts as zero velocity", read_only=False),
+    NodeParameter(
+        "freeze_camera",
         False,
         "camera/image_raw shows the episode's first view throughout (the demo's check of "
         "what a policy does when its images stop changing)",
-        False,
+        read_only=False,
     ),
-    "scene": (
+    NodeParameter(
+        "scene",
         "plain",
         "plain (the demonstrations' room), dark or recoloured: the same layouts in a light or colours "
         "the demonstrations never show (the familiarity monitor's test)",
-        False,
+        read_only=False,
     ),
-    "next_episode_on_end": (
+    NodeParameter(
+        "next_episode_on_end",
         False,
         "start the next layout by itself shortly after an episode ends (drive.launch.py: on; "
         "the demo resets episodes itself: off)",
-        True,
     ),
-    "start_hold_s": (0.0, "after sim/reset the robot stays at the start this long (commands ignored)", True),
-    "lockstep": (
+    NodeParameter("start_hold_s", 0.0, "after sim/reset the robot stays at the start this long (commands ignored)"),
+    NodeParameter(
+        "lockstep",
         False,
         "publish /clock and advance it one physics step at a time, each once the pipeline has answered "
         "(cmd_vel, window/answered); the other nodes need use_sim_time:=true",
-        True,
     ),
-    "max_real_time_factor": (1.0, "lockstep: how much faster than real time simulated time may run", True),
-    "camera_frame_id": ("sim_camera", "header.frame_id of the camera images", True),
-    "world_frame_id": ("sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)", True),
-}
+    NodeParameter("max_real_time_factor", 1.0, "lockstep: how much faster than real time simulated time may run"),
+    NodeParameter("camera_frame_id", "sim_camera", "header.frame_id of the camera images"),
+    NodeParameter("world_frame_id", "sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)"),
+)
 
 
 NEXT_EPISODE_PAUSE_S = 1.0  # next_episode_on_end: the end stays on camera this long
@@ -118,40 +121,36 @@ LOCKSTEP_RECHECK_S = 0.5  # lockstep: /clock republished this often while waitin
 class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
-        for name, (default, description, read_only) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=read_only))
-        value = lambda name: self.get_parameter(name).value  # noqa: E731
+        p = declare_parameters(self, PARAMETERS)
         for rate in ("physics_rate_hz", "camera_rate_hz", "cmd_timeout_s", "max_real_time_factor"):
-            if not value(rate) > 0:
-                raise MobileVlaError(f"parameter {rate} must be positive, got {value(rate)}")
-        if value("first_episode") < 0:
-            raise MobileVlaError(f"parameter first_episode must be >= 0, got {value('first_episode')}")
-        if value("scene") not in SCENES:
-            raise MobileVlaError(f"parameter scene must be one of {', '.join(SCENES)}, got {value('scene')!r}")
-        if value("start_hold_s") < 0:
-            raise MobileVlaError(f"parameter start_hold_s must be >= 0, got {value('start_hold_s')}")
-        self._lockstep = bool(value("lockstep"))
-        if self._lockstep and value("use_sim_time"):
+            if not getattr(p, rate) > 0:
+                raise MobileVlaError(f"parameter {rate} must be positive, got {getattr(p, rate)}")
+        if p.first_episode < 0:
+            raise MobileVlaError(f"parameter first_episode must be >= 0, got {p.first_episode}")
+        if p.scene not in SCENES:
+            raise MobileVlaError(f"parameter scene must be one of {', '.join(SCENES)}, got {p.scene!r}")
+        if p.start_hold_s < 0:
+            raise MobileVlaError(f"parameter start_hold_s must be >= 0, got {p.start_hold_s}")
+        self._lockstep = bool(p.lockstep)
+        if self._lockstep and self.get_parameter("use_sim_time").value:
             raise MobileVlaError("lockstep: sim_node publishes /clock itself; do not set its use_sim_time")
-        self._step_ns = round(1e9 / value("physics_rate_hz"))
-        self._camera_steps = round(1e9 / value("camera_rate_hz")) / self._step_ns
+        self._step_ns = round(1e9 / p.physics_rate_hz)
+        self._camera_steps = round(1e9 / p.camera_rate_hz) / self._step_ns
         if self._lockstep and abs(self._camera_steps - round(self._camera_steps)) > 1e-6:
             raise MobileVlaError(
-                f"lockstep: the camera period (1/{value('camera_rate_hz')} s) must be a whole number of "
-                f"physics steps (1/{value('physics_rate_hz')} s)"
+                f"lockstep: the camera period (1/{p.camera_rate_hz} s) must be a whole number of "
+                f"physics steps (1/{p.physics_rate_hz} s)"
             )
         self._camera_steps = max(1, round(self._camera_steps))
         self._sim_ns = 0  # lockstep: the simulated time
         self._awaiting = None  # lockstep: "cmd_vel" or "answer" while the pipeline has not answered
         self._commands_flow = False  # lockstep: a cmd_vel has arrived, so the clock may wait for the next
         self._instruction_at: tuple[int, str] | None = None  # lockstep: (sim ns, text) of a switch to publish
-        self._next_on_end = bool(value("next_episode_on_end"))
+        self._next_on_end = bool(p.next_episode_on_end)
         self._ended_ns: int | None = None
-        self._room = RoomConfig(max_speed=float(value("max_speed")), time_limit_s=float(value("time_limit_s")))
-        self._renderer = Renderer(
-            self._room, CameraConfig(int(value("image_width")), int(value("image_height")), float(value("hfov_deg")))
-        )
-        self._camera_frame, self._world_frame = value("camera_frame_id"), value("world_frame_id")
+        self._room = RoomConfig(max_speed=float(p.max_speed), time_limit_s=float(p.time_limit_s))
+        self._renderer = Renderer(self._room, CameraConfig(int(p.image_width), int(p.image_height), float(p.hfov_deg)))
+        self._camera_frame, self._world_frame = p.camera_frame_id, p.world_frame_id
 
         self._image_pub = self.create_publisher(Image, "camera/image_raw", 2)
         self._pose_pub = self.create_publisher(PoseStamped, "sim/pose", 10)
@@ -164,7 +163,7 @@ class SimNode(Node):
 
         self._command = (0.0, 0.0)
         self._command_time_ns = None
-        self._episode = int(value("first_episode")) - 1
+        self._episode = int(p.first_episode) - 1
         self._start_episode()
         if self._lockstep:
             self._clock_pub = self.create_publisher(Clock, "/clock", 10)
@@ -176,13 +175,13 @@ class SimNode(Node):
             self._awaiting_since = 0.0
             self._frame_ns = -1  # stamp of the last camera frame
             self._windows_flow = False
-            self._step_wall_s = 1.0 / (value("physics_rate_hz") * value("max_real_time_factor"))
+            self._step_wall_s = 1.0 / (p.physics_rate_hz * p.max_real_time_factor)
             self._next_step_at = 0.0
             self.create_timer(self._step_wall_s, self._next_step)  # paces; an answer steps on at once
             self.create_timer(LOCKSTEP_RECHECK_S, self._check_waiting)
         else:
-            self.create_timer(1.0 / value("physics_rate_hz"), self._on_physics_tick)
-            self.create_timer(1.0 / value("camera_rate_hz"), self._on_camera_tick)
+            self.create_timer(1.0 / p.physics_rate_hz, self._on_physics_tick)
+            self.create_timer(1.0 / p.camera_rate_hz, self._on_camera_tick)
 
     # -- episode ------------------------------------------------------------------------------
     def _start_episode(self) -> None:

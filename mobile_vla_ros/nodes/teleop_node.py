@@ -9,41 +9,42 @@ from __future__ import annotations
 import sys
 
 from geometry_msgs.msg import Twist
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
 from mobile_vla_ros.control.teleop import TeleopConfig, TeleopMapper, VelocityCommand
+from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 
-# ROS parameter name -> (TeleopConfig field, description)
-PARAMETERS = {
-    "require_enable_button": ("require_enable_button", "publish motion only while the enable (deadman) button is held"),
-    "enable_button": ("enable_button", "deadman button index for normal speed (-1: none)"),
-    "enable_turbo_button": ("enable_turbo_button", "deadman button index for turbo speed (-1: none)"),
-    "axis_linear.x": ("axis_linear_x", "axis for forward/backward (left stick up/down)"),
-    "axis_linear.y": ("axis_linear_y", "axis for sideways motion (left stick left/right)"),
-    "axis_angular.yaw": ("axis_angular_yaw", "axis for turning (right stick left/right; -1: none)"),
-    "scale_linear.x": ("scale_linear_x", "m/s at full stick, normal speed"),
-    "scale_linear.y": ("scale_linear_y", "m/s at full stick, normal speed"),
-    "scale_angular.yaw": ("scale_angular_yaw", "rad/s at full stick, normal speed"),
-    "scale_linear_turbo.x": ("scale_linear_turbo_x", "m/s at full stick, turbo"),
-    "scale_linear_turbo.y": ("scale_linear_turbo_y", "m/s at full stick, turbo"),
-    "scale_angular_turbo.yaw": ("scale_angular_turbo_yaw", "rad/s at full stick, turbo"),
-    "joy_timeout_s": ("joy_timeout_s", "send one stop when no Joy message arrived for this long"),
-}
+DEFAULTS = TeleopConfig()  # the parameters' defaults; their names are its fields with '.' for '_'
+PARAMETERS = (
+    NodeParameter(
+        "require_enable_button",
+        DEFAULTS.require_enable_button,
+        "publish motion only while the enable (deadman) button is held",
+    ),
+    NodeParameter("enable_button", DEFAULTS.enable_button, "deadman button index for normal speed (-1: none)"),
+    NodeParameter(
+        "enable_turbo_button", DEFAULTS.enable_turbo_button, "deadman button index for turbo speed (-1: none)"
+    ),
+    NodeParameter("axis_linear.x", DEFAULTS.axis_linear_x, "axis for forward/backward (left stick up/down)"),
+    NodeParameter("axis_linear.y", DEFAULTS.axis_linear_y, "axis for sideways motion (left stick left/right)"),
+    NodeParameter("axis_angular.yaw", DEFAULTS.axis_angular_yaw, "axis for turning (right stick left/right; -1: none)"),
+    NodeParameter("scale_linear.x", DEFAULTS.scale_linear_x, "m/s at full stick, normal speed"),
+    NodeParameter("scale_linear.y", DEFAULTS.scale_linear_y, "m/s at full stick, normal speed"),
+    NodeParameter("scale_angular.yaw", DEFAULTS.scale_angular_yaw, "rad/s at full stick, normal speed"),
+    NodeParameter("scale_linear_turbo.x", DEFAULTS.scale_linear_turbo_x, "m/s at full stick, turbo"),
+    NodeParameter("scale_linear_turbo.y", DEFAULTS.scale_linear_turbo_y, "m/s at full stick, turbo"),
+    NodeParameter("scale_angular_turbo.yaw", DEFAULTS.scale_angular_turbo_yaw, "rad/s at full stick, turbo"),
+    NodeParameter("joy_timeout_s", DEFAULTS.joy_timeout_s, "send one stop when no Joy message arrived for this long"),
+)
 WATCHDOG_PERIOD_S = 0.05
 
 
 class TeleopNode(Node):
     def __init__(self, **node_options):
         super().__init__("teleop_node", **node_options)
-        defaults = TeleopConfig()
-        values = {}
-        for name, (field, description) in PARAMETERS.items():
-            default = getattr(defaults, field)
-            values[field] = self.declare_parameter(name, default, ParameterDescriptor(description=description)).value
-        self.config = TeleopConfig(**values)
+        self.config = TeleopConfig(**vars(declare_parameters(self, PARAMETERS)))
         self.mapper = TeleopMapper(self.config)
         self._layout_checked = False
         self.publisher = self.create_publisher(Twist, "cmd_vel", 10)
