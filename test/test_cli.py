@@ -17,6 +17,31 @@ def test_help_lists_the_sub_commands(capsys):
     assert {"make-tiny-model", "bench", "bench-drive", "train", "eval", "inspect", "demo"} <= set(commands)
 
 
+def test_sub_commands_come_in_workflow_order_and_take_global_flags_after_them():
+    commands = list(build_parser()._subparsers._group_actions[0].choices)
+    assert commands.index("inspect") < commands.index("train") < commands.index("eval") < commands.index("bench")
+    assert build_parser().parse_args(["inspect", "some.h5", "-v"]).verbose is True
+
+
+def test_every_option_shows_its_default_in_help():
+    """An option whose default is a value says so; train names the config/train.yaml key it sets."""
+    for name, subparser in build_parser()._subparsers._group_actions[0].choices.items():
+        text = " ".join(subparser.format_help().split())
+        for action in subparser._actions:
+            shown = action.default not in (None, False, "==SUPPRESS==") and action.help != "==SUPPRESS=="
+            if action.option_strings and shown and not action.required and action.dest != "help":
+                assert f"default: {action.default}" in text or "default" in (action.help or ""), (name, action.dest)
+    train = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert "--learning-rate LEARNING_RATE AdamW learning rate (default: config/train.yaml optim.learning_rate" in train
+
+
+def test_train_flags_of_the_earlier_release_still_work_and_say_their_new_name(capsys):
+    args = build_parser().parse_args(["train", "--out", "x", "--lr", "1e-3", "--accumulate", "2", "--no-mirror"])
+    assert (args.learning_rate, args.accumulate_grad_batches, args.mirror) == (1e-3, 2, False)
+    err = capsys.readouterr().err
+    assert "--lr is deprecated, use --learning-rate" in err and "use --accumulate-grad-batches" in err
+
+
 def test_make_tiny_model_writes_a_loadable_kosmos2(tmp_path, capsys):
     assert main(["make-tiny-model", str(tmp_path / "tiny"), "--width", "32", "--layers", "1"]) == 0
     assert "fingerprint sha256:" in capsys.readouterr().out

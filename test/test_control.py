@@ -66,7 +66,7 @@ def test_acceleration_limit_bounds_every_step_and_reset_stops_at_once():
     outputs = [limiter.limit([1.0, -1.0]) for _ in range(30)]
     steps = np.linalg.norm(np.diff(np.vstack([[0, 0], outputs]), axis=0), axis=1)
     assert steps.max() <= 2.0 * PERIOD + 1e-9
-    assert np.linalg.norm(outputs[-1]) == pytest.approx(1.2)  # reaches the speed limit
+    assert np.linalg.norm(outputs[-1]) == pytest.approx(VelocityLimits().max_speed)  # reaches the speed limit
     np.testing.assert_array_equal(limiter.reset(), [0, 0])
     assert np.linalg.norm(limiter.limit([1.0, 0.0])) == pytest.approx(0.1)
 
@@ -196,7 +196,7 @@ def test_limits_apply_to_policy_output():
     steps = np.linalg.norm(np.diff(np.vstack([[0, 0], velocities]), axis=0), axis=1)
     assert steps.max() <= 1.0 * PERIOD + 1e-9
     assert np.abs(velocities[:, 0]).max() <= 0.2 + 1e-9
-    assert np.linalg.norm(velocities, axis=1).max() <= 1.2 + 1e-9
+    assert np.linalg.norm(velocities, axis=1).max() <= VelocityLimits().max_speed + 1e-9
 
 
 # ---- stats ------------------------------------------------------------------------------------

@@ -327,6 +327,22 @@ def test_every_drive_argument_reaches_its_node_and_sigterm_leaves_a_zero_command
             assert got.strip().endswith(value), f"{node} {name}: {got}"
         clock = retry(lambda: ros2(ros2_env, "topic", "echo", "--once", "/clock", timeout=30)).stdout
         assert "sec:" in clock, clock
+
+        # A speed limit changes while driving; a value the limits refuse changes nothing.
+        assert max(np.hypot(x, y) for _, x, y in listener.since(time.monotonic() - 1.0)) > 0.5
+        limited = ros2(ros2_env, "param", "set", "/inference_node", "max_speed", "0.3", timeout=30)
+        assert "Set parameter successful" in limited.stdout, limited
+        set_at = time.monotonic()
+
+        def obeys() -> bool:
+            recent = [np.hypot(x, y) for t, x, y in listener.since(set_at) if t > time.monotonic() - 1.0]
+            return len(recent) >= 5 and max(recent) <= 0.3 + 1e-6 and max(recent) > 0.05  # slower, still driving
+
+        assert wait_for(obeys, 15.0), listener.since(set_at)[-10:]
+        refused = ros2(ros2_env, "param", "set", "/inference_node", "max_speed", "-1.0", timeout=30)
+        assert "must be a positive number" in refused.stdout + refused.stderr, refused
+        got = ros2(ros2_env, "param", "get", "/inference_node", "max_speed", timeout=30).stdout
+        assert got.strip().endswith("0.3"), got
         launch.signal_group(signal.SIGTERM)
     except BaseException:
         launch.kill()
@@ -502,12 +518,15 @@ def test_drive_launch_in_a_namespace_with_cmd_vel_renamed(ros2_env, tmp_path, ti
     try:
         echoed = retry(lambda: ros2(ros2_env, "topic", "echo", "--once", "/robot1/cmd_vel_policy", timeout=60))
         assert "linear:" in echoed.stdout
-        topics = retry(lambda: ros2(ros2_env, "topic", "list")).stdout.split()
-        assert {"/robot1/instruction", "/robot1/enable", "/robot1/instruction/active"} <= set(topics), topics
+        wanted = {"/robot1/instruction", "/robot1/enable", "/robot1/instruction/active"}  # once the model is loaded
+        listed = lambda: set(ros2(ros2_env, "topic", "list", timeout=30).stdout.split())  # noqa: E731
+        assert wait_for(lambda: wanted <= listed(), 60.0, 1.0), listed()
         plain = ros2(ros2_env, "topic", "info", "/cmd_vel", timeout=30)  # other tests' listener may subscribe it
         assert plain.returncode != 0 or "Publisher count: 0" in plain.stdout, plain.stdout
         got = retry(lambda: ros2(ros2_env, "param", "get", "/robot1/inference_node", "control_rate_hz", timeout=30))
         assert got.stdout.strip().endswith(str(float(CONTROL_RATE_HZ)))  # drive.yaml reaches a namespaced node
+        refused = ros2(ros2_env, "param", "set", "/robot1/inference_node", "dtype", "fp16", timeout=30)
+        assert "read-only" in refused.stdout + refused.stderr, refused  # fixed for the run, and says so
         assert launch.signal_group(signal.SIGINT) == 0, launch.log()[-3000:]
     except BaseException:
         launch.kill()

@@ -27,7 +27,7 @@ SMALL = [
     "policy.head.lstm_layers=1",
     "--set",
     "policy.head.dropout=0",
-    "--lr",
+    "--learning-rate",
     "3e-3",
     "--val-fraction",
     "0.25",
@@ -177,7 +177,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(mirrored_data, tiny_ba
 
     # Without --resume an existing run is never overwritten; a resume may not change the data.
     assert train(mirrored_data / "train", tiny_base_model, resumed, "--max-steps", "2") == 2
-    assert main(["train", "--out", str(resumed), "--resume", "--lr", "1e-2"]) == 2
+    assert main(["train", "--out", str(resumed), "--resume", "--learning-rate", "1e-2"]) == 2
 
 
 def test_legacy_layout_trains_end_to_end_and_bad_episodes_are_counted(tiny_base_model, tmp_path, capsys):

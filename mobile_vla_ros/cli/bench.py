@@ -32,7 +32,7 @@ def register(subparsers) -> None:
         help="onnxruntime: also export the policy and time ONNX Runtime's cached step in the same run",
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each measurement")
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.set_defaults(func=run)
 

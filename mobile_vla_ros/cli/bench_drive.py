@@ -27,9 +27,9 @@ def register(subparsers) -> None:
         choices=("auto", "fp32", "fp16", "bf16"),
         help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after the first chunk")
-    parser.add_argument("--control-rate", type=float, default=20.0)
+    parser.add_argument("--control-rate", type=float, default=20.0, help="inference_node control rate in Hz")
     parser.add_argument(
         "--max-new-frames",
         type=int,

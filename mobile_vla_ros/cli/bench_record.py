@@ -51,8 +51,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--width", type=int, default=1280, help="frame width in pixels")
+    parser.add_argument("--height", type=int, default=720, help="frame height in pixels")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the recorded episode")
     parser.add_argument("--compressed", action="store_true", help="publish JPEG sensor_msgs/CompressedImage")
     parser.add_argument("--camera-rate", type=float, default=30.0, help="camera frames per second")

@@ -32,10 +32,10 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--episodes", type=int, default=50, help="episodes in the simulated dataset")
     parser.add_argument("--frames", type=int, default=600, help="frames per episode")
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--width", type=int, default=1280, help="frame width in pixels")
+    parser.add_argument("--height", type=int, default=720, help="frame height in pixels")
     parser.add_argument("--steps", type=int, default=40, help="training steps")
     parser.add_argument("--workdir", type=Path, help="kept (data reused on the next run); default: a temporary one")
     parser.add_argument(

@@ -8,24 +8,37 @@ import importlib
 import logging
 import sys
 
-# Sub-command modules, in the order `mobile-vla --help` lists them.
+# Sub-command modules, in the order `mobile-vla --help` lists them: the workflow (look at and
+# convert recordings, train, evaluate, prepare a policy for the robot), then tools and benches.
 COMMANDS = (
+    "inspect",
+    "import_bag",
+    "export",
+    "train",
+    "eval",
+    "quantize",
+    "export_onnx",
+    "demo",
     "make_tiny_model",
     "import_robovlms",
-    "quantize",
     "bench",
     "bench_drive",
     "bench_record",
     "bench_train",
     "bench_train_memory",
-    "train",
-    "eval",
-    "inspect",
-    "import_bag",
-    "export",
-    "export_onnx",
-    "demo",
 )
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Adds "(default: X)" to every option whose help does not already name its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.required or not action.option_strings:
+            return text
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)".strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"mobile_vla_ros.cli.{name}").register(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+        subparser.formatter_class = type("HelpFormatter", (_ShowDefaults, subparser.formatter_class), {})
     return parser
 
 

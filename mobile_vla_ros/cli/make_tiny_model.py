@@ -8,10 +8,10 @@ def register(subparsers) -> None:
         "make-tiny-model", help="write a tiny Kosmos-2 (random weights, local tokenizer) with save_pretrained"
     )
     parser.add_argument("out_dir", help="directory to write (created)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--width", type=int, default=64, help="hidden width of the text and vision towers")
     parser.add_argument("--layers", type=int, default=2, help="layers of each tower")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="input image size in pixels")
     parser.set_defaults(func=run)
 
 

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
-# flag -> (section.key, type): common settings get a flag, everything else `--set section.key=value`
+import argparse
+import sys
+
+# flag -> (section.key, type, help): common settings get a flag named after their key in
+# config/train.yaml, everything else `--set section.key=value`
 FLAGS = {
     "max_steps": ("trainer.max_steps", int, "stop after this many optimizer steps"),
     "max_minutes": ("trainer.max_minutes", float, "stop after this much wall-clock time (a checkpoint is saved)"),
     "seed": ("trainer.seed", int, "seeds the split, the data order and the initialisation"),
     "batch_size": ("trainer.batch_size", int, "clips per step (a clip is up to data.clip_length windows)"),
-    "accumulate": ("trainer.accumulate_grad_batches", int, "gradient accumulation steps"),
+    "accumulate_grad_batches": ("trainer.accumulate_grad_batches", int, "gradient accumulation steps"),
     "precision": ("trainer.precision", str, "32, bf16-mixed or 16-mixed"),
     "devices": ("trainer.devices", int, "number of devices; > 1 trains data-parallel (DDP)"),
-    "strategy": ("trainer.strategy", str, "Lightning strategy, e.g. ddp (default auto)"),
+    "strategy": ("trainer.strategy", str, "Lightning strategy, e.g. ddp"),
     "accelerator": ("trainer.accelerator", str, "auto, cpu or gpu"),
-    "lr": ("optim.learning_rate", float, "AdamW learning rate"),
+    "learning_rate": ("optim.learning_rate", float, "AdamW learning rate"),
     "val_fraction": ("data.val_fraction", float, "share of episodes held out per instruction"),
 }
+# Spellings of an earlier release, still accepted with a warning: old -> new flag.
+DEPRECATED = {"--lr": "--learning-rate", "--accumulate": "--accumulate-grad-batches"}
+
+
+class _Deprecated(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = DEPRECATED[option_string]
+        print(f"mobile-vla train: {option_string} is deprecated, use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _yaml_default(key: str) -> object:
+    import yaml
+
+    from mobile_vla_ros.paths import config_file
+
+    section, name = key.split(".")
+    return yaml.safe_load(config_file("train.yaml").read_text())[section][name]
 
 
 def register(subparsers) -> None:
@@ -48,9 +70,27 @@ def register(subparsers) -> None:
         help="continue the run in --out from its last checkpoint (its data, base model and settings; "
         "only --max-steps / --max-minutes may change)",
     )
-    parser.add_argument("--no-mirror", action="store_true", help="no left/right mirror augmentation")
-    for flag, (_, kind, text) in FLAGS.items():
-        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=text)
+    parser.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        help="left/right mirror augmentation "
+        f"(default: config/train.yaml data.mirror = {_yaml_default('data.mirror')})",
+    )
+    for flag, (key, kind, text) in FLAGS.items():
+        parser.add_argument(
+            "--" + flag.replace("_", "-"),
+            dest=flag,
+            type=kind,
+            help=f"{text} (default: config/train.yaml {key} = {_yaml_default(key)})",
+        )
+    for old, new in DEPRECATED.items():
+        parser.add_argument(
+            old,
+            dest=new[2:].replace("-", "_"),
+            type=FLAGS[new[2:].replace("-", "_")][1],
+            action=_Deprecated,
+            help=argparse.SUPPRESS,
+        )
     parser.set_defaults(func=run)
 
 
@@ -64,8 +104,8 @@ def run(args) -> int:
     settings += [
         f"{key}={getattr(args, flag)}" for flag, (key, _, _) in FLAGS.items() if getattr(args, flag) is not None
     ]
-    if args.no_mirror:
-        settings.append("data.mirror=false")
+    if args.mirror is not None:
+        settings.append(f"data.mirror={str(args.mirror).lower()}")
     if args.resume:
         before = saved_run(args.out)
         config = load_train_config(args.config, settings, base=TrainConfig.from_dict(before["config"]))

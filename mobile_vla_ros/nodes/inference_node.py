@@ -44,6 +44,7 @@ corrections hook are thin wiring around control/ and policy/; the logic lives th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -53,7 +54,7 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.time import Time
@@ -79,6 +80,7 @@ from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.images import split_window
 from mobile_vla_ros.errors import ImageError, InstructionError, MobileVlaError
 from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
+from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
 from mobile_vla_ros.policy.config import PolicyConfig
@@ -96,75 +98,97 @@ _LEVELS = {
 }
 
 
-# name -> (default, description); declared read-only: they are fixed for a run.
-PARAMETERS = {
-    "model_dir": ("", "policy checkpoint directory (policy.json + safetensors)"),
-    "base_model_dir": ("", "local Kosmos-2 directory the policy was trained on"),
-    "device": ("auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
-    "dtype": (
+LIMITS = VelocityLimits()  # the speed limits' defaults (drive.yaml sets the robot's)
+LIMIT_NAMES = ("max_linear_x", "max_linear_y", "max_speed", "max_accel")
+# Read-only, fixed for the run, except the speed limits: `ros2 param set` changes them while driving.
+PARAMETERS = (
+    NodeParameter("model_dir", "", "policy checkpoint directory (policy.json + safetensors)"),
+    NodeParameter("base_model_dir", "", "local Kosmos-2 directory the policy was trained on"),
+    NodeParameter("device", "auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
+    NodeParameter(
+        "dtype",
         "auto",
         "auto (from the hardware: CUDA bf16 or fp16, CPU bf16 only with native bf16, else fp32), fp32, fp16 or bf16",
     ),
-    "quantize": (
+    NodeParameter(
+        "quantize",
         "none",
         "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
         "made by `mobile-vla quantize` loads its stored int8 backbone)",
     ),
-    "backend": (
+    NodeParameter(
+        "backend",
         "pytorch",
         "what runs Kosmos-2: pytorch, or onnxruntime (the graph of `mobile-vla export-onnx`, fp32; providers "
         "TensorRT, CUDA, CPU in that order, whichever is installed)",
     ),
-    "onnx_dir": ("", "with backend onnxruntime: the export directory; empty: MODEL_DIR/onnx"),
-    "allow_failed_precision_check": (
+    NodeParameter("onnx_dir", "", "with backend onnxruntime: the export directory; empty: MODEL_DIR/onnx"),
+    NodeParameter(
+        "allow_failed_precision_check",
         False,
         "drive at a dtype at which the policy fell behind fp32 in its training check (policy.json precision_checks)",
     ),
-    "max_new_frames_per_step": (
+    NodeParameter(
+        "max_new_frames_per_step",
         1,
         "frames the model encodes per step at most; when it fell further behind, "
         "skipped frames repeat the previous one (bounds the latency tail)",
     ),
-    "control_rate_hz": (20.0, "cmd_vel publishing rate"),
-    "max_linear_x": (1.15, "speed limit for |linear.x| in m/s"),
-    "max_linear_y": (1.15, "speed limit for |linear.y| in m/s"),
-    "max_speed": (1.15, "limit for the norm of (linear.x, linear.y) in m/s"),
-    "max_accel": (2.0, "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate"),
-    "max_model_output": (3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
-    "camera_stale_timeout_s": (
+    NodeParameter("control_rate_hz", 20.0, "cmd_vel publishing rate"),
+    NodeParameter("max_linear_x", LIMITS.max_linear_x, "speed limit for |linear.x| in m/s", read_only=False),
+    NodeParameter("max_linear_y", LIMITS.max_linear_y, "speed limit for |linear.y| in m/s", read_only=False),
+    NodeParameter("max_speed", LIMITS.max_speed, "limit for the norm of (linear.x, linear.y) in m/s", read_only=False),
+    NodeParameter(
+        "max_accel",
+        LIMITS.max_accel,
+        "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate",
+        read_only=False,
+    ),
+    NodeParameter("max_model_output", 3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
+    NodeParameter(
+        "camera_stale_timeout_s",
         0.0,
         "stop when the newest window's capture stamp is older than this (s); 0: from the model "
         "(3 windows + 1 control period, at least 0.5 s); a set value must be >= 2 windows + 1 control period",
     ),
-    "chunk_stale_timeout_s": (
+    NodeParameter(
+        "chunk_stale_timeout_s",
         0.0,
         "stop when the chunk's observation is older than this (s); 0: from the model "
         "(6 windows + 1 control period, at least 1.0 s); a set value must be >= 2 windows + 1 control period",
     ),
-    "familiarity_action": (
+    NodeParameter(
+        "familiarity_action",
         "stop",
         "none, warn, slow or stop: what the robot does while its camera shows frames unlike the training "
         "frames (the policy's calibrated familiarity threshold exceeded for familiarity_hold_s)",
     ),
-    "familiarity_threshold": ("p99.9", "which threshold of policy.json familiarity: p99.9 or p99 (more alarms)"),
-    "familiarity_hold_s": (0.3, "scores above (below) the threshold this long make the frames unfamiliar (familiar)"),
-    "familiarity_slow_factor": (0.3, "with familiarity_action slow: commands scaled by this while unfamiliar"),
-    "override_hold_s": (0.5, "a cmd_vel_teleop message overrides the policy for this long"),
-    "start_enabled": (False, "value of the enable gate before the first message on enable"),
-    "require_deadman": (False, "also require the joy deadman button to be held for policy motion"),
-    "deadman_button": (2, "joy button index of the deadman"),
-    "joy_timeout_s": (0.5, "the deadman counts as released when joy is older than this"),
-    "instruction": ("left", "initial instruction (same rules as the instruction topic)"),
-    "instruction_presets": (
+    NodeParameter(
+        "familiarity_threshold", "p99.9", "which threshold of policy.json familiarity: p99.9 or p99 (more alarms)"
+    ),
+    NodeParameter(
+        "familiarity_hold_s", 0.3, "scores above (below) the threshold this long make the frames unfamiliar (familiar)"
+    ),
+    NodeParameter(
+        "familiarity_slow_factor", 0.3, "with familiarity_action slow: commands scaled by this while unfamiliar"
+    ),
+    NodeParameter("override_hold_s", 0.5, "a cmd_vel_teleop message overrides the policy for this long"),
+    NodeParameter("start_enabled", False, "value of the enable gate before the first message on enable"),
+    NodeParameter("require_deadman", False, "also require the joy deadman button to be held for policy motion"),
+    NodeParameter("deadman_button", 2, "joy button index of the deadman"),
+    NodeParameter("joy_timeout_s", 0.5, "the deadman counts as released when joy is older than this"),
+    NodeParameter("instruction", "left", "initial instruction (same rules as the instruction topic)"),
+    NodeParameter(
+        "instruction_presets",
         [f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
         "extra names for the instruction topic, 'name=full text'",
     ),
-    "status_period_s": (1.0, "period of the /diagnostics status"),
-    "record_corrections": (False, "save each human takeover on cmd_vel_teleop as a correction episode"),
-    "corrections_dir": ("~/mobile_vla_corrections", "directory of the correction episodes"),
-    "correction_context_s": (2.0, "seconds of frames before a takeover kept in its episode"),
-    "correction_end_hold_s": (1.0, "a takeover ends after this long without a teleop command"),
-}
+    NodeParameter("status_period_s", 1.0, "period of the /diagnostics status"),
+    NodeParameter("record_corrections", False, "save each human takeover on cmd_vel_teleop as a correction episode"),
+    NodeParameter("corrections_dir", "~/mobile_vla_corrections", "directory of the correction episodes"),
+    NodeParameter("correction_context_s", 2.0, "seconds of frames before a takeover kept in its episode"),
+    NodeParameter("correction_end_hold_s", 1.0, "a takeover ends after this long without a teleop command"),
+)
 
 
 def parse_presets(entries) -> dict[str, str]:
@@ -180,77 +204,75 @@ def parse_presets(entries) -> dict[str, str]:
 class InferenceNode(Node):
     def __init__(self, **kwargs):
         super().__init__("inference_node", **kwargs)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         for name in ("model_dir", "base_model_dir"):
-            if not p[name]:
+            if not getattr(p, name):
                 raise MobileVlaError(f"parameter {name} is not set")
-        self.presets = parse_presets(p["instruction_presets"])
-        limits = VelocityLimits(p["max_linear_x"], p["max_linear_y"], p["max_speed"], p["max_accel"])
-        if not p["control_rate_hz"] > 0:
-            raise MobileVlaError(f"control_rate_hz must be > 0, got {p['control_rate_hz']}")
+        self.presets = parse_presets(p.instruction_presets)
+        limits = VelocityLimits(*(getattr(p, name) for name in LIMIT_NAMES))
+        if not p.control_rate_hz > 0:
+            raise MobileVlaError(f"control_rate_hz must be > 0, got {p.control_rate_hz}")
 
         # Everything that policy.json alone decides is checked before the (slow) model load.
-        self.config = PolicyConfig.load(p["model_dir"])
-        first_instruction = self._expand(p["instruction"])
+        self.config = PolicyConfig.load(p.model_dir)
+        first_instruction = self._expand(p.instruction)
         timeouts, notes = resolve_stale_timeouts(
-            {name: p[name] for name in ("camera_stale_timeout_s", "chunk_stale_timeout_s")},
+            {name: getattr(p, name) for name in ("camera_stale_timeout_s", "chunk_stale_timeout_s")},
             self.config.action_dt,
-            1.0 / p["control_rate_hz"],
+            1.0 / p.control_rate_hz,
         )
         for note in notes:
             self.get_logger().info(note)
         familiarity = self._familiarity_monitor(p)
-        self.deadman_button = p["deadman_button"]
+        self.deadman_button = p.deadman_button
         self._lock = threading.Lock()
         self._stopped = False
         self.controller = DriveController(
             self.config.action_dt,
-            1.0 / p["control_rate_hz"],
+            1.0 / p.control_rate_hz,
             limits,
             SafetySettings(
                 camera_stale_s=timeouts["camera_stale_timeout_s"],
                 chunk_stale_s=timeouts["chunk_stale_timeout_s"],
-                override_hold_s=p["override_hold_s"],
-                joy_timeout_s=p["joy_timeout_s"],
-                max_model_output=p["max_model_output"],
-                start_enabled=p["start_enabled"],
-                require_deadman=p["require_deadman"],
+                override_hold_s=p.override_hold_s,
+                joy_timeout_s=p.joy_timeout_s,
+                max_model_output=p.max_model_output,
+                start_enabled=p.start_enabled,
+                require_deadman=p.require_deadman,
             ),
             familiarity,
         )
-        self.corrections = self._correction_recorder(p) if p["record_corrections"] else None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.corrections = self._correction_recorder(p) if p.record_corrections else None
         step_delay_s = float(os.environ.get(STEP_DELAY_ENV) or 0.0)
 
         # torch import: only once parameters are sane
         from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
         from mobile_vla_ros.policy.runner import PolicyRunner
 
-        device = resolve_device(p["device"])
-        if p["backend"] == "onnxruntime":
+        device = resolve_device(p.device)
+        if p.backend == "onnxruntime":
             from mobile_vla_ros.policy.onnx_encoder import check_onnx_settings
 
-            onnx_dir = check_onnx_settings(p["model_dir"], p["onnx_dir"] or None, p["dtype"], p["quantize"])
+            onnx_dir = check_onnx_settings(p.model_dir, p.onnx_dir or None, p.dtype, p.quantize)
             dtype, why = "fp32", f"the ONNX graph in {onnx_dir} is fp32"
-        elif p["backend"] == "pytorch":
-            dtype, why = resolve_dtype(p["dtype"], device, p["quantize"])
+        elif p.backend == "pytorch":
+            dtype, why = resolve_dtype(p.dtype, device, p.quantize)
         else:
-            raise MobileVlaError(f"backend must be pytorch or onnxruntime, got {p['backend']!r}")
-        self._check_precision(p, "int8" if p["quantize"] == "int8" else dtype)
+            raise MobileVlaError(f"backend must be pytorch or onnxruntime, got {p.backend!r}")
+        self._check_precision(p, "int8" if p.quantize == "int8" else dtype)
         self.get_logger().info(
-            f"loading policy {p['model_dir']} on base model {p['base_model_dir']} "
-            f"({p['backend']}, {device}, {dtype}: {why}) ..."
+            f"loading policy {p.model_dir} on base model {p.base_model_dir} ({p.backend}, {device}, {dtype}: {why}) ..."
         )
         self.runner = PolicyRunner.load(
-            p["model_dir"],
-            p["base_model_dir"],
+            p.model_dir,
+            p.base_model_dir,
             device=str(device),
             dtype=dtype,
-            quantize=p["quantize"],
-            max_new_frames=p["max_new_frames_per_step"],
-            backend=p["backend"],
-            onnx_dir=p["onnx_dir"] or None,
+            quantize=p.quantize,
+            max_new_frames=p.max_new_frames_per_step,
+            backend=p.backend,
+            onnx_dir=p.onnx_dir or None,
         )
         self.config = self.runner.config
         self.runner.set_instruction(first_instruction)
@@ -304,12 +326,12 @@ class InferenceNode(Node):
         self.create_subscription(Bool, "enable", self._on_enable, 10)
         self.create_subscription(Joy, "joy", self._on_joy, 10)
         self.create_subscription(Twist, "cmd_vel_teleop", self._on_teleop, 10)
-        self.create_timer(1.0 / p["control_rate_hz"], self._on_control_tick)
-        self.create_timer(p["status_period_s"], self._publish_status)
+        self.create_timer(1.0 / p.control_rate_hz, self._on_control_tick)
+        self.create_timer(p.status_period_s, self._publish_status)
         self.get_logger().info(
             f"ready: {self.config.window_size}-frame windows, chunks of {self.config.chunk_size} x "
-            f"{self.config.action_dt:.3f} s, control at {p['control_rate_hz']:g} Hz, "
-            f"{'enabled' if p['start_enabled'] else 'disabled until enable=true'}, instruction {first_instruction!r}"
+            f"{self.config.action_dt:.3f} s, control at {p.control_rate_hz:g} Hz, "
+            f"{'enabled' if p.start_enabled else 'disabled until enable=true'}, instruction {first_instruction!r}"
         )
 
     def now(self) -> float:
@@ -373,6 +395,20 @@ class InferenceNode(Node):
         self.requested_instruction = instruction
         self.get_logger().info(f"instruction {msg.data!r} -> {instruction!r} (from the next inference)")
         self.worker.request_instruction(instruction)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """`ros2 param set` on a speed limit applies from the next command; a value VelocityLimits
+        refuses (not positive, not finite) is refused with its reason and nothing changes."""
+        changed = {parameter.name: parameter.value for parameter in parameters if parameter.name in LIMIT_NAMES}
+        if not changed:
+            return SetParametersResult(successful=True)
+        try:
+            limits = dataclasses.replace(self.controller.limiter.limits, **changed)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self.controller.limiter.set_limits(limits)
+        self.get_logger().info(f"speed limits now {limits}")
+        return SetParametersResult(successful=True)
 
     def _on_enable(self, msg: Bool) -> None:
         """Disabling stops at once: the zero goes out now, not on the next tick, and the step in
@@ -502,7 +538,7 @@ class InferenceNode(Node):
     # ---- corrections (executor thread) --------------------------------------------------------
     def _familiarity_monitor(self, p: dict) -> FamiliarityMonitor:
         settings = FamiliaritySettings(
-            p["familiarity_action"], p["familiarity_threshold"], p["familiarity_hold_s"], p["familiarity_slow_factor"]
+            p.familiarity_action, p.familiarity_threshold, p.familiarity_hold_s, p.familiarity_slow_factor
         )
         problems = settings.problems()
         thresholds = self.config.familiarity.get("thresholds", {})
@@ -530,7 +566,7 @@ class InferenceNode(Node):
         from mobile_vla_ros.policy.precision import precision_verdict
 
         passed, message = precision_verdict(self.config, precision)
-        if passed is False and not p["allow_failed_precision_check"]:
+        if passed is False and not p.allow_failed_precision_check:
             raise MobileVlaError(
                 f"{message}. Drive at fp32 (dtype: fp32) or another checked dtype, retrain, or set "
                 "allow_failed_precision_check: true"
@@ -541,7 +577,7 @@ class InferenceNode(Node):
             self.get_logger().warning(message)
 
     def _correction_recorder(self, p) -> CorrectionWriter:
-        directory = Path(p["corrections_dir"]).expanduser()
+        directory = Path(p.corrections_dir).expanduser()
         for path in recover_partial_episodes(directory):
             self.get_logger().warning(f"recovered a correction interrupted by a crash: {path} (flagged truncated)")
 
@@ -554,11 +590,11 @@ class InferenceNode(Node):
                 rotated_180=self.config.camera.get("rotate_180"),
                 extra_columns=CORRECTION_COLUMNS,
                 **{CORRECTION_ATTR: True},
-                policy_model=str(Path(p["model_dir"]).resolve()),
+                policy_model=str(Path(p.model_dir).resolve()),
                 recorder="mobile_vla_ros inference_node",
             )
 
-        settings = CorrectionSettings(p["correction_context_s"], p["correction_end_hold_s"])
+        settings = CorrectionSettings(p.correction_context_s, p.correction_end_hold_s)
         recorder = CorrectionRecorder(settings, self.config.action_dt, open_episode)
         self.get_logger().info(f"recording corrections to {directory}")
         logger = self.get_logger()
