@@ -31,13 +31,18 @@ class _Deprecated(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _yaml_default(key: str) -> object:
+def _yaml_default(key: str) -> str:
+    """`key`'s value in config/train.yaml, for --help; "?" where the file cannot be found (an install
+    space without a sourced workspace: help must still print)."""
     import yaml
 
     from mobile_vla_ros.paths import config_file
 
     section, name = key.split(".")
-    return yaml.safe_load(config_file("train.yaml").read_text())[section][name]
+    try:
+        return str(yaml.safe_load(config_file("train.yaml").read_text())[section][name])
+    except (OSError, LookupError):
+        return "?"
 
 
 def register(subparsers) -> None:
