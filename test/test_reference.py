@@ -1,5 +1,6 @@
 """docs/reference.md is what scripts/reference.py generates from the code, and every node declares
-its parameters through the one helper that the reference reads."""
+its parameters through the one helper that the reference reads (its topics and services:
+test/test_interfaces.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_the_reference_lists_every_node_and_launch_argument():
     for node in ("camera_window_node", "inference_node", "sim_node", "teleop_node", "recorder_node"):
         assert f"### {node}" in text
     assert "| `max_speed` |" in text and "| `quantize` |" in text and "| `cmd_vel_topic` |" in text
+    assert "| `sim/reset` | `std_srvs/srv/Trigger` | service server |" in text and "| `~/state` |" in text
 
 
 def test_parameters_are_declared_only_through_the_shared_table_helper():

@@ -23,6 +23,7 @@ from mobile_vla_ros.control.frame_window import FrameWindow
 from mobile_vla_ros.data.images import camera_mismatch, resize_for_model, rotate_180, stack_window
 from mobile_vla_ros.errors import ImageError, MobileVlaError
 from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
+from mobile_vla_ros.nodes.interfaces import CAMERA_QOS, PUBLISHES, SUBSCRIBES, Topic
 from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
@@ -47,6 +48,31 @@ PARAMETERS = (
         "drive even when the camera settings differ from those the policy was trained with",
     ),
 )
+IMAGE = Topic(
+    "image",
+    Image,
+    SUBSCRIBES,
+    "camera frames (rgb8, bgr8, mono8, yuv422, yuyv); the launch files remap it to image_topic",
+    CAMERA_QOS,
+    when=("compressed", False),
+)
+IMAGE_COMPRESSED = Topic(
+    "image/compressed", CompressedImage, SUBSCRIBES, "camera frames, JPEG or PNG", CAMERA_QOS, when=("compressed", True)
+)
+WINDOW = Topic(
+    "window",
+    Image,
+    PUBLISHES,
+    "the last window_size frames sampled at the model's rate, stacked vertically (oldest on top), rgb8, "
+    "the model's image size wide; stamp = the newest frame's capture stamp",
+)
+WINDOW_BUILT = Topic(
+    "window/built",
+    TimeReference,
+    PUBLISHES,
+    "per window: header = the window's header (capture stamp), time_ref = when it was built",
+)
+INTERFACES = (IMAGE, IMAGE_COMPRESSED, WINDOW, WINDOW_BUILT)
 
 
 class CameraWindowNode(Node):
@@ -65,12 +91,12 @@ class CameraWindowNode(Node):
         self.dropped_frames = 0
         self.windows_published = 0
 
-        self.publisher = self.create_publisher(Image, "window", 2)
-        self.built_publisher = self.create_publisher(TimeReference, "window/built", 10)
+        self.publisher = self.create_publisher(Image, WINDOW.name, 2)
+        self.built_publisher = self.create_publisher(TimeReference, WINDOW_BUILT.name, 10)
         if p.compressed:
-            subscribe_matching_camera(self, CompressedImage, "image/compressed", self._on_compressed)
+            subscribe_matching_camera(self, CompressedImage, IMAGE_COMPRESSED.name, self._on_compressed)
         else:
-            subscribe_matching_camera(self, Image, "image", self._on_image)
+            subscribe_matching_camera(self, Image, IMAGE.name, self._on_image)
         self.get_logger().info(
             f"windows of {config.window_size} frames at {1 / config.action_dt:.1f} Hz, "
             f"{self.image_size}x{self.image_size} px, from {model_dir}"

@@ -1,27 +1,8 @@
 """inference_node: windows -> policy (worker thread) -> cmd_vel from a fixed-rate control timer.
 
-Topics
-  in   window (sensor_msgs/Image)          stacked windows from camera_window_node
-  in   window/built (sensor_msgs/TimeReference) when each window was built (for the latency stages)
-  in   instruction (std_msgs/String)        'left' / 'right' / a YAML preset name / free text
-  in   enable (std_msgs/Bool)               gate for the policy's motion (initially start_enabled)
-  in   joy (sensor_msgs/Joy)                deadman button, used when require_deadman is true
-  in   cmd_vel_teleop (geometry_msgs/Twist) human override: wins for override_hold_s after each message;
-                                            with record_corrections, each takeover is saved as a
-                                            `correction` episode (control/corrections.py)
-  out  cmd_vel (geometry_msgs/Twist)        linear.x, linear.y; everything else zero; published at
-                                            control_rate_hz in every state (zero when not driving)
-  out  window/answered (sensor_msgs/TimeReference) one per window once the node is done with it:
-                                            header = the window's header (capture stamp), time_ref =
-                                            when, source = chunk / rejected / failed / dropped; the
-                                            simulator's lockstep waits for it (sim_node)
-  out  instruction/active (std_msgs/String) the instruction in force, transient local (latched)
-  out  familiarity/unfamiliar (std_msgs/Bool) true while the newest frames are unlike the training
-                                            frames (control/familiarity.py), on each change; latched
-  out  /diagnostics (diagnostic_msgs/DiagnosticArray) state, reason, instruction, rates, and p50/p95/p99
-                                            of every latency stage (control/latency.py): frame age at
-                                            build, window transport, preprocess, queue wait, backbone,
-                                            head, inference, executor delay, obs->cmd age
+Topics: INTERFACES below (docs/reference.md): windows, instruction, enable, joy and cmd_vel_teleop
+in; cmd_vel at a fixed rate in every state, window/answered per window, instruction/active and
+familiarity/unfamiliar latched, and /diagnostics with the state and every latency stage.
 
 The decision per tick is control.drive.DriveController (see its docstring for the states and
 their priority). Every setting is checked against the checkpoint's policy.json before the model
@@ -79,7 +60,8 @@ from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.images import split_window
 from mobile_vla_ros.errors import ImageError, InstructionError, MobileVlaError
-from mobile_vla_ros.nodes.camera_window_node import stamp_seconds
+from mobile_vla_ros.nodes.camera_window_node import WINDOW, WINDOW_BUILT, stamp_seconds
+from mobile_vla_ros.nodes.interfaces import LATCHED, PUBLISHES, SUBSCRIBES, Topic
 from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
@@ -188,6 +170,64 @@ PARAMETERS = (
     NodeParameter("corrections_dir", "~/mobile_vla_corrections", "directory of the correction episodes"),
     NodeParameter("correction_context_s", 2.0, "seconds of frames before a takeover kept in its episode"),
     NodeParameter("correction_end_hold_s", 1.0, "a takeover ends after this long without a teleop command"),
+)
+INSTRUCTION = Topic(
+    "instruction",
+    String,
+    SUBSCRIBES,
+    "'left', 'right', a preset name (instruction_presets) or free text; a change applies from the next inference",
+)
+ENABLE = Topic("enable", Bool, SUBSCRIBES, "gate for the policy's motion (start_enabled until the first message)")
+JOY = Topic("joy", Joy, SUBSCRIBES, "deadman button (deadman_button), used when require_deadman is true")
+CMD_VEL_TELEOP = Topic(
+    "cmd_vel_teleop",
+    Twist,
+    SUBSCRIBES,
+    "a human command: wins over the policy for override_hold_s; with record_corrections each takeover is "
+    "saved as a correction episode",
+)
+CMD_VEL = Topic(
+    "cmd_vel",
+    Twist,
+    PUBLISHES,
+    "linear.x, linear.y (REP 103: y > 0 is left), all else zero, at control_rate_hz in every state "
+    "(zero when not driving)",
+)
+WINDOW_ANSWERED = Topic(
+    "window/answered",
+    TimeReference,
+    PUBLISHES,
+    "one per window once the node is done with it: header = the window's header (capture stamp), time_ref = "
+    "when, source = chunk, rejected, failed or dropped (sim_node's lockstep waits for it)",
+)
+INSTRUCTION_ACTIVE = Topic("instruction/active", String, PUBLISHES, "the instruction in force", LATCHED)
+UNFAMILIAR = Topic(
+    "familiarity/unfamiliar",
+    Bool,
+    PUBLISHES,
+    "true while the newest frames are unlike the training frames (control/familiarity.py), on each change",
+    LATCHED,
+)
+DIAGNOSTICS = Topic(
+    "/diagnostics",
+    DiagnosticArray,
+    PUBLISHES,
+    "every status_period_s: state, reason, instruction, control rate, and p50/p95/p99 of each latency stage: "
+    "frame_age_at_build, window_transport, preprocess, queue_wait, backbone, head, inference_latency, "
+    "executor_delay, obs_to_cmd_age (keys <stage>_ms_p95 etc., docs/performance.md)",
+)
+INTERFACES = (
+    Topic(WINDOW.name, Image, SUBSCRIBES, "windows from camera_window_node"),
+    Topic(WINDOW_BUILT.name, TimeReference, SUBSCRIBES, "when each window was built (for the latency stages)"),
+    INSTRUCTION,
+    ENABLE,
+    JOY,
+    CMD_VEL_TELEOP,
+    CMD_VEL,
+    WINDOW_ANSWERED,
+    INSTRUCTION_ACTIVE,
+    UNFAMILIAR,
+    DIAGNOSTICS,
 )
 
 
@@ -299,12 +339,12 @@ class InferenceNode(Node):
         }
 
         # Publishers exist only once the policy has loaded.
-        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
+        self.cmd_pub = self.create_publisher(Twist, CMD_VEL.name, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.instruction_pub = self.create_publisher(String, "instruction/active", latched)
-        self.status_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.answered_pub = self.create_publisher(TimeReference, "window/answered", 10)
-        self.familiarity_pub = self.create_publisher(Bool, "familiarity/unfamiliar", latched)
+        self.instruction_pub = self.create_publisher(String, INSTRUCTION_ACTIVE.name, latched)
+        self.status_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS.name, 10)
+        self.answered_pub = self.create_publisher(TimeReference, WINDOW_ANSWERED.name, 10)
+        self.familiarity_pub = self.create_publisher(Bool, UNFAMILIAR.name, latched)
         self.familiarity_pub.publish(Bool(data=False))
         self.instruction_pub.publish(String(data=first_instruction))
 
@@ -320,12 +360,12 @@ class InferenceNode(Node):
             on_died=self._on_worker_died,
         )
         self.worker.start()
-        self.create_subscription(Image, "window", self._on_window, 1)
-        self.create_subscription(TimeReference, "window/built", self._on_window_built, 10)
-        self.create_subscription(String, "instruction", self._on_instruction, 10)
-        self.create_subscription(Bool, "enable", self._on_enable, 10)
-        self.create_subscription(Joy, "joy", self._on_joy, 10)
-        self.create_subscription(Twist, "cmd_vel_teleop", self._on_teleop, 10)
+        self.create_subscription(Image, WINDOW.name, self._on_window, 1)
+        self.create_subscription(TimeReference, WINDOW_BUILT.name, self._on_window_built, 10)
+        self.create_subscription(String, INSTRUCTION.name, self._on_instruction, 10)
+        self.create_subscription(Bool, ENABLE.name, self._on_enable, 10)
+        self.create_subscription(Joy, JOY.name, self._on_joy, 10)
+        self.create_subscription(Twist, CMD_VEL_TELEOP.name, self._on_teleop, 10)
         self.create_timer(1.0 / p.control_rate_hz, self._on_control_tick)
         self.create_timer(p.status_period_s, self._publish_status)
         self.get_logger().info(

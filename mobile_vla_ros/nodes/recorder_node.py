@@ -34,6 +34,7 @@ from mobile_vla_ros.data.images import camera_message_to_rgb, rotate_180
 from mobile_vla_ros.data.quality import QualityRules
 from mobile_vla_ros.errors import ImageError
 from mobile_vla_ros.nodes.camera_qos import subscribe_matching_camera
+from mobile_vla_ros.nodes.interfaces import CAMERA_QOS, LATCHED, PUBLISHES, SUBSCRIBES, Service, Topic
 from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import deserialize_camera_message
@@ -65,6 +66,46 @@ PARAMETERS = (
     NodeParameter("quality.saturation_speed", 1.15, "a linear command this fast is pinned at the limit"),
     NodeParameter("robot_name", "", "stored in each episode's attributes"),
     NodeParameter("instruction", "", "instruction before one is chosen ('left', 'right' or text)"),
+)
+IMAGE = Topic(
+    "image",
+    Image,
+    SUBSCRIBES,
+    "camera frames, sampled at sample_rate_hz; the launch file remaps it to image_topic",
+    CAMERA_QOS,
+    when=("compressed", False),
+)
+IMAGE_COMPRESSED = Topic(
+    "image/compressed", CompressedImage, SUBSCRIBES, "camera frames, JPEG or PNG", CAMERA_QOS, when=("compressed", True)
+)
+CMD_VEL = Topic("cmd_vel", Twist, SUBSCRIBES, "the velocity stored with each frame (whatever commands the base)")
+JOY = Topic("joy", Joy, SUBSCRIBES, "episode buttons (start_button, save_button, discard_button, instruction_axis)")
+INSTRUCTION = Topic("instruction", String, SUBSCRIBES, "'left' or 'right' (instructions.left/right) or the full text")
+STATE = Topic(
+    "~/state",
+    String,
+    PUBLISHES,
+    "JSON: state (idle, recording, saving), instruction, episodes_saved, frames, last episode and its "
+    "quality; every second and on each change",
+    LATCHED,
+)
+START = Service("~/start", Trigger, "start an episode (refused without a fresh frame or a cmd_vel publisher)")
+STOP = Service("~/stop", Trigger, "stop and save the episode")
+DISCARD = Service("~/discard", Trigger, "stop and discard the episode")
+SELECT_LEFT = Service("~/select_left", Trigger, "choose the 'left' instruction")
+SELECT_RIGHT = Service("~/select_right", Trigger, "choose the 'right' instruction")
+INTERFACES = (
+    IMAGE,
+    IMAGE_COMPRESSED,
+    CMD_VEL,
+    JOY,
+    INSTRUCTION,
+    STATE,
+    START,
+    STOP,
+    DISCARD,
+    SELECT_LEFT,
+    SELECT_RIGHT,
 )
 
 
@@ -103,7 +144,7 @@ class RecorderNode(Node):
         for path in recover_partial_episodes(self.output_dir, quality_rules):
             self.get_logger().warning(f"recovered an episode interrupted by a crash: {path} (flagged truncated)")
 
-        image_type, camera_topic = (CompressedImage, "image/compressed") if self.compressed else (Image, "image")
+        image_type, camera_topic = (CompressedImage, IMAGE_COMPRESSED.name) if self.compressed else (Image, IMAGE.name)
 
         def open_writer(instruction: str) -> EpisodeWriter:
             return EpisodeWriter(
@@ -120,7 +161,7 @@ class RecorderNode(Node):
             )
 
         self.state_pub = self.create_publisher(
-            String, "~/state", QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            String, STATE.name, QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         )
         self.recorder = EpisodeRecorder(
             settings, open_writer, self._decode, initial_instruction, presets, on_change=self._on_change
@@ -129,17 +170,17 @@ class RecorderNode(Node):
         # Reliability matched to the camera's publisher (over best-effort DDS most 720p frames never
         # arrive: docs/performance.md); raw: frames are read with a light CDR reader (nodes/ros_image.py).
         subscribe_matching_camera(self, image_type, camera_topic, self._on_image, raw=True)
-        self.cmd_sub = self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
-        self.create_subscription(Joy, "joy", self._on_joy, 10)
-        self.create_subscription(String, "instruction", self._on_instruction, 10)
-        for name, action in (
-            ("start", self._start),
-            ("stop", self.recorder.stop_and_save),
-            ("discard", self.recorder.discard),
-            ("select_left", lambda: self._select("left")),
-            ("select_right", lambda: self._select("right")),
+        self.cmd_sub = self.create_subscription(Twist, CMD_VEL.name, self._on_cmd_vel, 10)
+        self.create_subscription(Joy, JOY.name, self._on_joy, 10)
+        self.create_subscription(String, INSTRUCTION.name, self._on_instruction, 10)
+        for service, action in (
+            (START, self._start),
+            (STOP, self.recorder.stop_and_save),
+            (DISCARD, self.recorder.discard),
+            (SELECT_LEFT, lambda: self._select("left")),
+            (SELECT_RIGHT, lambda: self._select("right")),
         ):
-            self.create_service(Trigger, f"~/{name}", self._trigger(action))
+            self.create_service(Trigger, service.name, self._trigger(action))
         self.create_timer(1.0 / settings.sample_rate_hz, self._on_sample)
         self.create_timer(STATUS_PERIOD_S, self._publish_state)
         self._on_change(self.recorder.status(), f"ready; episodes go to {self.output_dir}")

@@ -61,6 +61,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mobile_vla_ros.errors import MobileVlaError
+from mobile_vla_ros.nodes.interfaces import LATCHED, PUBLISHES, SUBSCRIBES, Service, Topic
 from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
@@ -111,6 +112,66 @@ PARAMETERS = (
     NodeParameter("camera_frame_id", "sim_camera", "header.frame_id of the camera images"),
     NodeParameter("world_frame_id", "sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)"),
 )
+LOCKSTEP = ("lockstep", True)
+CAMERA = Topic("camera/image_raw", Image, PUBLISHES, "the simulated camera, rgb8, at camera_rate_hz")
+POSE = Topic("sim/pose", PoseStamped, PUBLISHES, "the robot's position in the room (world_frame_id) at physics_rate_hz")
+RESULT = Topic(
+    "sim/result",
+    String,
+    PUBLISHES,
+    "JSON: outcome, time, position, layout, episode, seed; at each episode's start and end",
+    LATCHED,
+)
+CMD_VEL = Topic(
+    "cmd_vel",
+    Twist,
+    SUBSCRIBES,
+    "linear.x forward, linear.y left (angular.z ignored); one older than cmd_timeout_s counts as zero",
+)
+RESET = Service(
+    "sim/reset",
+    Trigger,
+    "start the next layout of the seed's series; the answer's message is JSON: episode, seed, layout, release_time",
+)
+CLOCK = Topic(
+    "/clock",
+    Clock,
+    PUBLISHES,
+    "the simulated time, one physics step at a time, each once the pipeline has answered (other nodes: "
+    "use_sim_time:=true)",
+    when=LOCKSTEP,
+)
+WINDOW_ANSWERED = Topic(
+    "window/answered", TimeReference, SUBSCRIBES, "inference_node's answer to a camera frame's window", when=LOCKSTEP
+)
+INSTRUCTION_AT = Topic(
+    "sim/instruction_at",
+    String,
+    SUBSCRIBES,
+    'JSON {"time_s": t, "instruction": text}: publish text on instruction just before the clock reaches t',
+    when=LOCKSTEP,
+)
+INSTRUCTION = Topic("instruction", String, PUBLISHES, "the text of a sim/instruction_at request", when=LOCKSTEP)
+INSTRUCTION_ACTIVE = Topic(
+    "instruction/active",
+    String,
+    SUBSCRIBES,
+    "inference_node's confirmation of an instruction switch; the clock waits for it",
+    LATCHED,
+    when=LOCKSTEP,
+)
+INTERFACES = (
+    CAMERA,
+    POSE,
+    RESULT,
+    CMD_VEL,
+    RESET,
+    CLOCK,
+    WINDOW_ANSWERED,
+    INSTRUCTION_AT,
+    INSTRUCTION,
+    INSTRUCTION_ACTIVE,
+)
 
 
 NEXT_EPISODE_PAUSE_S = 1.0  # next_episode_on_end: the end stays on camera this long
@@ -152,25 +213,25 @@ class SimNode(Node):
         self._renderer = Renderer(self._room, CameraConfig(int(p.image_width), int(p.image_height), float(p.hfov_deg)))
         self._camera_frame, self._world_frame = p.camera_frame_id, p.world_frame_id
 
-        self._image_pub = self.create_publisher(Image, "camera/image_raw", 2)
-        self._pose_pub = self.create_publisher(PoseStamped, "sim/pose", 10)
+        self._image_pub = self.create_publisher(Image, CAMERA.name, 2)
+        self._pose_pub = self.create_publisher(PoseStamped, POSE.name, 10)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
-        self._result_pub = self.create_publisher(String, "sim/result", latched)
-        self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
-        self.create_service(Trigger, "sim/reset", self._on_reset)
+        self._result_pub = self.create_publisher(String, RESULT.name, latched)
+        self.create_subscription(Twist, CMD_VEL.name, self._on_cmd_vel, 10)
+        self.create_service(Trigger, RESET.name, self._on_reset)
 
         self._command = (0.0, 0.0)
         self._command_time_ns = None
         self._episode = int(p.first_episode) - 1
         self._start_episode()
         if self._lockstep:
-            self._clock_pub = self.create_publisher(Clock, "/clock", 10)
-            self.create_subscription(TimeReference, "window/answered", self._on_answered, 10)
-            self._instruction_pub = self.create_publisher(String, "instruction", 10)
-            self.create_subscription(String, "sim/instruction_at", self._on_instruction_at, 10)
-            self.create_subscription(String, "instruction/active", self._on_instruction_active, latched)
+            self._clock_pub = self.create_publisher(Clock, CLOCK.name, 10)
+            self.create_subscription(TimeReference, WINDOW_ANSWERED.name, self._on_answered, 10)
+            self._instruction_pub = self.create_publisher(String, INSTRUCTION.name, 10)
+            self.create_subscription(String, INSTRUCTION_AT.name, self._on_instruction_at, 10)
+            self.create_subscription(String, INSTRUCTION_ACTIVE.name, self._on_instruction_active, latched)
             self._step = 0
             self._awaiting_since = 0.0
             self._frame_ns = -1  # stamp of the last camera frame

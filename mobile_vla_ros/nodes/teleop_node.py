@@ -13,6 +13,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
 from mobile_vla_ros.control.teleop import TeleopConfig, TeleopMapper, VelocityCommand
+from mobile_vla_ros.nodes.interfaces import PUBLISHES, SUBSCRIBES, Topic
 from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 
@@ -38,6 +39,15 @@ PARAMETERS = (
     NodeParameter("scale_angular_turbo.yaw", DEFAULTS.scale_angular_turbo_yaw, "rad/s at full stick, turbo"),
     NodeParameter("joy_timeout_s", DEFAULTS.joy_timeout_s, "send one stop when no Joy message arrived for this long"),
 )
+JOY = Topic("joy", Joy, SUBSCRIBES, "the gamepad (joy_node)")
+CMD_VEL = Topic(
+    "cmd_vel",
+    Twist,
+    PUBLISHES,
+    "linear.x, linear.y, angular.z from the sticks while an enable button is held; one zero when it is "
+    "released, when joy is silent for joy_timeout_s, and at shutdown",
+)
+INTERFACES = (JOY, CMD_VEL)
 WATCHDOG_PERIOD_S = 0.05
 
 
@@ -47,8 +57,8 @@ class TeleopNode(Node):
         self.config = TeleopConfig(**vars(declare_parameters(self, PARAMETERS)))
         self.mapper = TeleopMapper(self.config)
         self._layout_checked = False
-        self.publisher = self.create_publisher(Twist, "cmd_vel", 10)
-        self.create_subscription(Joy, "joy", self.on_joy, 10)
+        self.publisher = self.create_publisher(Twist, CMD_VEL.name, 10)
+        self.create_subscription(Joy, JOY.name, self.on_joy, 10)
         self.create_timer(WATCHDOG_PERIOD_S, self.on_watchdog)
         self.get_logger().info(
             f"teleop ready: hold button {self.config.enable_button} to drive "
