@@ -14,7 +14,7 @@ synthetic twins --pairs 24 --seed 0
 synthetic heldout --pairs 8 --seed 1
 synthetic heldout-half-light --pairs 8 --seed 1 --shift half-light
 synthetic heldout-swap-red-blue --pairs 8 --seed 1 --shift swap-red-blue
-mobile-vla make-tiny-model tiny
+mobile-vla make-tiny-model --out tiny
 mobile-vla train --config "$repo/config/train_tiny.yaml" --data twins --base-model tiny --out policy | tail -20
 for data in heldout heldout-half-light heldout-swap-red-blue; do
   echo "== $data"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import pytest
 import torch
 from transformers import Kosmos2ForConditionalGeneration
 
 from mobile_vla_ros.cli.main import build_parser, main
+from mobile_vla_ros.cli.options import resolve_moved_positionals
 
 
 def test_help_lists_the_sub_commands(capsys):
@@ -20,7 +23,7 @@ def test_help_lists_the_sub_commands(capsys):
 def test_sub_commands_come_in_workflow_order_and_take_global_flags_after_them():
     commands = list(build_parser()._subparsers._group_actions[0].choices)
     assert commands.index("inspect") < commands.index("train") < commands.index("eval") < commands.index("bench")
-    assert build_parser().parse_args(["inspect", "some.h5", "-v"]).verbose is True
+    assert build_parser().parse_args(["inspect", "--data", "some.h5", "-v"]).verbose is True
 
 
 def test_every_option_shows_its_default_in_help():
@@ -35,15 +38,66 @@ def test_every_option_shows_its_default_in_help():
     assert "--learning-rate LEARNING_RATE AdamW learning rate (default: config/train.yaml optim.learning_rate" in train
 
 
-def test_train_flags_of_the_earlier_release_still_work_and_say_their_new_name(capsys):
-    args = build_parser().parse_args(["train", "--out", "x", "--lr", "1e-3", "--accumulate", "2", "--no-mirror"])
-    assert (args.learning_rate, args.accumulate_grad_batches, args.mirror) == (1e-3, 2, False)
-    err = capsys.readouterr().err
-    assert "--lr is deprecated, use --learning-rate" in err and "use --accumulate-grad-batches" in err
+def _sub_commands():
+    return build_parser()._subparsers._group_actions[0].choices
+
+
+def test_one_flag_per_concept_across_sub_commands():
+    """Policy, base model, episodes read, output, precision and device have one spelling each; an
+    earlier spelling is hidden from --help; --dtype offers auto and --device defaults to auto."""
+    for name, subparser in _sub_commands().items():
+        shown = [action for action in subparser._actions if action.help != "==SUPPRESS=="]
+        flags = {flag for action in shown for flag in action.option_strings}
+        for synonym in ("--base", "--model-dir", "--output", "--lr", "--accumulate", "--rate"):
+            assert synonym not in flags, (name, synonym)
+        # --seed seeds what the command itself makes (tiny weights, a training run); the demo's trial
+        # layouts are --layout-seed
+        assert "--seed" not in flags or name in ("make-tiny-model", "train"), name
+        for action in shown:
+            if not action.option_strings:  # a positional is the command's own object, never a shared concept
+                assert name in ("import-bag", "import-robovlms"), (name, action.dest)
+            if "--dtype" in action.option_strings:
+                assert "auto" in action.choices, name
+            if "--device" in action.option_strings:
+                assert action.default == "auto", name
+            if "--model" in action.option_strings:
+                assert action.metavar == "MODEL_DIR", name
+
+
+@pytest.mark.parametrize(
+    "argv, dest, value, warning",
+    [
+        (["train", "--out", "x", "--lr", "1e-3"], "learning_rate", 1e-3, "--lr is deprecated, use --learning-rate"),
+        (["train", "--out", "x", "--accumulate", "2"], "accumulate_grad_batches", 2, "use --accumulate-grad-batches"),
+        (["quantize", "pol", "--base-model", "b", "--out", "o"], "model", "pol", "positional MODEL_DIR is deprecated"),
+        (["quantize", "--model", "p", "--dtype", "int8", "--out", "o"], "quantize", "int8", "use --quantize"),
+        (["export-onnx", "pol", "--base-model", "b"], "model", Path("pol"), "use --model"),
+        (["make-tiny-model", "tiny"], "out", "tiny", "positional OUT_DIR is deprecated, use --out"),
+        (["export", "a", "b", "--out", "o"], "data", [Path("a"), Path("b")], "positional EPISODES is deprecated"),
+        (["inspect", "e.h5"], "data", Path("e.h5"), "positional PATH is deprecated, use --data"),
+        (["import-robovlms", "c.pt", "--base", "b"], "base_model", "b", "--base is deprecated, use --base-model"),
+        (["bench-record", "--rate", "5"], "sample_rate", 5.0, "--rate is deprecated, use --sample-rate"),
+        (["demo", "--seed", "3"], "layout_seed", 3, "--seed is deprecated, use --layout-seed"),
+    ],
+)
+def test_spellings_of_the_earlier_release_still_work_and_say_their_new_name(argv, dest, value, warning, capsys):
+    args = build_parser().parse_args(argv)
+    resolve_moved_positionals(args)
+    assert getattr(args, dest) == value
+    assert warning in capsys.readouterr().err
+
+
+def test_a_moved_positional_and_its_flag_together_or_neither_are_refused(capsys):
+    assert main(["quantize", "a", "--model", "b", "--base-model", "c", "--out", "d"]) == 2
+    assert "give --model once" in capsys.readouterr().err
+    assert main(["quantize", "--base-model", "c", "--out", "d"]) == 2
+    assert "required: --model" in capsys.readouterr().err
+    assert "--model MODEL_DIR" in _sub_commands()["quantize"].format_usage()  # shown as required, not [--model]
+    assert "[--model" not in _sub_commands()["quantize"].format_usage()
 
 
 def test_make_tiny_model_writes_a_loadable_kosmos2(tmp_path, capsys):
-    assert main(["make-tiny-model", str(tmp_path / "tiny"), "--width", "32", "--layers", "1"]) == 0
+    assert main(["make-tiny-model", "--out", str(tmp_path / "tiny"), "--width", "32", "--layers", "1"]) == 0
     assert "fingerprint sha256:" in capsys.readouterr().out
     model = Kosmos2ForConditionalGeneration.from_pretrained(tmp_path / "tiny", local_files_only=True)
     assert model.config.text_config.embed_dim == 32 and model.config.text_config.layers == 1

@@ -93,10 +93,10 @@ def test_inspect_shows_the_person_and_the_policy_side_by_side(tmp_path, capsys):
     rec = recorder(tmp_path / "corrections", context_s=0.5, end_hold_s=0.3)
     path = drive(rec, "." * 10 + "H" * 6 + "." * 5)[0]
     png = tmp_path / "correction.png"
-    assert main(["inspect", str(path), "--png", str(png)]) == 0
+    assert main(["inspect", "--data", str(path), "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "the person drove 6 of 14 frames (from #5); policy proposals on 6 of them" in out
     assert "|person - policy| mean: linear_x 0.100, linear_y 0.900" in out
     assert png.stat().st_size > 10_000
-    assert main(["inspect", str(tmp_path / "corrections")]) == 0
+    assert main(["inspect", "--data", str(tmp_path / "corrections")]) == 0
     assert "1 readable (0 legacy, 0 truncated, 1 corrections)" in capsys.readouterr().out

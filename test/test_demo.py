@@ -151,11 +151,11 @@ def test_recorded_episodes_are_reused_and_a_policy_on_another_base_is_not(tmp_pa
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--seed", "0"], "training layouts"),
+        (["--layout-seed", "0"], "training layouts"),
         (["--trials", "0"], "--trials"),
         (["--image-size", "100"], "multiple of 14"),
         (["--corrections", "--correction-trials", "0"], "--correction-trials"),
-        (["--corrections", "--seed", "0"], "training layouts"),
+        (["--corrections", "--seed", "0"], "training layouts"),  # the earlier spelling
     ],
 )
 def test_bad_demo_options_are_refused_before_any_work(tmp_path, arguments, message):

@@ -1,14 +1,23 @@
 """Every shell command in README.md, docs/*.md and models/README.md names things that exist: the
 `mobile-vla` sub-commands and their flags, the launch files and their arguments, the executables of
-`ros2 run`, make targets, modules of `python -m` and the repository's files. Each sub-command the
-documents name also runs (`--help`). What needs a robot, a GPU or hours is not run here; the
-commands are still checked, so the documents cannot drift from the code."""
+`ros2 run`, make targets, modules of `python -m` and the repository's files.
+
+Every block that can run on this machine runs, in document order, in a scratch workspace whose
+user paths hold stand-ins: `~/mobile_vla_data` and the other episode directories synthetic
+episodes, `~/bags/*` rosbag2 recordings written here, `models/kosmos-2-patch14-224` the tiny
+Kosmos-2. The one change to a command: `mobile-vla train` gets `--max-steps 2` last (the argument
+that counts). A block that cannot run here says why in its fence, after the language:
+`robot` (a robot, its camera or gamepad, or a ROS install on it), `network` (a download), `gpu`,
+`benchmark` (runs here for minutes: a measurement, not a test; docs/performance.md), or
+`tested-by=PATH` (a test runs it with the real tools, placeholders filled in)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,7 +30,8 @@ from mobile_vla_ros.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", REPO / "models" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(?:bash|sh|shell)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```(?:bash|sh|shell)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+NOT_HERE = {"robot", "network", "gpu", "benchmark"}
 REPO_PATH = re.compile(r"^(?:src/mobile_vla_ros/)?((?:config|launch|scripts|docs|test)/[\w./-]+\.\w+)$")
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 
@@ -30,6 +40,7 @@ PYTHONS = {"python", "python3", ".venv/bin/python"}
 class Command:
     where: str
     words: tuple[str, ...]
+    tags: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.where}: {' '.join(self.words)}"
@@ -41,10 +52,11 @@ def commands() -> list[Command]:
         text = document.read_text()
         for block in FENCE.finditer(text):
             line = text[: block.start()].count("\n") + 2
-            joined = block.group(1).replace("\\\n", " ")
+            tags = tuple(block.group(1).split())
+            joined = block.group(2).replace("\\\n", " ")
             for offset, source in enumerate(joined.splitlines()):
                 for words in split_commands(source):
-                    found.append(Command(f"{document.relative_to(REPO)}:{line + offset}", words))
+                    found.append(Command(f"{document.relative_to(REPO)}:{line + offset}", words, tags))
     return found
 
 
@@ -149,3 +161,60 @@ def test_every_named_subcommand_runs():
             timeout=120,
         )
         assert result.returncode == 0 and "usage: mobile-vla" in result.stdout, f"{name}: {result.stderr[-1000:]}"
+
+
+def test_every_block_runs_here_or_says_why_not():
+    for command in commands():
+        unknown = [tag for tag in command.tags if tag not in NOT_HERE and not tag.startswith("tested-by=")]
+        assert not unknown, f"{command}: unknown fence tag {unknown}; known: {sorted(NOT_HERE)}, tested-by=PATH"
+        for tag in command.tags:
+            if tag.startswith("tested-by="):
+                assert (REPO / tag.split("=", 1)[1]).is_file(), f"{command}: no {tag}"
+    runnable = [command for command in commands() if not command.tags]
+    assert sum(mobile_vla_words(c.words) is not None for c in runnable) >= 10
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_base_model):
+    """A scratch home and working directory where the documents' paths hold stand-ins."""
+    from test_import_bag import StoragePlugin, write_bag
+
+    from mobile_vla_ros.training.synthetic import write_mirrored_dataset
+
+    root = tmp_path_factory.mktemp("docs")
+    home, work = root / "home", root / "work"
+    for name, pairs in (("mobile_vla_data", 4), ("mobile_vla_eval", 1), ("mobile_vla_corrections", 2)):
+        write_mirrored_dataset(home / name, pairs=pairs, frames=12, size=32)
+    for directory in ("mobile_vla_data", "mobile_vla_corrections"):  # the file names the documents use
+        episodes = sorted((home / directory).glob("*.h5"))
+        shutil.copy(episodes[0], home / directory / "episode_0001_left_20261122_101500.h5")
+    for bag in ("run1", "run2"):
+        write_bag(home / "bags" / bag, StoragePlugin.MCAP, shape=(32, 32))  # the same camera as the episodes
+    (work / "models").mkdir(parents=True)
+    (work / "models" / "kosmos-2-patch14-224").symlink_to(tiny_base_model)
+    for shared in ("config", "scripts"):
+        (work / shared).symlink_to(REPO / shared)
+    return home, work
+
+
+def run_words(command: Command, home: Path) -> list[str]:
+    words = [str(home / word[2:]) if word.startswith("~/") else word for word in command.words]
+    if mobile_vla_words(command.words)[:1] == ("train",):
+        words += ["--max-steps", "2"]
+    return words
+
+
+def test_every_command_that_can_run_here_runs(workspace):
+    home, work = workspace
+    env = {**os.environ, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done, failed = set(), []
+    for command in commands():
+        if command.tags or command.words in done:
+            continue
+        done.add(command.words)
+        result = subprocess.run(
+            run_words(command, home), cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
+        if result.returncode != 0:
+            failed.append(f"{command}\n    exit {result.returncode}: {(result.stderr or result.stdout)[-1500:]}")
+    assert done and not failed, "\n".join(failed)

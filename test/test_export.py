@@ -50,7 +50,7 @@ def test_two_recorded_episodes_export_to_a_lerobot_dataset(tmp_path, capsys):
     left_frames, left_actions = record(tmp_path / "episodes", LAB_INSTRUCTIONS["left"], 12, seed=1)
     right_frames, right_actions = record(tmp_path / "episodes", LAB_INSTRUCTIONS["right"], 9, seed=2)
     out = tmp_path / "lerobot"
-    assert main(["export", str(tmp_path / "episodes"), "--out", str(out)]) == 0
+    assert main(["export", "--data", str(tmp_path / "episodes"), "--out", str(out)]) == 0
     assert "exported 2 episodes, 21 frames at 10 fps, 2 tasks" in capsys.readouterr().out
 
     info = json.loads((out / "meta/info.json").read_text())
@@ -106,7 +106,7 @@ def test_export_refuses_mixed_rates_and_leaves_nothing(tmp_path):
     with pytest.raises(EpisodeError, match="different rates"):
         export_lerobot(paths, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert main(["export", str(paths[0]), "--out", str(tmp_path / "episodes")]) == 2  # not an empty directory
+    assert main(["export", "--data", str(paths[0]), "--out", str(tmp_path / "episodes")]) == 2  # not an empty directory
 
 
 def test_export_without_its_libraries_names_the_requirements_file(tmp_path, monkeypatch):

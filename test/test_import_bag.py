@@ -27,15 +27,15 @@ def _header(seconds: float):
     return TYPES.types["std_msgs/msg/Header"](stamp=_time(seconds), frame_id="camera")
 
 
-def frame(index: int) -> np.ndarray:
+def frame(index: int, shape=(24, 32)) -> np.ndarray:
     """Frame i carries i in its top-left pixel (to check which one was sampled)."""
-    image = np.full((24, 32, 3), 40, np.uint8)
-    image[:, (index * 3) % 32] = 200
+    image = np.full((*shape, 3), 40, np.uint8)
+    image[:, (index * 3) % shape[1]] = 200
     image[0, 0] = (index % 256, 0, 0)
     return image
 
 
-def write_bag(path, storage: StoragePlugin, seconds=3.0, compressed=False, gap=None):
+def write_bag(path, storage: StoragePlugin, seconds=3.0, compressed=False, gap=None, shape=(24, 32)):
     """Camera at 30 Hz (optionally silent during `gap` = (start, stop) s), cmd_vel at 20 Hz: standing
     still for the first 0.5 s, then (0.3, 0.2). Log time = capture time + 5 ms."""
     Image, Compressed = TYPES.types["sensor_msgs/msg/Image"], TYPES.types["sensor_msgs/msg/CompressedImage"]
@@ -51,18 +51,18 @@ def write_bag(path, storage: StoragePlugin, seconds=3.0, compressed=False, gap=N
             if kind == "camera":
                 if gap and gap[0] <= t < gap[1]:
                     continue
-                pixels = frame(index)
+                pixels = frame(index, shape)
                 if compressed:
                     png = cv2.imencode(".png", pixels[..., ::-1])[1]  # lossless, to check which frame was sampled
                     message = Compressed(header=_header(T0 + t), format="png", data=png.reshape(-1))
                 else:
                     message = Image(
                         header=_header(T0 + t),
-                        height=24,
-                        width=32,
+                        height=shape[0],
+                        width=shape[1],
                         encoding="rgb8",
                         is_bigendian=0,
-                        step=96,
+                        step=shape[1] * 3,
                         data=pixels.reshape(-1),
                     )
                 writer.write(camera, int((T0 + t + 0.005) * 1e9), TYPES.serialize_cdr(message, camera_type))
@@ -121,7 +121,7 @@ def test_camera_gaps_are_flagged_and_inspect_and_train_accept_the_result(tmp_pat
     np.testing.assert_array_equal(decoded.images[:, 0, 0, 0], np.round((decoded.timestamps - T0) * CAMERA_HZ))
 
     capsys.readouterr()
-    assert main(["inspect", str(out)]) == 0
+    assert main(["inspect", "--data", str(out)]) == 0
     listing = capsys.readouterr().out
     assert "2 episode files, 2 readable" in listing and "trim camera_lag" in listing
 

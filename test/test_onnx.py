@@ -26,7 +26,10 @@ def exported(tiny_checkpoint, tiny_base_model, tmp_path_factory):
     shutil.copytree(tiny_checkpoint, model_dir)
     episodes = tmp_path_factory.mktemp("onnx_episodes")
     write_mirrored_dataset(episodes, pairs=1, frames=10, size=224)
-    assert main(["export-onnx", str(model_dir), "--base-model", str(tiny_base_model), "--data", str(episodes)]) == 0
+    assert (
+        main(["export-onnx", "--model", str(model_dir), "--base-model", str(tiny_base_model), "--data", str(episodes)])
+        == 0
+    )
     return model_dir
 
 

@@ -72,7 +72,10 @@ def int8_checkpoint(tiny_checkpoint, tiny_base_model, tmp_path_factory):
     from mobile_vla_ros.cli.main import main
 
     out = tmp_path_factory.mktemp("int8") / "policy_int8"
-    assert main(["quantize", str(tiny_checkpoint), "--base-model", str(tiny_base_model), "--out", str(out)]) == 0
+    assert (
+        main(["quantize", "--model", str(tiny_checkpoint), "--base-model", str(tiny_base_model), "--out", str(out)])
+        == 0
+    )
     return out
 
 

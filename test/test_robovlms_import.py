@@ -114,7 +114,7 @@ def robovlms(tiny_base_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def imported(robovlms, tiny_base_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("imported") / "kosmos-robovlms-tiny"
-    assert main(["import-robovlms", str(robovlms[0]), "--out", str(out), "--base", str(tiny_base_model)]) == 0
+    assert main(["import-robovlms", str(robovlms[0]), "--out", str(out), "--base-model", str(tiny_base_model)]) == 0
     return out
 
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mobile_vla_ros.cli.options import add_base_model, add_device, add_dtype
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure the policy step latency and peak memory")
-    parser.add_argument(
-        "--base-model", required=True, help="Kosmos-2 directory, or 'full-random' (full size, random weights)"
-    )
+    add_base_model(parser, required=True, help="Kosmos-2 directory, or 'full-random' (full size, random weights)")
     parser.add_argument("--tokenizer", help="tokenizer directory for full-random (default: a locally trained one)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "fp32", "fp16", "bf16"),
-        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)",
-    )
+    add_device(parser)
+    add_dtype(parser)
     parser.add_argument(
         "--quantize",
         default="none",

@@ -13,21 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mobile_vla_ros.cli.options import add_base_model, add_device, add_dtype
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench-drive", help="control-loop period and command age with the model running")
-    parser.add_argument(
-        "--base-model",
-        default="full-random",
-        help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)",
+    add_base_model(
+        parser, default="full-random", help="Kosmos-2 directory or 'full-random' (saved to a scratch directory first)"
     )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "fp32", "fp16", "bf16"),
-        help="auto: from the hardware (CUDA bf16/fp16; CPU bf16 only with native bf16, else fp32)",
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 or auto")
+    add_dtype(parser)
+    add_device(parser)
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement time after the first chunk")
     parser.add_argument("--control-rate", type=float, default=20.0, help="inference_node control rate in Hz")
     parser.add_argument(

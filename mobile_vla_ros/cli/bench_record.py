@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobile_vla_ros.cli.options import add_deprecated_flag
 from mobile_vla_ros.ros_domain import use_private_domain
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,7 +57,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the recorded episode")
     parser.add_argument("--compressed", action="store_true", help="publish JPEG sensor_msgs/CompressedImage")
     parser.add_argument("--camera-rate", type=float, default=30.0, help="camera frames per second")
-    parser.add_argument("--rate", type=float, default=10.0, help="the recorder's sample rate")
+    parser.add_argument("--sample-rate", type=float, default=10.0, help="the recorder's sample rate in Hz")
+    add_deprecated_flag(parser, "--rate", "--sample-rate", "sample_rate", "bench-record", type=float)
     parser.add_argument(
         "--camera-qos",
         choices=("reliable", "best_effort"),
@@ -195,7 +197,7 @@ def run(args) -> int:
             "-p",
             "instruction:=left",
             "-p",
-            f"sample_rate_hz:={args.rate}",
+            f"sample_rate_hz:={args.sample_rate}",
             "-p",
             f"compressed:={'true' if args.compressed else 'false'}",
             "--log-level",
@@ -242,7 +244,7 @@ def run(args) -> int:
 
     [path] = sorted(output.glob("*.h5"))[-1:]
     episode = read_episode(path, frame_indices=[])
-    expected = int(round(wall * args.rate))
+    expected = int(round(wall * args.sample_rate))
     figures = {
         "width": args.width,
         "height": args.height,
@@ -257,7 +259,7 @@ def run(args) -> int:
         "dropped": state.get("missed_samples", 0) + state.get("dropped_samples", 0),
         "lagged": int(episode.flags["camera_lag"].sum()),
         # the camera itself (this process's publisher) went silent longer than a sample period
-        "camera_stalls": int((gaps > 1 / args.rate).sum()),
+        "camera_stalls": int((gaps > 1 / args.sample_rate).sum()),
         "camera_gap_ms_max": round(float(gaps.max()) * 1e3, 1),
         "lag_ms_p50": state.get("sample_lag_ms_p50"),
         "lag_ms_p99": state.get("sample_lag_ms_p99"),
@@ -277,10 +279,10 @@ def run(args) -> int:
         f"{figures['camera_published_hz']} Hz for {wall:.1f} s; the recorder received "
         f"{figures['camera_received']} of {published}"
     )
-    print(f"samples  {figures['samples']} (expected {expected} at {args.rate:g} Hz)")
+    print(f"samples  {figures['samples']} (expected {expected} at {args.sample_rate:g} Hz)")
     print(f"dropped  {figures['dropped']}")
     print(
-        f"lagged   {figures['lagged']} (camera stalls over {1e3 / args.rate:.0f} ms on the publisher side: "
+        f"lagged   {figures['lagged']} (camera stalls over {1e3 / args.sample_rate:.0f} ms on the publisher side: "
         f"{figures['camera_stalls']}, longest publishing gap {figures['camera_gap_ms_max']} ms)"
     )
     print(f"lag      p50 {figures['lag_ms_p50']} ms, p99 {figures['lag_ms_p99']} ms (capture to sampling)")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import mobile_vla_ros.demo
+from mobile_vla_ros.cli.options import DEVICE_HELP, add_deprecated_flag, add_device, add_dtype
 from mobile_vla_ros.demo.corrections import run_corrections_demo
 from mobile_vla_ros.demo.pipeline import TRAIN_MAX_STEPS, run_demo
 
@@ -57,11 +58,14 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--image-size", type=int, default=112, metavar="PX", help="input size of the tiny model (a multiple of 14)"
     )
-    parser.add_argument("--seed", type=int, default=1, help="layout series of the trials (not 0: training uses it)")
-    parser.add_argument("--device", default="auto", help="torch device for training and driving")
     parser.add_argument(
-        "--dtype",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        "--layout-seed", type=int, default=1, help="series of the trials' room layouts (not 0: training uses it)"
+    )
+    add_deprecated_flag(parser, "--seed", "--layout-seed", "layout_seed", "demo", type=int)
+    add_device(parser, help=f"{DEVICE_HELP}; for training and driving")
+    add_dtype(
+        parser,
+        default=None,
         help="backbone precision of the driving policy (default: drive.yaml's, auto: what the robot's "
         "hardware picks, bf16 on GPUs and on CPUs with native bf16)",
     )

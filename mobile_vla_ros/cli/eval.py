@@ -3,6 +3,15 @@ linear_y sign accuracy, left/right instruction separation and feature cosine."""
 
 from __future__ import annotations
 
+from mobile_vla_ros.cli.options import (
+    DTYPES,
+    TRAINED_ON_HELP,
+    add_base_model,
+    add_data,
+    add_device,
+    add_model,
+    warn_deprecated,
+)
 from mobile_vla_ros.training.config import RuntimePrecisionSection
 
 DEFAULT_DTYPES = ("fp32", "bf16", "fp16")
@@ -15,20 +24,22 @@ def register(subparsers) -> None:
         description="Replays every episode through PolicyRunner with its own instruction and, for left/right "
         "instructions, with both wordings on the same frames.",
     )
-    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained policy directory")
-    parser.add_argument("--data", required=True, action="append", metavar="DIR", help="episode directory (repeatable)")
-    parser.add_argument(
-        "--base-model",
-        metavar="DIR",
-        help="Kosmos-2 directory (default: $MOBILE_VLA_BASE_MODEL, else the one recorded at training time)",
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_model(parser, required=True)
+    add_data(parser, required=True)
+    add_base_model(parser, help=TRAINED_ON_HELP)
+    add_device(parser)
     parser.add_argument(
         "--dtype",
         action="append",
-        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        choices=(*DTYPES, "int8"),  # int8: an earlier spelling of --quantize int8
+        metavar="{" + ",".join(DTYPES) + "}",
         help="backbone precision, repeatable (default: fp32, bf16 and fp16 side by side, each judged against "
-        "fp32; auto: this machine's; int8: dynamic int8 weights on the CPU)",
+        "fp32; auto: what this machine's hardware picks)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="also evaluate with dynamic int8 backbone weights (CPU), as drive.launch.py quantize:=int8 runs it",
     )
     parser.add_argument(
         "--tolerance",
@@ -51,7 +62,9 @@ def run(args) -> int:
     from mobile_vla_ros.training.metrics import cpu_threads
     from mobile_vla_ros.training.precision_checks import compare_precisions, format_checks
 
-    dtypes = list(dict.fromkeys(args.dtype or DEFAULT_DTYPES))
+    if "int8" in (args.dtype or ()):
+        warn_deprecated("eval", "--dtype int8", "--quantize int8")
+    dtypes = list(dict.fromkeys([*(args.dtype or DEFAULT_DTYPES), *([args.quantize] if args.quantize else [])]))
     reports, replays = {}, None
     with cpu_threads(args.threads):
         for dtype in dtypes:

@@ -1,6 +1,6 @@
-"""`mobile-vla export EPISODES... --out DIR`: episodes as a LeRobot dataset (format v3.0).
+"""`mobile-vla export --data PATH [--data PATH ...] --out DIR`: episodes as a LeRobot dataset (format v3.0).
 
-EPISODES are episode files or directories of them (in file-name order). Every episode becomes one
+Each --data is an episode file or a directory of them (in file-name order). Every episode becomes one
 LeRobot episode: the camera frames as an AV1 video (observation.images.front), the commanded
 [linear_x, linear_y, angular_z] as `action`, the instruction as the episode's task, the sample
 rate as fps. Open it with lerobot >= 0.4:
@@ -9,7 +9,7 @@ rate as fps. Open it with lerobot >= 0.4:
     dataset = LeRobotDataset("lab/mobile_vla", root="DIR")
 
 All episodes must share one sample rate and one frame size. Quality verdicts are not applied:
-check the episodes with `mobile-vla inspect DIR` first. The layout: data/lerobot_export.py.
+check the episodes with `mobile-vla inspect --data DIR` first. The layout: data/lerobot_export.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mobile_vla_ros.cli.options import add_data, add_moved_positional, add_out
 from mobile_vla_ros.errors import MobileVlaError
 
 
@@ -27,8 +28,9 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("episodes", nargs="+", type=Path, metavar="EPISODES", help="episode .h5 files or directories")
-    parser.add_argument("--out", required=True, type=Path, help="dataset directory (new or empty)")
+    add_data(parser, type=Path)
+    add_moved_positional(parser, "episodes", "--data", "export", nargs="*", type=Path)
+    add_out(parser, required=True, type=Path, help="dataset directory (new or empty)")
     parser.set_defaults(func=run)
 
 
@@ -39,13 +41,10 @@ def run(args) -> int:
     from mobile_vla_ros.data.lerobot_export import export_lerobot
 
     paths = []
-    for source in args.episodes:
-        if source.is_dir():
-            paths.extend(list_episodes(source))
-        elif source.is_file():
-            paths.append(source)
-        else:
+    for source in args.data:
+        if not source.exists():
             raise MobileVlaError(f"{source} does not exist")
+        paths.extend(list_episodes(source))
     with tqdm(unit="frame", desc="export") as bar:
 
         def advance(count: int, total: int) -> None:

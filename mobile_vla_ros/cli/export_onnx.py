@@ -1,7 +1,7 @@
 """`mobile-vla export-onnx`: the policy's frame encoder (Kosmos-2, LoRA merged, up to the action
 token) as an ONNX graph for ONNX Runtime or TensorRT, checked against PyTorch before it is kept.
 
-    mobile-vla export-onnx runs/policy --base-model models/kosmos-2-patch14-224 --data episodes/
+    mobile-vla export-onnx --model runs/policy --base-model models/kosmos-2-patch14-224 --data episodes/
     ros2 launch mobile_vla_ros drive.launch.py model_dir:=runs/policy ... backend:=onnxruntime
 
 The graph and its weights go to --out (default MODEL_DIR/onnx, where backend onnxruntime looks).
@@ -14,6 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mobile_vla_ros.cli.options import (
+    TRAINED_ON_HELP,
+    add_base_model,
+    add_data,
+    add_model,
+    add_moved_positional,
+    add_out,
+)
+
 CHECK_FRAMES = 8  # one window
 
 
@@ -24,10 +33,11 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model_dir", type=Path, help="trained policy directory")
-    parser.add_argument("--base-model", required=True, type=Path, help="the local Kosmos-2 it was trained on")
-    parser.add_argument("--out", type=Path, help="export directory (default: MODEL_DIR/onnx)")
-    parser.add_argument("--data", type=Path, help="episode directory whose first episode's frames check the export")
+    add_model(parser, type=Path)
+    add_moved_positional(parser, "model_dir", "--model", "export-onnx", type=Path)
+    add_base_model(parser, help=TRAINED_ON_HELP)
+    add_out(parser, type=Path, help="export directory (default: MODEL_DIR/onnx)")
+    add_data(parser, repeatable=False, type=Path, help="episodes whose first episode's frames check the export")
     parser.set_defaults(func=run)
 
 
@@ -53,12 +63,13 @@ def _check_frames(data: Path | None, size: int):
 def run(args) -> int:
     from mobile_vla_ros.policy.checkpoint import load_policy
     from mobile_vla_ros.policy.onnx_encoder import export_frame_encoder, policy_identity
+    from mobile_vla_ros.training.evaluate import resolve_base_model_dir
 
-    out = args.out or args.model_dir / "onnx"
-    policy = load_policy(args.model_dir, args.base_model)
+    out = args.out or args.model / "onnx"
+    policy = load_policy(args.model, resolve_base_model_dir(args.model, args.base_model))
     frames = _check_frames(args.data, policy.config.image_size)
-    print(f"exporting the frame encoder of {args.model_dir} to {out} ...", flush=True)
-    identity = policy_identity(args.model_dir, policy.config.base_model["fingerprint"])
+    print(f"exporting the frame encoder of {args.model} to {out} ...", flush=True)
+    identity = policy_identity(args.model, policy.config.base_model["fingerprint"])
     record = export_frame_encoder(policy, out, frames, identity)
     check = record["check"]
     print(

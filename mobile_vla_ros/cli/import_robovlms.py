@@ -1,4 +1,4 @@
-"""`mobile-vla import-robovlms CKPT --out DIR [--base DIR]`: RoboVLMs' robot-pretrained Kosmos
+"""`mobile-vla import-robovlms CKPT --out DIR [--base-model DIR]`: RoboVLMs' robot-pretrained Kosmos
 (a PyTorch Lightning checkpoint) -> a Hugging Face Kosmos-2 folder for `--base-model`.
 
 The checkpoint is read without running code (see policy/robovlms_import.py). Every tensor is
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mobile_vla_ros.cli.options import add_base_model, add_deprecated_flag, add_out
 from mobile_vla_ros.errors import MobileVlaError
 
 DEFAULT_BASE = "models/kosmos-2-patch14-224"
@@ -24,14 +25,14 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="e.g. kosmos_ph_oxe-pretrain.pt")
-    parser.add_argument("--out", metavar="DIR", help="base model folder to write (must not exist)")
-    parser.add_argument(
-        "--base",
-        metavar="DIR",
+    add_out(parser, help="base model folder to write (must not exist)")
+    add_base_model(
+        parser,
         default=DEFAULT_BASE,
         help="the Hugging Face Kosmos-2 folder it was trained from: config, tokenizer and "
         f"processor are taken from it (default {DEFAULT_BASE})",
     )
+    add_deprecated_flag(parser, "--base", "--base-model", "base_model", "import-robovlms")
     parser.add_argument(
         "--list-keys",
         action="store_true",
@@ -58,7 +59,7 @@ def run(args) -> int:
         return 2 if unmatched else 0
     if not args.out:
         raise MobileVlaError("--out is required (or --list-keys to only look)")
-    result = robovlms.import_robovlms(args.checkpoint, args.out, args.base, tuple(args.drop))
+    result = robovlms.import_robovlms(args.checkpoint, args.out, args.base_model, tuple(args.drop))
     print(format_result(result))
     return 0
 

@@ -1,4 +1,4 @@
-"""`mobile-vla inspect EPISODE.h5 [--png OUT.png]` and `mobile-vla inspect DIR`.
+"""`mobile-vla inspect --data EPISODE.h5 [--png OUT.png]` and `mobile-vla inspect --data DIR`.
 
 One episode: frames, duration, rate, instruction, action ranges, flags and quality verdicts,
 optionally a picture (contact sheet of frames + action traces). A correction episode (a person's
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobile_vla_ros.cli.options import add_data, add_moved_positional
 from mobile_vla_ros.data.correction_episodes import POLICY_ACTIONS, human_frames
 from mobile_vla_ros.data.episode import list_episodes, read_episode
 from mobile_vla_ros.data.episode_schema import ACTION_NAMES, Episode
@@ -33,21 +34,22 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("path", type=Path, help="an episode .h5 file or a directory of them")
+    add_data(parser, help="an episode .h5 file or a directory of them", repeatable=False, type=Path)
+    add_moved_positional(parser, "path", "--data", "inspect", type=Path)
     parser.add_argument("--png", type=Path, help="(episode only) write a contact sheet + action traces here")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.path.is_dir():
+    if args.data.is_dir():
         if args.png:
             raise MobileVlaError("--png draws one episode; give an episode file, not a directory")
-        print(summarise_directory(args.path))
+        print(summarise_directory(args.data))
         return 0
-    if not args.path.exists():
-        raise MobileVlaError(f"{args.path} does not exist")
-    count = read_episode(args.path, frame_indices=[]).num_frames
-    episode = read_episode(args.path, frame_indices=sheet_indices(count))
+    if not args.data.exists():
+        raise MobileVlaError(f"{args.data} does not exist")
+    count = read_episode(args.data, frame_indices=[]).num_frames
+    episode = read_episode(args.data, frame_indices=sheet_indices(count))
     print(summarise_episode(episode))
     if args.png:
         draw_episode(episode, args.png)

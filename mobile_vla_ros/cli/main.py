@@ -8,6 +8,8 @@ import importlib
 import logging
 import sys
 
+from mobile_vla_ros.cli.options import UsageFormatter, resolve_moved_positionals
+
 # Sub-command modules, in the order `mobile-vla --help` lists them: the workflow (look at and
 # convert recordings, train, evaluate, prepare a policy for the robot), then tools and benches.
 COMMANDS = (
@@ -29,7 +31,7 @@ COMMANDS = (
 )
 
 
-class _ShowDefaults(argparse.HelpFormatter):
+class _ShowDefaults(UsageFormatter):
     """Adds "(default: X)" to every option whose help does not already name its default."""
 
     def _get_help_string(self, action):
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="[%(levelname)s] %(name)s: %(message)s"
     )
     try:
+        resolve_moved_positionals(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130

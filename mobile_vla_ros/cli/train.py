@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from mobile_vla_ros.cli.options import add_base_model, add_data, add_deprecated_flag, add_out
 
 # flag -> (section.key, type, help): common settings get a flag named after their key in
 # config/train.yaml, everything else `--set section.key=value`
@@ -22,13 +23,6 @@ FLAGS = {
 }
 # Spellings of an earlier release, still accepted with a warning: old -> new flag.
 DEPRECATED = {"--lr": "--learning-rate", "--accumulate": "--accumulate-grad-batches"}
-
-
-class _Deprecated(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        new = DEPRECATED[option_string]
-        print(f"mobile-vla train: {option_string} is deprecated, use {new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
 
 
 def _yaml_default(key: str) -> str:
@@ -52,9 +46,9 @@ def register(subparsers) -> None:
         description="Fine-tune Kosmos-2 LoRA + action head on episodes. Defaults: config/train.yaml. "
         "The exported policy goes to --out; the resume checkpoint, metrics.csv and summary.json to OUT/training.",
     )
-    parser.add_argument("--data", action="append", metavar="DIR", help="episode directory (repeatable)")
-    parser.add_argument("--base-model", metavar="DIR", help="local Kosmos-2 directory")
-    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="where the trained policy is written")
+    add_data(parser)
+    add_base_model(parser, help="local Kosmos-2 directory to build the policy on")
+    add_out(parser, required=True, help="where the trained policy is written")
     parser.add_argument("--config", metavar="YAML", help="overrides of config/train.yaml (same layout, any subset)")
     parser.add_argument(
         "--set",
@@ -89,13 +83,8 @@ def register(subparsers) -> None:
             help=f"{text} (default: config/train.yaml {key} = {_yaml_default(key)})",
         )
     for old, new in DEPRECATED.items():
-        parser.add_argument(
-            old,
-            dest=new[2:].replace("-", "_"),
-            type=FLAGS[new[2:].replace("-", "_")][1],
-            action=_Deprecated,
-            help=argparse.SUPPRESS,
-        )
+        dest = new[2:].replace("-", "_")
+        add_deprecated_flag(parser, old, new, dest, "train", type=FLAGS[dest][1])
     parser.set_defaults(func=run)
 
 

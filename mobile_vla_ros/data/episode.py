@@ -27,10 +27,13 @@ from mobile_vla_ros.errors import EpisodeError
 
 
 def list_episodes(directory) -> list[Path]:
-    """Finished episodes (`*.h5`) under `directory`, sorted; unfinished `.partial` files excluded."""
+    """Finished episodes (`*.h5`) under `directory`, sorted; unfinished `.partial` files excluded.
+    An episode file stands for itself, so every `--data` takes a file as well as a directory."""
     root = Path(directory)
+    if root.is_file() and root.suffix == ".h5":
+        return [root]
     if not root.is_dir():
-        raise EpisodeError(f"{root} is not a directory")
+        raise EpisodeError(f"{root} is neither a directory nor an episode .h5 file")
     return sorted(path for path in root.rglob("*.h5") if path.is_file())
 
 

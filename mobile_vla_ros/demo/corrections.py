@@ -59,7 +59,7 @@ def run_corrections_demo(args) -> int:
     corrections_dir, corrected_dir = workdir / "corrections", workdir / "corrected-policy"
 
     def evaluate(policy_dir: Path) -> list:
-        return drive_trials(policy_dir, weak.base_dir, args.seed, args.trials, args.device, dtype=args.dtype)
+        return drive_trials(policy_dir, weak.base_dir, args.layout_seed, args.trials, args.device, dtype=args.dtype)
 
     before = stages.run(4, "before", False, lambda: evaluate(weak.policy_dir))
 
@@ -174,7 +174,7 @@ def corrections_report(args, before, driven, after, corrections, stages: Stages,
             "training_layouts": TRAINING_LAYOUT_SEED,
             "takeover_layouts": TRAINING_LAYOUT_SEED,
             "takeover_first_layout": args.episodes + 1,
-            "trial_layouts": args.seed,
+            "trial_layouts": args.layout_seed,
             "training": PolicyConfig.load(weak_dir).training.get("config", {}).get("trainer", {}).get("seed"),
         },
         "stages": stages.records,

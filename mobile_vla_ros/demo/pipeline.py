@@ -49,8 +49,8 @@ SHIFTED_SCENES = ("dark", "recoloured")  # sim_node scenes the demonstrations ne
 
 def check_common_args(args) -> None:
     """The checks every demo run needs (plain and --corrections)."""
-    if args.seed == TRAINING_LAYOUT_SEED:
-        raise DemoError(f"--seed {args.seed} is the training layouts' series; trials need unseen layouts")
+    if args.layout_seed == TRAINING_LAYOUT_SEED:
+        raise DemoError(f"--layout-seed {args.layout_seed} is the training layouts' series; trials need unseen layouts")
     if args.episodes < 2 or args.trials < 1 or args.train_steps < 1:
         raise DemoError("--episodes must be >= 2, --trials >= 1, --train-steps > 0")
     if args.image_size < 14 or args.image_size % 14:
@@ -66,7 +66,13 @@ def run_demo(args) -> int:
     # Every closed-loop stage drives the same unseen layouts with the same policy, at drive.yaml's dtype
     # unless --dtype says otherwise; what differs is named at each stage.
     drive = partial(
-        drive_trials, prepared.policy_dir, prepared.base_dir, args.seed, args.trials, args.device, dtype=args.dtype
+        drive_trials,
+        prepared.policy_dir,
+        prepared.base_dir,
+        args.layout_seed,
+        args.trials,
+        args.device,
+        dtype=args.dtype,
     )
     trials = stages.run(4, "closed-loop driving", False, drive)
     switched = stages.run(
@@ -105,7 +111,7 @@ def shifted_trials(prepared, args, familiarity_action: str) -> list:
         trials += drive_trials(
             prepared.policy_dir,
             prepared.base_dir,
-            args.seed,
+            args.layout_seed,
             per_scene,
             args.device,
             dtype=args.dtype,
@@ -329,7 +335,7 @@ def _report(
         "image_blind_baseline": comparisons["image-blind"],
         "seeds": {
             "training_layouts": TRAINING_LAYOUT_SEED,
-            "trial_layouts": args.seed,
+            "trial_layouts": args.layout_seed,
             "training": training.get("config", {}).get("trainer", {}).get("seed"),
         },
         "stages": stages.records,
@@ -350,7 +356,7 @@ def _report(
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(
-        f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.seed}, training seed "
+        f"closed-loop success on {len(trials)} unseen layouts (layout seed {args.layout_seed}, training seed "
         f"{report['seeds']['training']}), backbone at {report['precision']['dtype']} "
         f"({report['precision']['why']}), measured now:"
     )

@@ -29,17 +29,19 @@ COSINE_FRAMES = 64  # frames (spread over the episodes) for the feature-cosine d
 
 
 def resolve_base_model_dir(model_dir, base_model_dir=None) -> str:
-    """--base-model, else $MOBILE_VLA_BASE_MODEL, else the directory recorded at training time
-    (the fingerprint check in PolicyRunner.load still refuses a different model)."""
+    """--base-model, else the directory recorded at training time (the fingerprint check in
+    PolicyRunner.load still refuses a different model). $MOBILE_VLA_BASE_MODEL, read by an earlier
+    release, still works with a warning."""
     if base_model_dir:
         return str(base_model_dir)
     if os.environ.get(BASE_MODEL_ENV):
+        LOG.warning("$%s is deprecated: pass --base-model", BASE_MODEL_ENV)
         return os.environ[BASE_MODEL_ENV]
     recorded = PolicyConfig.load(model_dir).training.get("base_model_dir")
     if recorded and Path(recorded).is_dir():
         return recorded
     raise BaseModelError(
-        f"no base model directory: pass --base-model or set {BASE_MODEL_ENV}"
+        "no base model directory: pass --base-model"
         + (f" (the one recorded at training time, {recorded}, does not exist here)" if recorded else "")
     )
 
