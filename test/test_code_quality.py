@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,3 +58,15 @@ def test_an_import_up_the_layers_is_caught(tmp_path):
     assert result.returncode != 0
     assert "mobile_vla_ros.policy.shortcut -> mobile_vla_ros.data.episode" in result.stdout
     assert "mobile_vla_ros.policy.shortcut -> rclpy" in result.stdout
+
+
+def test_instructions_are_normalised_in_one_place():
+    """One spelling of an instruction (policy.instructions.normalize_instruction): a second
+    whitespace rule would let the node, the runner and training disagree on which prompt is trained."""
+    pattern = re.compile(r'" "\.join\(.*\.split\(\)\)')
+    elsewhere = [
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "mobile_vla_ros").rglob("*.py")
+        if pattern.search(path.read_text()) and path.name != "instructions.py"
+    ]
+    assert not elsewhere, elsewhere

@@ -43,7 +43,12 @@ from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.images import camera_settings
 from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
 from mobile_vla_ros.errors import DatasetError, EpisodeError
-from mobile_vla_ros.policy.instructions import instruction_length_problem, instruction_side, mirror_instruction
+from mobile_vla_ros.policy.instructions import (
+    instruction_length_problem,
+    instruction_side,
+    mirror_instruction,
+    normalize_instruction,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -154,7 +159,7 @@ def _problem(episode) -> str | None:
     """Why an episode that was read cannot be trained on, or None."""
     if not episode.instruction or not episode.instruction.strip():
         return "no instruction"
-    too_long = instruction_length_problem(" ".join(episode.instruction.split()))
+    too_long = instruction_length_problem(normalize_instruction(episode.instruction))
     if too_long:
         return too_long
     if not np.isfinite(episode.actions).all():
@@ -222,7 +227,7 @@ def load_training_episodes(
             TrainingEpisode(
                 EpisodeFrames(path, episode.num_frames, image_size, cache),
                 episode.actions.astype(np.float32),
-                " ".join(episode.instruction.split()),
+                normalize_instruction(episode.instruction),
                 str(path),
                 _action_dt(episode, legacy_action_dt),
                 usable=usable,

@@ -22,6 +22,7 @@ from torch import nn
 
 from mobile_vla_ros.errors import BaseModelError, InstructionError, SettingError
 from mobile_vla_ros.json_files import read_json_object
+from mobile_vla_ros.policy.instructions import normalize_instruction
 
 FULL_RANDOM = "full-random"
 # Config keys that describe how a model was saved, not what it is.
@@ -282,7 +283,7 @@ class PromptEncoder:
         self.action_placeholder = tokenizer.eos_token_id  # its embedding is replaced by the learned token
 
     def prompt_text(self, instruction: str) -> str:
-        instruction = " ".join((instruction or "").split())
+        instruction = normalize_instruction(instruction)
         if not instruction:
             raise InstructionError("empty instruction")
         if len(instruction) > self.max_chars:
@@ -306,7 +307,7 @@ class PromptEncoder:
                     self.action_placeholder,
                 ]
             )
-            instruction_tokens.append(self._tokens(" ".join(instruction.split())) or [self.tokenizer.unk_token_id])
+            instruction_tokens.append(self._tokens(normalize_instruction(instruction)) or [self.tokenizer.unk_token_id])
         length = max(map(len, sequences))
         width = max(map(len, instruction_tokens))
         input_ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)

@@ -21,6 +21,11 @@ MAX_INSTRUCTION_BYTES = 256
 _SIDE_WORDS = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
+def normalize_instruction(text: str | None) -> str:
+    """The one spelling of an instruction: runs of whitespace become one space, ends trimmed."""
+    return " ".join((text or "").split())
+
+
 def instruction_side(text: str) -> str | None:
     """'left' or 'right' when the instruction names exactly one side, else None."""
     sides = {match.lower() for match in _SIDE_WORDS.findall(text)}
@@ -63,7 +68,7 @@ def expand_instruction(
     A preset name (from YAML) wins; then 'left'/'right' pick the trained instruction naming that
     side (or the lab's wording when no trained one does); anything else is used as written.
     """
-    cleaned = " ".join((text or "").split())
+    cleaned = normalize_instruction(text)
     if not cleaned:
         raise InstructionError("empty instruction")
     key = cleaned.lower()

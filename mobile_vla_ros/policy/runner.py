@@ -28,6 +28,7 @@ import torch
 from mobile_vla_ros.errors import ImageError, NonFiniteOutputError, SettingError
 from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype, torch_dtype
 from mobile_vla_ros.policy.checkpoint import load_policy
+from mobile_vla_ros.policy.instructions import normalize_instruction
 from mobile_vla_ros.policy.model import VLAPolicy
 from mobile_vla_ros.policy.quantize import is_int8_checkpoint, load_int8_policy, quantize_int8_
 
@@ -126,12 +127,12 @@ class PolicyRunner:
     def set_instruction(self, instruction: str) -> None:
         """Takes effect from the next step; drops the features computed under the old prompt.
         The instruction in force again is a no-op: its cached features stay valid."""
-        if " ".join(instruction.split()) == self._instruction:
+        if normalize_instruction(instruction) == self._instruction:
             return
         prompt = self.policy.encode_prompts([instruction])  # validates; raises InstructionError
         with torch.inference_mode():
             self._instruction_vector = self.policy.instruction_vector(prompt)
-        self._prompt, self._instruction = prompt, " ".join(instruction.split())
+        self._prompt, self._instruction = prompt, normalize_instruction(instruction)
         self._features.clear()
 
     def reset(self) -> None:
