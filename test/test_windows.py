@@ -229,7 +229,7 @@ def test_no_usable_episode_is_a_clear_error(tmp_path):
     write_episode(tmp_path, LEFT, [(0.1, 0.2, 0.0)] * 3)
     with pytest.raises(DatasetError, match="skipped 1 of 1 episodes \\(1 too short\\)"):
         load_training_episodes([tmp_path], 24, 8)
-    with pytest.raises(DatasetError, match="not a directory"):
+    with pytest.raises(DatasetError, match="missing is neither a directory nor an episode .h5 file"):
         load_training_episodes([tmp_path / "missing"], 24, 8)
 
 
