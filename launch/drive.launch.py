@@ -38,22 +38,21 @@ from mobile_vla_ros.nodes.launch_arguments import (
     declare,
     gamepad_profile,
     given,
-    lockstep_sim_parameters,
+    launch_parameters,
     node_overrides,
     params_file,
     parse_bool,
     refuse_unknown,
-    section,
 )
+from mobile_vla_ros.nodes.node_specs import CAMERA, IMAGE_TOPIC, INFERENCE, PACKAGE, drive_nodes
 from mobile_vla_ros.ros_domain import LOCALHOST_ONLY_ENV
 
-PACKAGE = "mobile_vla_ros"
-CAMERA, INFERENCE = "camera_window_node", "inference_node"
+REQUIRED = {CAMERA, INFERENCE}  # when either exits, the whole launch shuts down
 
 ARGUMENTS = [
     Argument("model_dir", "trained policy directory (policy.json + safetensors)", default=None),
     Argument("base_model_dir", "local Kosmos-2 directory the policy was trained on", default=None),
-    Argument("image_topic", "camera topic (<image_topic>/compressed with compressed:=true)", "/camera/image_raw"),
+    Argument("image_topic", "camera topic (<image_topic>/compressed with compressed:=true)", IMAGE_TOPIC),
     Argument("namespace", "namespace of every node and topic (a second robot)"),
     Argument("cmd_vel_topic", "topic of the policy's velocity command (e.g. a twist_mux input)", "cmd_vel"),
     Argument("params_file", "parameter YAML replacing the package's config/drive.yaml"),
@@ -114,93 +113,39 @@ def _nodes(context):
     lockstep = parse_bool("lockstep", arguments["lockstep"])
     if lockstep and not use_sim:
         raise ValueError("lockstep:=true needs use_sim:=true (only the simulator can hold time)")
-    image_topic, namespace = arguments["image_topic"], arguments["namespace"]
-    cmd_vel = [("cmd_vel", arguments["cmd_vel_topic"])]
-    model = {"model_dir": arguments["model_dir"]}
-    sim_time = {"use_sim_time": True} if lockstep else {}  # sim_node publishes /clock
-    env = dict(LOCALHOST_ONLY_ENV) if use_sim else None  # the simulator's graph stays on this machine
-
-    inference_overrides = node_overrides(arguments, ARGUMENTS, INFERENCE)
+    inference = node_overrides(arguments, ARGUMENTS, INFERENCE)
     if use_sim and not given(arguments, "enable"):
-        inference_overrides["start_enabled"] = True  # the simulator is safe to drive in
-    inference_files = [section(config, INFERENCE)]
-    pad = []
-    if teleop:
-        inference_overrides["require_deadman"] = True
-        gamepad = gamepad_profile(arguments, share)
-        inference_files.append(section(gamepad, INFERENCE))
-        pad.append(
-            Node(
-                package=PACKAGE,
-                executable="teleop_node",
-                name="teleop_node",
-                namespace=namespace,
-                parameters=[section(config, "teleop_node"), section(gamepad, "teleop_node")],
-                remappings=[("cmd_vel", "cmd_vel_teleop")],
-                output="screen",
-                additional_env=env,
-            )
+        inference["start_enabled"] = True  # the simulator is safe to drive in
+    nodes = drive_nodes(
+        config,
+        arguments["model_dir"],
+        arguments["base_model_dir"],
+        namespace=arguments["namespace"],
+        image_topic=arguments["image_topic"],
+        cmd_vel_topic=arguments["cmd_vel_topic"],
+        camera=node_overrides(arguments, ARGUMENTS, CAMERA),
+        inference=inference,
+        gamepad_yaml=gamepad_profile(arguments, share) if teleop else None,
+        use_joy=teleop and parse_bool("use_joy", arguments["use_joy"]),
+        sim_yaml=f"{share}/config/sim.yaml" if use_sim else None,
+        lockstep=lockstep,
+        sim={"next_episode_on_end": True},
+    )
+    env = dict(LOCALHOST_ONLY_ENV) if use_sim else None  # the simulator's graph stays on this machine
+    return [
+        Node(
+            package=node.package,
+            executable=node.name,
+            name=node.name,
+            namespace=node.namespace,
+            parameters=[launch_parameters(node.parameters)],
+            remappings=node.remappings,
+            output="screen" if node.package == PACKAGE else "log",
+            additional_env=env,
+            on_exit=Shutdown(reason=f"{node.name} exited") if node.name in REQUIRED else None,
         )
-        if parse_bool("use_joy", arguments["use_joy"]):
-            pad.append(
-                Node(
-                    package="joy",
-                    executable="joy_node",
-                    name="joy_node",
-                    namespace=namespace,
-                    parameters=[section(config, "joy_node")],
-                    additional_env=env,
-                )
-            )
-    nodes = [
-        Node(
-            package=PACKAGE,
-            executable="camera_window_node",
-            name=CAMERA,
-            namespace=namespace,
-            parameters=[section(config, CAMERA), model, node_overrides(arguments, ARGUMENTS, CAMERA), sim_time],
-            remappings=[("image", image_topic), ("image/compressed", f"{image_topic}/compressed")],
-            output="screen",
-            additional_env=env,
-            on_exit=Shutdown(reason=f"{CAMERA} exited"),
-        ),
-        Node(
-            package=PACKAGE,
-            executable="inference_node",
-            name=INFERENCE,
-            namespace=namespace,
-            parameters=[
-                *inference_files,
-                model,
-                {"base_model_dir": arguments["base_model_dir"]},
-                inference_overrides,
-                sim_time,
-            ],
-            remappings=cmd_vel,
-            output="screen",
-            additional_env=env,
-            on_exit=Shutdown(reason=f"{INFERENCE} exited"),
-        ),
-        *pad,
+        for node in nodes
     ]
-    if use_sim:
-        nodes.append(
-            Node(
-                package=PACKAGE,
-                executable="sim_node",
-                name="sim_node",
-                namespace=namespace,
-                parameters=[
-                    section(f"{share}/config/sim.yaml", "sim_node"),
-                    {"next_episode_on_end": True},
-                    lockstep_sim_parameters(config, arguments["model_dir"]) if lockstep else {},
-                ],
-                remappings=[("camera/image_raw", image_topic), *cmd_vel],
-                output="screen",
-                additional_env=env,
-            )
-        )
-    return nodes
 
 
 def generate_launch_description():

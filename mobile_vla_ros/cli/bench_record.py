@@ -30,7 +30,6 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -179,32 +178,23 @@ def run(args) -> int:
     from rclpy.utilities import get_rmw_implementation_identifier
 
     from mobile_vla_ros.data.episode import read_episode
+    from mobile_vla_ros.nodes.node_specs import NodeSpec, node_command
 
     output = args.keep or Path(tempfile.mkdtemp(prefix="bench_record_"))
     output.mkdir(parents=True, exist_ok=True)
-    recorder = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mobile_vla_ros.nodes.recorder_node",
-            "--ros-args",
-            "-r",
-            "__ns:=/bench",
-            "-p",
-            f"output_dir:={output}",
-            "-r",
-            f"{'image/compressed' if args.compressed else 'image'}:=camera",
-            "-p",
-            "instruction:=left",
-            "-p",
-            f"sample_rate_hz:={args.sample_rate}",
-            "-p",
-            f"compressed:={'true' if args.compressed else 'false'}",
-            "--log-level",
-            "warn",
-        ],
-        env=env,
+    recorder_node = NodeSpec(
+        "recorder_node",
+        {
+            "output_dir": str(output),
+            "instruction": "left",
+            "sample_rate_hz": args.sample_rate,
+            "compressed": args.compressed,
+        },
+        [("image/compressed" if args.compressed else "image", "camera")],
+        namespace="/bench",
     )
+    params_dir = tempfile.TemporaryDirectory(prefix="bench_record_params_")  # read as the recorder starts
+    recorder = subprocess.Popen(node_command(recorder_node, params_dir.name, log_level="warn"), env=env)
     rclpy.init()
     driver = _driver(args)
     executor = SingleThreadedExecutor()
@@ -238,6 +228,7 @@ def run(args) -> int:
     finally:
         recorder.terminate()
         recorder.wait(timeout=30)
+        params_dir.cleanup()
         executor.shutdown()
         thread.join(timeout=5)
         rclpy.try_shutdown()

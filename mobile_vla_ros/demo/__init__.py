@@ -18,7 +18,8 @@ settings; --fresh redoes them):
                   OUT/trajectories.png, OUT/summary.json
 
 Modules: pipeline.py runs the stages, stages.py caches them, trials.py plans and scores trials
-(with the image-blind baseline), closed_loop.py drives them through the real nodes over DDS;
+(with the image-blind baseline), closed_loop.py drives them through the real nodes over DDS
+(conductor.py plays the operator);
 corrections.py runs `mobile-vla demo --corrections` (one round of takeovers and fine-tuning,
 before/after) on the same stages.
 """

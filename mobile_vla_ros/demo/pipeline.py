@@ -1,4 +1,5 @@
-"""The demo's stages, run in order (see the package docstring); cli/demo.py only parses arguments."""
+"""The demo's stages in order: the tiny base model, expert episodes and training (cached), the
+closed-loop trial runs and the report; cli/demo.py only parses the arguments."""
 
 from __future__ import annotations
 
@@ -23,13 +24,10 @@ from mobile_vla_ros.demo.trials import (
 
 DEMO_SAMPLE_RATE_HZ = 10.0  # becomes the policy's action_dt (0.1 s)
 
-
 TRAINING_LAYOUT_SEED = 0  # expert episodes use layouts of this series; trials must use another
-
 
 # The tiny model of make-tiny-model (policy/tiny.py), at the demo's image size.
 TINY_MODEL = {"width": 64, "layers": 2, "seed": 0}
-
 
 # On top of config/train.yaml + config/train_tiny.yaml. One torch thread: on a small, busy CPU two
 # threads that wait for each other are several times slower than one. Noise margin 3: with the
@@ -38,9 +36,7 @@ TINY_MODEL = {"width": 64, "layers": 2, "seed": 0}
 # passes (docs/results.md). The twins keep 2: at 3 their bf16 figure got worse (0.81x, not 0.75x).
 TRAIN_SETTINGS = ("trainer.threads=1", "runtime_precision.noise_margin=3")
 
-
 TRAIN_MAX_STEPS = 2500
-
 
 STAGE_COUNT = 10
 SWITCH_AFTER_S = 1.0  # switch trials: the new instruction goes out this long after the release
@@ -376,15 +372,11 @@ def _report(
 
 def driving_precision(args) -> dict:
     """The backbone dtype the inference node drives at: --dtype, else drive.yaml's (auto: this machine's)."""
-    import yaml
-
+    from mobile_vla_ros.nodes.node_specs import INFERENCE, yaml_section
     from mobile_vla_ros.paths import config_file
     from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
 
-    requested = (
-        args.dtype
-        or yaml.safe_load(config_file("drive.yaml").read_text())["inference_node"]["ros__parameters"]["dtype"]
-    )
+    requested = args.dtype or yaml_section(config_file("drive.yaml"), INFERENCE)["dtype"]
     dtype, why = resolve_dtype(requested, resolve_device(args.device))
     return {"requested": requested, "dtype": dtype, "why": why}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mobile_vla_ros.policy.config import PolicyConfig
+from mobile_vla_ros.nodes.node_specs import yaml_section
 
 UNSET = ""
 _BOOLEANS = {"true": True, "false": False}
@@ -79,22 +79,18 @@ def refuse_unknown(context, table: Iterable[Argument], launch_file: str) -> None
 def section(params_yaml: str | Path, node: str) -> dict[str, object]:
     """`node`'s parameters in a parameter YAML, as a dict for launch_ros. A file's `inference_node:`
     key only matches a node without a namespace; the dict reaches the node in any namespace."""
-    document = yaml.safe_load(Path(params_yaml).read_text()) or {}
-    return _flat(document.get(node, {}).get("ros__parameters", {}))
+    return launch_parameters(yaml_section(params_yaml, node))
 
 
-def _flat(parameters: dict, prefix: str = "") -> dict[str, object]:
-    """Nested keys joined with dots, as ROS names them; strings kept strings (launch_ros would read
-    "true" or "1.0" in a dict as YAML and change their type)."""
+def launch_parameters(parameters: dict[str, object]) -> dict[str, object]:
+    """`parameters` for a launch_ros Node, strings kept strings (launch_ros would read "true" or
+    "1.0" in a dict as YAML and change their type)."""
     from launch_ros.parameter_descriptions import ParameterValue
 
-    flat: dict[str, object] = {}
-    for key, value in parameters.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = ParameterValue(value, value_type=str) if isinstance(value, str) else value
-    return flat
+    return {
+        name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+        for name, value in parameters.items()
+    }
 
 
 def node_overrides(arguments: dict[str, str], table: Iterable[Argument], node: str) -> dict[str, object]:
@@ -151,15 +147,3 @@ def params_file(arguments: dict[str, str], share: str, default_name: str) -> str
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} does not exist")
     return str(path)
-
-
-def lockstep_sim_parameters(drive_params_file: str | Path, model_dir: str | Path) -> dict[str, object]:
-    """sim_node's parameters for lockstep: one physics step per control tick of inference_node (from
-    the drive parameter file in use) and one camera frame per model frame (from the checkpoint)."""
-    drive = yaml.safe_load(Path(drive_params_file).read_text())
-    control_rate_hz = float(drive["inference_node"]["ros__parameters"]["control_rate_hz"])
-    return {
-        "lockstep": True,
-        "physics_rate_hz": control_rate_hz,
-        "camera_rate_hz": 1.0 / PolicyConfig.load(model_dir).action_dt,
-    }
