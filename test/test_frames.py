@@ -9,11 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
+from mobile_vla_ros.data.clips import WindowDataset
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.images import resize_for_model
 from mobile_vla_ros.data.legacy_episode import write_legacy_episode
-from mobile_vla_ros.data.windows import WindowDataset, load_training_episodes
+from mobile_vla_ros.data.windows import load_training_episodes
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 LEFT = LAB_INSTRUCTIONS["left"]

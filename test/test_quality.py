@@ -9,11 +9,12 @@ import numpy as np
 
 from mobile_vla_ros.cli.inspect import summarise_directory
 from mobile_vla_ros.control.recording import EpisodeRecorder, RecorderSettings
+from mobile_vla_ros.data.clips import WindowDataset
 from mobile_vla_ros.data.episode import read_episode
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.data.quality import QualityRules, check_episode
-from mobile_vla_ros.data.windows import WindowDataset, load_training_episodes
+from mobile_vla_ros.data.windows import load_training_episodes
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 RATE = 10.0

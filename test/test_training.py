@@ -327,7 +327,8 @@ def test_init_from_a_policy_of_another_base_model_is_refused(mirrored_data, tiny
 
 
 def test_loss_ignores_targets_past_the_episode_end(tiny_checkpoint, tiny_base_model):
-    from mobile_vla_ros.data.windows import TrainingEpisode, WindowDataset, collate_clips
+    from mobile_vla_ros.data.clips import WindowDataset, collate_clips
+    from mobile_vla_ros.data.windows import TrainingEpisode
     from mobile_vla_ros.policy.checkpoint import load_policy
     from mobile_vla_ros.training.lightning_module import PolicyModule
 
@@ -349,7 +350,8 @@ def test_loss_ignores_targets_past_the_episode_end(tiny_checkpoint, tiny_base_mo
 def test_cached_features_give_the_same_predictions_and_loss_as_the_frames(tiny_checkpoint, tiny_base_model):
     """A fixed encoder's features are computed once before training (cache_features); a batch of
     them must train the head exactly as the frames it replaces would, mirrored episodes included."""
-    from mobile_vla_ros.data.windows import TrainingEpisode, WindowDataset, collate_clips, with_mirrors
+    from mobile_vla_ros.data.clips import WindowDataset, collate_clips
+    from mobile_vla_ros.data.windows import TrainingEpisode, with_mirrors
     from mobile_vla_ros.policy.checkpoint import load_policy
     from mobile_vla_ros.training.lightning_module import PolicyModule
     from mobile_vla_ros.training.train import cache_features
@@ -426,7 +428,8 @@ def test_a_wall_clock_budget_that_cut_training_is_warned_about():
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_checkpoint, tiny_base_model):
     """trainer.gradient_checkpointing recomputes each frame's activations in the backward pass:
     the same numbers, less memory (bench-train measures the memory)."""
-    from mobile_vla_ros.data.windows import TrainingEpisode, WindowDataset, collate_clips
+    from mobile_vla_ros.data.clips import WindowDataset, collate_clips
+    from mobile_vla_ros.data.windows import TrainingEpisode
     from mobile_vla_ros.policy.checkpoint import load_policy
     from mobile_vla_ros.training.lightning_module import PolicyModule
 

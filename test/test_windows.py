@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from mobile_vla_ros.data.clips import EpochShuffleSampler, WindowDataset, collate_clips, episode_clips
 from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.legacy_episode import write_legacy_episode
 from mobile_vla_ros.data.windows import (
-    EpochShuffleSampler,
     TrainingEpisode,
-    WindowDataset,
     action_range,
     action_targets,
-    collate_clips,
     common_action_dt,
-    episode_clips,
     load_training_episodes,
     split_by_episode,
     training_camera,

@@ -1,34 +1,23 @@
-"""Training windows cut from episodes, mirror augmentation, the episode split and action ranges.
+"""Training episodes: loading with the quality rules applied, the episode split, mirror
+augmentation, action targets per window and the action range. The clips handed to the model are
+built from them in data/clips.py.
 
 A training sample for frame t is the window of frames [t-7 .. t] (repeating frame 0 before the
 episode start, exactly as the runtime pads a short window by repeating its oldest feature) and the
 targets are the actions [t .. t+chunk-1] (linear_x, linear_y); steps past the episode end have no
 recorded action and are masked out of the loss.
 
-Consecutive windows share seven of their eight frames. The dataset therefore hands out *clips*:
-a run of consecutive windows of one episode together with the frames they need, so the model
-encodes each frame once per clip instead of once per window. The per-frame features are exactly
-the ones a per-window computation would produce (a frame's feature depends only on its pixels and
-the prompt), so nothing is precomputed and LoRA trains through every frame.
-
-Frames stay in the episode files and are read per clip (data/frames.py): decoded, resized to the
-model's input size with the same function the camera window node uses, and cached at that size
-within `frame_cache_mb`. Memory is bounded by the clips in flight and the cache, not the episodes.
-An episode file whose frames cannot be read one at a time at a normal cost (oversized chunks,
-frames declared but not stored) is skipped with a warning and counted.
-
 Flagged data (data/quality.py, the documented rule there): an episode with a `reject` verdict is
 skipped; windows ending at a frame a `trim` verdict flags (camera lag, stale command, frozen image,
 the tail of a long idle stretch) are left out and counted (`SkipReport.windows_left_out`).
-
-One file on purpose: loading, quality trimming and the window datasets share TrainingEpisode.
+An episode file whose frames cannot be read one at a time at a normal cost (oversized chunks,
+frames declared but not stored) is skipped with a warning and counted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,7 +30,7 @@ from mobile_vla_ros.data.correction_episodes import human_frames
 from mobile_vla_ros.data.episode import frame_storage_problem, list_episodes, read_episode
 from mobile_vla_ros.data.frames import EpisodeFrames, FrameCache
 from mobile_vla_ros.data.images import camera_settings
-from mobile_vla_ros.data.quality import TRIM, QualityRules, true_runs
+from mobile_vla_ros.data.quality import TRIM, QualityRules
 from mobile_vla_ros.errors import DatasetError, EpisodeError
 from mobile_vla_ros.policy.instructions import (
     instruction_length_problem,
@@ -359,116 +348,3 @@ def action_range(
         for frame, dim in zip(*np.nonzero((part < band_low - fence) | (part > band_high + fence))):
             outliers.append(ActionOutlier(episode.source, int(frame), int(dim), float(part[frame, dim])))
     return low.tolist(), high.tolist(), outliers
-
-
-# ------------------------------------------------------------------------------------- dataset
-
-
-@dataclass(frozen=True)
-class Clip:
-    episode: int
-    start: int  # first window's frame index t
-    stop: int  # one past the last window's t
-
-
-def episode_clips(num_frames: int, clip_length: int) -> list[tuple[int, int]]:
-    """Split [0, num_frames) into near-equal runs of at most `clip_length` windows."""
-    count = max(1, math.ceil(num_frames / clip_length))
-    bounds = np.linspace(0, num_frames, count + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-class WindowDataset(torch.utils.data.Dataset):
-    """Clips of consecutive training windows (see the module docstring); `clip_length=1` gives
-    one window per item."""
-
-    def __init__(
-        self,
-        episodes: Sequence[TrainingEpisode],
-        window_size: int,
-        chunk_size: int,
-        clip_length: int = 16,
-        correction_weight: int = 1,
-    ):
-        """`correction_weight`: each clip of a correction episode is listed this many times, so an
-        epoch (and a shuffled stream of steps) sees a person's corrections that much more often."""
-        self.episodes = list(episodes)
-        self.window_size, self.chunk_size = window_size, chunk_size
-        self.clips = [
-            Clip(index, run_start + start, run_start + stop)
-            for index, episode in enumerate(self.episodes)
-            for run_start, run_stop in true_runs(episode.usable_windows)
-            for start, stop in episode_clips(run_stop - run_start, clip_length)
-            for _ in range(correction_weight if episode.correction else 1)
-        ]
-
-    @property
-    def num_windows(self) -> int:
-        return sum(int(episode.usable_windows.sum()) for episode in self.episodes)
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> dict:
-        clip = self.clips[index]
-        episode = self.episodes[clip.episode]
-        first = max(clip.start - self.window_size + 1, 0)
-        windows = np.stack([window_indices(t, self.window_size) - first for t in range(clip.start, clip.stop)])
-        targets, valid = map(
-            np.stack, zip(*(action_targets(episode.actions, t, self.chunk_size) for t in range(clip.start, clip.stop)))
-        )
-        if episode.features is not None:
-            inputs = {"features": episode.features[first : clip.stop]}
-        else:
-            inputs = {"frames": torch.from_numpy(np.ascontiguousarray(episode.frames[first : clip.stop]))}
-        return {
-            **inputs,
-            "windows": torch.from_numpy(windows),
-            "targets": torch.from_numpy(targets),
-            "target_mask": torch.from_numpy(valid),
-            "instruction": episode.instruction,
-        }
-
-
-def collate_clips(items: list[dict]) -> dict:
-    """Concatenate clips: frames (N, S, S, 3) or their cached features (N, hidden), windows
-    (W, window) indexing those rows, targets (W, chunk, A) with target_mask (W, chunk) of the steps
-    that exist; `frame_clip`/`window_clip` map rows to `instructions`."""
-    kind = "features" if "features" in items[0] else "frames"
-    if any(kind not in item for item in items):
-        raise ValueError("a batch mixes clips with cached features and clips with frames")
-    offsets = np.cumsum([0] + [len(item[kind]) for item in items])
-    return {
-        kind: torch.cat([item[kind] for item in items]),
-        "windows": torch.cat([item["windows"] + int(offset) for item, offset in zip(items, offsets)]),
-        "targets": torch.cat([item["targets"] for item in items]),
-        "target_mask": torch.cat([item["target_mask"] for item in items]),
-        "frame_clip": torch.cat([torch.full((len(item[kind]),), i) for i, item in enumerate(items)]),
-        "window_clip": torch.cat([torch.full((len(item["windows"]),), i) for i, item in enumerate(items)]),
-        "instructions": [item["instruction"] for item in items],
-    }
-
-
-class EpochShuffleSampler(torch.utils.data.Sampler):
-    """A permutation drawn from (seed, epoch) alone, so a resumed run sees the same order as an
-    uninterrupted one. Lightning calls `set_epoch` at every epoch start."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-        self._skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def skip_once(self, count: int) -> None:
-        """Leave out the first `count` items of the next epoch (resuming in the middle of one)."""
-        self._skip = count
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        skip, self._skip = self._skip, 0
-        return iter(order[skip:])

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from mobile_vla_ros.data.windows import EpochShuffleSampler, TrainingEpisode, WindowDataset, collate_clips
+from mobile_vla_ros.data.clips import EpochShuffleSampler, WindowDataset, collate_clips
+from mobile_vla_ros.data.windows import TrainingEpisode
 from mobile_vla_ros.errors import BaseModelMismatchError, CheckpointError
 from mobile_vla_ros.policy.backbone import PromptBatch
 from mobile_vla_ros.policy.model import VLAPolicy
