@@ -353,8 +353,8 @@ def test_cached_features_give_the_same_predictions_and_loss_as_the_frames(tiny_c
     from mobile_vla_ros.data.clips import WindowDataset, collate_clips
     from mobile_vla_ros.data.windows import TrainingEpisode, with_mirrors
     from mobile_vla_ros.policy.checkpoint import load_policy
+    from mobile_vla_ros.training.features import cache_features
     from mobile_vla_ros.training.lightning_module import PolicyModule
-    from mobile_vla_ros.training.train import cache_features
 
     policy = load_policy(tiny_checkpoint, tiny_base_model)
     module = PolicyModule(policy, 1e-3, 0.0, 1.0, backbone_learning_rate=0)

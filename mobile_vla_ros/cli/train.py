@@ -92,7 +92,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from mobile_vla_ros.training.config import TrainConfig, TrainConfigError, load_train_config
-    from mobile_vla_ros.training.train import TrainRun, format_summary, saved_run, train
+    from mobile_vla_ros.training.summary import format_summary
+    from mobile_vla_ros.training.train import TrainRun, saved_run, train
 
     settings = list(args.set)
     settings += [

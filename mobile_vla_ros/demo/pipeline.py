@@ -231,7 +231,8 @@ def train_policy(
     directory: Path, data_dirs: list[Path], base_dir: Path, config, key: dict, init_from: Path | None = None
 ) -> None:
     """`mobile-vla train` (the same TrainRun), continuing from `init_from` when given; stamps `key`."""
-    from mobile_vla_ros.training.train import TrainRun, format_summary, train
+    from mobile_vla_ros.training.summary import format_summary
+    from mobile_vla_ros.training.train import TrainRun, train
 
     redo(directory)
     run = TrainRun(

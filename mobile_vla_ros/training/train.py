@@ -8,24 +8,21 @@ Layout of `--out MODEL_DIR`:
     training/logs/version_N/metrics.csv  per-step / per-epoch metrics (Lightning CSVLogger), one per (re)start
     training/summary.json          the final summary printed at the end
 
-One file on purpose: a run's start, resume pinning, export and summary share the TrainRun state.
+The frame features a frozen encoder gives are computed in training/features.py; the summary's
+table in training/summary.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mobile_vla_ros.data.windows import (
-    SkipReport,
     action_range,
     common_action_dt,
     load_training_episodes,
@@ -40,6 +37,8 @@ from mobile_vla_ros.policy.checkpoint import load_policy, save_policy
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.model import VLAPolicy
 from mobile_vla_ros.training.config import TrainConfig, TrainConfigError
+from mobile_vla_ros.training.features import cache_features, set_feature_statistics
+from mobile_vla_ros.training.summary import summarize
 
 LOG = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -300,7 +299,7 @@ def _train(run: TrainRun, resume: bool, callbacks: Sequence) -> dict:
         settings = config.runtime_precision
         policy.config.precision_checks = check_precisions(policy, val_set, report, settings.dtypes, settings.tolerance)
         policy.config.familiarity = calibrate_familiarity(policy.config.precision_checks)
-    summary = _summary(
+    summary = summarize(
         run,
         trainer,
         state,
@@ -375,150 +374,3 @@ def _cut_by_clock(trainer, settings) -> str | None:
         f"{stopped}: the result depends on how fast and busy this machine was; "
         "train by steps for a result that reproduces"
     )
-
-
-def encode_episodes(policy: VLAPolicy, episodes, description: str) -> list[torch.Tensor]:
-    """(T, hidden) encoder features of every frame of each episode under its own instruction;
-    episodes that already carry cached features are not encoded again."""
-    from tqdm import tqdm
-
-    from mobile_vla_ros.training.metrics import encode_episode
-
-    policy.eval()
-    with torch.no_grad():
-        features = [
-            episode.features
-            if episode.features is not None
-            else encode_episode(policy, episode.frames, episode.instruction)
-            for episode in tqdm(episodes, desc=description, unit="episode", leave=False)
-        ]
-    policy.train()
-    return features
-
-
-def cache_features(policy: VLAPolicy, episodes) -> list:
-    """The episodes with their frames' features attached. With LoRA and the action token fixed the
-    encoder's output for a frame never changes during training, so running Kosmos-2 on every
-    step's frames would recompute the same numbers: training then runs the head alone (300 steps of
-    the tiny config, start-up included: 29 s instead of 108 s, docs/performance.md). The features of
-    all frames are held in memory (frames x hidden x 4 bytes: 60 000 frames of the full-size model,
-    2048 wide, take 0.5 GB)."""
-    features = encode_episodes(policy, episodes, "encoding frames once (fixed encoder)")
-    return [replace(episode, features=feature.cpu()) for episode, feature in zip(episodes, features)]
-
-
-def set_feature_statistics(policy: VLAPolicy, episodes, runtime_precision) -> None:
-    """The head's feature whitening from every training frame (one forward pass of the untrained
-    encoder: LoRA starts as the identity) and the run-time precisions' feature error."""
-    from mobile_vla_ros.training.precision_checks import precision_errors
-
-    errors = precision_errors(policy, episodes, runtime_precision.dtypes, runtime_precision.noise_frames)
-    if errors is not None:
-        errors = errors * runtime_precision.noise_margin
-    policy.head.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")), errors)
-
-
-def _metric(trainer, name: str) -> float | None:
-    value = trainer.callback_metrics.get(name)
-    return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-def _summary(
-    run,
-    trainer,
-    state,
-    skipped: SkipReport,
-    train_count,
-    val_count,
-    data,
-    report,
-    precision_checks,
-    familiarity,
-    seconds,
-) -> dict:
-    return {
-        "data_dirs": [str(Path(d).resolve()) for d in run.data_dirs],
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "seconds": round(seconds, 1),
-        "windows_per_second": round(state.windows_per_second, 2) if state.windows_per_second else None,
-        "episodes": {
-            "train": train_count,
-            "validation": val_count,
-            "skipped": len(skipped.skipped),
-            "found": skipped.total,
-            "corrections": len(skipped.corrections),
-        },
-        "windows": {
-            "train": data.train_set.num_windows,
-            "validation": data.val_set.num_windows if data.val_set else 0,
-            "left_out": skipped.windows_left_out,
-            "left_out_by": dict(skipped.left_out_by),
-        },
-        "train_loss": _metric(trainer, "train_loss"),
-        "val_loss": _metric(trainer, "val_loss"),
-        "validation": report,
-        "instruction_separation": report["instruction_separation"] if report else None,
-        "mae_vs_blind": report["mae_vs_blind"] if report else None,
-        "precision_checks": precision_checks,
-        "familiarity": familiarity,
-        "config": run.config.to_dict(),
-    }
-
-
-def format_summary(summary: dict, out_dir) -> str:
-    """The human-readable end-of-training table."""
-    from mobile_vla_ros.training.metrics import short_instruction
-
-    def number(value, digits=4):
-        return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
-
-    report = summary.get("validation") or {}
-    lines = [
-        "training summary",
-        f"  steps / epochs          {summary['steps']} / {summary['epochs']}  ({summary['seconds']} s, "
-        f"{number(summary['windows_per_second'])} windows/s)",
-        f"  episodes                {summary['episodes']['train']} train, "
-        f"{summary['episodes']['validation']} validation "
-        f"(mirrors included), {summary['episodes']['skipped']} of {summary['episodes']['found']} skipped",
-        f"  windows left out        {summary['windows']['left_out']} flagged by quality checks "
-        f"{summary['windows']['left_out_by'] or ''}  (train {summary['windows']['train']}, "
-        f"validation {summary['windows']['validation']})",
-        f"  loss                    train {number(summary['train_loss'])}, validation {number(summary['val_loss'])}",
-        f"  instruction separation  {number(summary['instruction_separation'], 3)}  "
-        "(1 = follows left/right, 0 = ignores it)",
-        f"  feature cosine l/r      {number(report.get('feature_cosine'), 3)}",
-    ]
-    for instruction, accuracy in (report.get("sign_accuracy") or {}).items():
-        mae = ", ".join(f"{name} {value:.3f}" for name, value in report["mae"][instruction].items())
-        blind = ", ".join(f"{value:.3f}" for value in report["blind_mae"][instruction].values())
-        lines.append(
-            f"  {short_instruction(instruction, 60):<60}  linear_y sign {number(accuracy, 3)}, MAE {mae}, "
-            f"image-blind {blind}, vs blind {number(report['mae_vs_blind'][instruction], 3)}, "
-            f"frame sensitivity {number(report['frame_sensitivity'][instruction], 3)}"
-        )
-    lines.extend(f"  WARNING: {warning}" for warning in report.get("warnings", []))
-    checks = summary.get("precision_checks") or {}
-    if checks:
-        from mobile_vla_ros.training.precision_checks import format_checks
-
-        lines.append("  validation at each backbone precision the robot may run:")
-        lines.extend(f"    {row}" for row in format_checks(checks))
-    thresholds = (summary.get("familiarity") or {}).get("thresholds")
-    if thresholds:
-        lines.append(
-            "  familiarity thresholds  "
-            + ", ".join(f"{name} {value:.3g}" for name, value in thresholds.items())
-            + " (validation frames' scores at every checked precision; frames above are unfamiliar)"
-        )
-    lines.extend(
-        f"  WARNING: at {precision} the policy falls behind fp32 ({'; '.join(check['behind'])}); "
-        f"inference_node refuses {precision}; retraining with a higher runtime_precision.noise_margin "
-        "(e.g. 3) makes the head ignore more of what the rounding changes"
-        for precision, check in checks.items()
-        if not check["passed"]
-    )
-    if summary.get("cut_by_max_minutes"):
-        lines.append(f"  WARNING: {summary['cut_by_max_minutes']}")
-    lines.append(f"  policy written to       {out_dir}")
-    return "\n".join(lines)
