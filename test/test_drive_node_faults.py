@@ -58,7 +58,7 @@ def test_stop_publishes_the_zero_first_and_does_not_wait_for_a_slow_step(start_i
     monkeypatch.setenv(STEP_DELAY_ENV, "3.0")
     node = start_inference()
     harness = camera_on
-    wait_until(lambda: node.counts["windows"] >= 3, 10, "windows (a step in flight)")
+    wait_until(lambda: node.status.counts["windows"] >= 3, 10, "windows (a step in flight)")
     started = time.monotonic()
     node.stop()
     assert time.monotonic() - started < 1.0, "stop waited for the step in flight"
@@ -66,7 +66,7 @@ def test_stop_publishes_the_zero_first_and_does_not_wait_for_a_slow_step(start_i
     with harness.lock:
         last = harness.full_twists[-1]
     assert (last.linear.x, last.linear.y) == (0.0, 0.0)
-    assert node.counts["chunks"] == 0
+    assert node.status.counts["chunks"] == 0
 
 
 def test_a_dead_worker_faults_the_node_with_the_reason(start_inference, camera_on):
@@ -111,7 +111,7 @@ def test_a_window_from_the_future_is_refused_and_later_windows_still_drive(start
             return any(abs(stamp - future) < 1e-3 and source == "rejected" for stamp, _, source in harness.answered)
 
     wait_until(refused, 5, "the future window answered as rejected")
-    assert node.counts["bad_windows"] >= 1
+    assert node.status.counts["bad_windows"] >= 1
     assert node.controller._window_stamp < harness.now() + 1.0, "the future stamp pinned the camera watchdog"
     wait_for_motion(harness, +1)  # later windows drive again
     harness.destroy_publisher(window_pub)

@@ -284,7 +284,7 @@ def test_switching_left_to_right_flips_linear_y_within_one_inference_and_one_con
     switched_at = harness.now()
     harness.instruction_pub.publish(String(data="right"))
     flipped_at = wait_for_motion(harness, -1, timeout=5)
-    latency_p95 = node.latency.percentile_ms("inference_latency", 95) / 1000.0
+    latency_p95 = node.status.latency.percentile_ms("inference_latency", 95) / 1000.0
     inference_period = config.action_dt + latency_p95  # next window + its inference
     assert flipped_at - switched_at <= inference_period + CONTROL_PERIOD + DELIVERY_SLACK
     right = wait_until(lambda: [a for a in harness.active if "right" in a], 2, "instruction/active")
@@ -407,7 +407,7 @@ def test_disabled_node_publishes_zero_until_enabled_and_teleop_overrides(start_i
     harness = camera_on
     enable_pub = harness.create_publisher(Bool, "enable", 10)
     time.sleep(1.5)  # windows and chunks flow, but the gate is closed
-    assert node.counts["chunks"] > 0
+    assert node.status.counts["chunks"] > 0
     assert np.all(harness.twists_since(harness.now() - 1.0)[:, 1:] == 0.0)
     teleop = Twist()
     teleop.linear.x = 0.15

@@ -243,10 +243,10 @@ def drive_one_chunk(model_dir, base_dir):
     try:
         frames = np.random.default_rng(0).integers(0, 256, (node.config.window_size, 224, 224, 3), dtype=np.uint8)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (node.counts["chunks"] and any(t.linear.y for t in twists)):
+        while time.monotonic() < deadline and not (node.status.counts["chunks"] and any(t.linear.y for t in twists)):
             window_pub.publish(rgb_to_image_msg(stack_window(frames), harness.get_clock().now().to_msg(), "camera"))
             time.sleep(0.1)
-        assert node.counts["chunks"] > 0 and node.counts["faults"] == 0, node.counts
+        assert node.status.counts["chunks"] > 0 and node.status.counts["faults"] == 0, node.status.counts
         assert any(t.linear.x or t.linear.y for t in twists)  # the policy's command reached cmd_vel
     finally:
         node.stop()

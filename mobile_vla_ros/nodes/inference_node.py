@@ -1,26 +1,7 @@
-"""inference_node: windows -> policy (worker thread) -> cmd_vel from a fixed-rate control timer.
-
-Topics: INTERFACES below (docs/reference.md): windows, instruction, enable, joy and cmd_vel_teleop
-in; cmd_vel at a fixed rate in every state, window/answered per window, instruction/active and
-familiarity/unfamiliar latched, and /diagnostics with the state and every latency stage.
-
-The decision per tick is control.drive.DriveController (see its docstring for the states and
-their priority). Every setting is checked against the checkpoint's policy.json before the model
-loads (a refusal costs no loading time); a policy that cannot be loaded is logged and the process
-exits with status 1 before any publisher exists. Stale timeouts left at 0 come from the model's
-`action_dt` (control.drive.resolve_stale_timeouts) and are logged at start.
-
-Stopping does not wait for the model: on SIGINT/SIGTERM (`stop`) the zero goes out first, then the
-worker is told to stop; on `enable: false` a zero is published at once and the step in flight is
-discarded. A worker thread that dies, or a window stamped more than 1 s ahead of the node's clock,
-is a FAULT (zero, /diagnostics ERROR with the reason). Correction episodes are written by their own
-thread (control.corrections.CorrectionWriter), never on the control executor.
-
-An instruction switch empties the runner's per-frame feature cache (features depend on the prompt);
-the next window starts again from its newest frame.
-
-Longer than most nodes on purpose: its parameter table, latency bookkeeping, stop paths and the
-corrections hook are thin wiring around control/ and policy/; the logic lives there.
+"""inference_node: windows -> policy (control.worker thread) -> cmd_vel from a fixed-rate control timer.
+The ROS side only: parameters and topics (nodes/inference_tables.py), message conversion and logging; the
+decisions are control.drive.DriveController's, the set-up control.inference_setup's, the figures on
+/diagnostics control.drive_status's (docs/architecture.md, "Drive runtime").
 """
 
 from __future__ import annotations
@@ -33,40 +14,51 @@ import time
 from pathlib import Path
 
 import numpy as np
+from builtin_interfaces.msg import Time as StampMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from rclpy.time import Time
 from sensor_msgs.msg import Image, Joy, TimeReference
 from std_msgs.msg import Bool, String
 
-from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, CorrectionWriter, Sample
-from mobile_vla_ros.control.drive import (
-    DriveController,
-    DriveState,
-    SafetySettings,
-    future_stamp_problem,
-    resolve_stale_timeouts,
+from mobile_vla_ros.control.correction_capture import correction_sample, correction_writer
+from mobile_vla_ros.control.corrections import CorrectionSettings
+from mobile_vla_ros.control.drive import DriveState, future_stamp_problem
+from mobile_vla_ros.control.drive_status import DriveStatus, seconds
+from mobile_vla_ros.control.inference_setup import (
+    FAMILIARITY_UNCALIBRATED,
+    describe_familiarity,
+    drive_controller,
+    load_runner,
+    parse_presets,
 )
-from mobile_vla_ros.control.familiarity import FamiliarityMonitor, FamiliaritySettings
-from mobile_vla_ros.control.latency import ByStamp, StageLatency
 from mobile_vla_ros.control.limits import VelocityLimits
-from mobile_vla_ros.control.stats import RateMeter, RollingStats
 from mobile_vla_ros.control.worker import DelayedPolicy, InferenceWorker
-from mobile_vla_ros.data.correction_episodes import CORRECTION_ATTR, CORRECTION_COLUMNS
-from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
-from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.data.images import split_window
 from mobile_vla_ros.errors import ImageError, InstructionError, MobileVlaError
-from mobile_vla_ros.nodes.camera_window_node import WINDOW, WINDOW_BUILT, stamp_seconds
-from mobile_vla_ros.nodes.interfaces import LATCHED, PUBLISHES, SUBSCRIBES, Topic
-from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
+from mobile_vla_ros.nodes.inference_tables import (
+    CMD_VEL,
+    CMD_VEL_TELEOP,
+    DIAGNOSTICS,
+    ENABLE,
+    INSTRUCTION,
+    INSTRUCTION_ACTIVE,
+    INTERFACES,  # noqa: F401 (with PARAMETERS: the tables scripts/reference.py and test_interfaces.py read here)
+    JOY,
+    LIMIT_NAMES,
+    PARAMETERS,
+    UNFAMILIAR,
+    WINDOW,
+    WINDOW_ANSWERED,
+    WINDOW_BUILT,
+)
+from mobile_vla_ros.nodes.parameters import declare_parameters
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
 from mobile_vla_ros.policy.config import PolicyConfig
-from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS, expand_instruction
+from mobile_vla_ros.policy.instructions import expand_instruction
 
 LOG_THROTTLE_S = 5.0
 # Test hook, not a setting: every policy step takes this many seconds longer (tests hold a step in
@@ -80,165 +72,9 @@ _LEVELS = {
 }
 
 
-LIMITS = VelocityLimits()  # the speed limits' defaults (drive.yaml sets the robot's)
-LIMIT_NAMES = ("max_linear_x", "max_linear_y", "max_speed", "max_accel")
-# Read-only, fixed for the run, except the speed limits: `ros2 param set` changes them while driving.
-PARAMETERS = (
-    NodeParameter("model_dir", "", "policy checkpoint directory (policy.json + safetensors)"),
-    NodeParameter("base_model_dir", "", "local Kosmos-2 directory the policy was trained on"),
-    NodeParameter("device", "auto", "torch device: auto (CUDA when available), cpu, cuda, cuda:1, ..."),
-    NodeParameter(
-        "dtype",
-        "auto",
-        "auto (from the hardware: CUDA bf16 or fp16, CPU bf16 only with native bf16, else fp32), fp32, fp16 or bf16",
-    ),
-    NodeParameter(
-        "quantize",
-        "none",
-        "none, or int8 (dynamic int8 Linear weights; CPU with dtype fp32; a checkpoint "
-        "made by `mobile-vla quantize` loads its stored int8 backbone)",
-    ),
-    NodeParameter(
-        "backend",
-        "pytorch",
-        "what runs Kosmos-2: pytorch, or onnxruntime (the graph of `mobile-vla export-onnx`, fp32; providers "
-        "TensorRT, CUDA, CPU in that order, whichever is installed)",
-    ),
-    NodeParameter("onnx_dir", "", "with backend onnxruntime: the export directory; empty: MODEL_DIR/onnx"),
-    NodeParameter(
-        "allow_failed_precision_check",
-        False,
-        "drive at a dtype at which the policy fell behind fp32 in its training check (policy.json precision_checks)",
-    ),
-    NodeParameter(
-        "max_new_frames_per_step",
-        1,
-        "frames the model encodes per step at most; when it fell further behind, "
-        "skipped frames repeat the previous one (bounds the latency tail)",
-    ),
-    NodeParameter("control_rate_hz", 20.0, "cmd_vel publishing rate"),
-    NodeParameter("max_linear_x", LIMITS.max_linear_x, "speed limit for |linear.x| in m/s", read_only=False),
-    NodeParameter("max_linear_y", LIMITS.max_linear_y, "speed limit for |linear.y| in m/s", read_only=False),
-    NodeParameter("max_speed", LIMITS.max_speed, "limit for the norm of (linear.x, linear.y) in m/s", read_only=False),
-    NodeParameter(
-        "max_accel",
-        LIMITS.max_accel,
-        "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate",
-        read_only=False,
-    ),
-    NodeParameter("max_model_output", 3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
-    NodeParameter(
-        "camera_stale_timeout_s",
-        0.0,
-        "stop when the newest window's capture stamp is older than this (s); 0: from the model "
-        "(3 windows + 1 control period, at least 0.5 s); a set value must be >= 2 windows + 1 control period",
-    ),
-    NodeParameter(
-        "chunk_stale_timeout_s",
-        0.0,
-        "stop when the chunk's observation is older than this (s); 0: from the model "
-        "(6 windows + 1 control period, at least 1.0 s); a set value must be >= 2 windows + 1 control period",
-    ),
-    NodeParameter(
-        "familiarity_action",
-        "stop",
-        "none, warn, slow or stop: what the robot does while its camera shows frames unlike the training "
-        "frames (the policy's calibrated familiarity threshold exceeded for familiarity_hold_s)",
-    ),
-    NodeParameter(
-        "familiarity_threshold", "p99.9", "which threshold of policy.json familiarity: p99.9 or p99 (more alarms)"
-    ),
-    NodeParameter(
-        "familiarity_hold_s", 0.3, "scores above (below) the threshold this long make the frames unfamiliar (familiar)"
-    ),
-    NodeParameter(
-        "familiarity_slow_factor", 0.3, "with familiarity_action slow: commands scaled by this while unfamiliar"
-    ),
-    NodeParameter("override_hold_s", 0.5, "a cmd_vel_teleop message overrides the policy for this long"),
-    NodeParameter("start_enabled", False, "value of the enable gate before the first message on enable"),
-    NodeParameter("require_deadman", False, "also require the joy deadman button to be held for policy motion"),
-    NodeParameter("deadman_button", 2, "joy button index of the deadman"),
-    NodeParameter("joy_timeout_s", 0.5, "the deadman counts as released when joy is older than this"),
-    NodeParameter("instruction", "left", "initial instruction (same rules as the instruction topic)"),
-    NodeParameter(
-        "instruction_presets",
-        [f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
-        "extra names for the instruction topic, 'name=full text'",
-    ),
-    NodeParameter("status_period_s", 1.0, "period of the /diagnostics status"),
-    NodeParameter("record_corrections", False, "save each human takeover on cmd_vel_teleop as a correction episode"),
-    NodeParameter("corrections_dir", "~/mobile_vla_corrections", "directory of the correction episodes"),
-    NodeParameter("correction_context_s", 2.0, "seconds of frames before a takeover kept in its episode"),
-    NodeParameter("correction_end_hold_s", 1.0, "a takeover ends after this long without a teleop command"),
-)
-INSTRUCTION = Topic(
-    "instruction",
-    String,
-    SUBSCRIBES,
-    "'left', 'right', a preset name (instruction_presets) or free text; a change applies from the next inference",
-)
-ENABLE = Topic("enable", Bool, SUBSCRIBES, "gate for the policy's motion (start_enabled until the first message)")
-JOY = Topic("joy", Joy, SUBSCRIBES, "deadman button (deadman_button), used when require_deadman is true")
-CMD_VEL_TELEOP = Topic(
-    "cmd_vel_teleop",
-    Twist,
-    SUBSCRIBES,
-    "a human command: wins over the policy for override_hold_s; with record_corrections each takeover is "
-    "saved as a correction episode",
-)
-CMD_VEL = Topic(
-    "cmd_vel",
-    Twist,
-    PUBLISHES,
-    "linear.x, linear.y (REP 103: y > 0 is left), all else zero, at control_rate_hz in every state "
-    "(zero when not driving)",
-)
-WINDOW_ANSWERED = Topic(
-    "window/answered",
-    TimeReference,
-    PUBLISHES,
-    "one per window once the node is done with it: header = the window's header (capture stamp), time_ref = "
-    "when, source = chunk, rejected, failed or dropped (sim_node's lockstep waits for it)",
-)
-INSTRUCTION_ACTIVE = Topic("instruction/active", String, PUBLISHES, "the instruction in force", LATCHED)
-UNFAMILIAR = Topic(
-    "familiarity/unfamiliar",
-    Bool,
-    PUBLISHES,
-    "true while the newest frames are unlike the training frames (control/familiarity.py), on each change",
-    LATCHED,
-)
-DIAGNOSTICS = Topic(
-    "/diagnostics",
-    DiagnosticArray,
-    PUBLISHES,
-    "every status_period_s: state, reason, instruction, control rate, and p50/p95/p99 of each latency stage: "
-    "frame_age_at_build, window_transport, preprocess, queue_wait, backbone, head, inference_latency, "
-    "executor_delay, obs_to_cmd_age (keys <stage>_ms_p95 etc., docs/performance.md)",
-)
-INTERFACES = (
-    Topic(WINDOW.name, Image, SUBSCRIBES, "windows from camera_window_node"),
-    Topic(WINDOW_BUILT.name, TimeReference, SUBSCRIBES, "when each window was built (for the latency stages)"),
-    INSTRUCTION,
-    ENABLE,
-    JOY,
-    CMD_VEL_TELEOP,
-    CMD_VEL,
-    WINDOW_ANSWERED,
-    INSTRUCTION_ACTIVE,
-    UNFAMILIAR,
-    DIAGNOSTICS,
-)
-
-
-def parse_presets(entries) -> dict[str, str]:
-    presets = {}
-    for entry in entries or ():
-        name, separator, text = entry.partition("=")
-        if not separator or not name.strip() or not text.strip():
-            raise MobileVlaError(f"instruction_presets entry {entry!r} is not of the form 'name=full instruction'")
-        presets[name.strip().lower()] = text.strip()
-    return presets
+def nanoseconds(stamp) -> int:
+    """A builtin_interfaces/Time as integer nanoseconds: exact, unlike float seconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class InferenceNode(Node):
@@ -256,87 +92,42 @@ class InferenceNode(Node):
         # Everything that policy.json alone decides is checked before the (slow) model load.
         self.config = PolicyConfig.load(p.model_dir)
         first_instruction = self._expand(p.instruction)
-        timeouts, notes = resolve_stale_timeouts(
-            {name: getattr(p, name) for name in ("camera_stale_timeout_s", "chunk_stale_timeout_s")},
-            self.config.action_dt,
-            1.0 / p.control_rate_hz,
-        )
+        self.controller, notes = drive_controller(p, self.config, limits)
         for note in notes:
             self.get_logger().info(note)
-        familiarity = self._familiarity_monitor(p)
+        if self.controller.familiarity.active:
+            self.get_logger().info(describe_familiarity(self.controller.familiarity))
+        elif self.controller.familiarity.settings.action != "none":
+            self.get_logger().warning(FAMILIARITY_UNCALIBRATED)
         self.deadman_button = p.deadman_button
         self._lock = threading.Lock()
         self._stopped = False
-        self.controller = DriveController(
-            self.config.action_dt,
-            1.0 / p.control_rate_hz,
-            limits,
-            SafetySettings(
-                camera_stale_s=timeouts["camera_stale_timeout_s"],
-                chunk_stale_s=timeouts["chunk_stale_timeout_s"],
-                override_hold_s=p.override_hold_s,
-                joy_timeout_s=p.joy_timeout_s,
-                max_model_output=p.max_model_output,
-                start_enabled=p.start_enabled,
-                require_deadman=p.require_deadman,
-            ),
-            familiarity,
-        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.corrections = self._correction_recorder(p) if p.record_corrections else None
+        self.corrections = None
+        if p.record_corrections:
+            logger = self.get_logger()
+            self.corrections = correction_writer(
+                Path(p.corrections_dir).expanduser(),
+                CorrectionSettings(p.correction_context_s, p.correction_end_hold_s),
+                self.config,
+                p.model_dir,
+                lambda: self.active_instruction,
+                logger.info,
+                logger.warning,
+                lambda message: logger.error(message, throttle_duration_sec=LOG_THROTTLE_S),
+            )
         step_delay_s = float(os.environ.get(STEP_DELAY_ENV) or 0.0)
 
-        # torch import: only once parameters are sane
-        from mobile_vla_ros.policy.backbone import resolve_device, resolve_dtype
-        from mobile_vla_ros.policy.runner import PolicyRunner
-
-        device = resolve_device(p.device)
-        if p.backend == "onnxruntime":
-            from mobile_vla_ros.policy.onnx_encoder import check_onnx_settings
-
-            onnx_dir = check_onnx_settings(p.model_dir, p.onnx_dir or None, p.dtype, p.quantize)
-            dtype, why = "fp32", f"the ONNX graph in {onnx_dir} is fp32"
-        elif p.backend == "pytorch":
-            dtype, why = resolve_dtype(p.dtype, device, p.quantize)
-        else:
-            raise MobileVlaError(f"backend must be pytorch or onnxruntime, got {p.backend!r}")
-        self._check_precision(p, "int8" if p.quantize == "int8" else dtype)
-        self.get_logger().info(
-            f"loading policy {p.model_dir} on base model {p.base_model_dir} ({p.backend}, {device}, {dtype}: {why}) ..."
-        )
-        self.runner = PolicyRunner.load(
-            p.model_dir,
-            p.base_model_dir,
-            device=str(device),
-            dtype=dtype,
-            quantize=p.quantize,
-            max_new_frames=p.max_new_frames_per_step,
-            backend=p.backend,
-            onnx_dir=p.onnx_dir or None,
-        )
+        # torch is imported from here on: only once parameters are sane
+        self.runner = load_runner(p, self.config, self.get_logger().info, self.get_logger().warning)
         self.config = self.runner.config
         self.runner.set_instruction(first_instruction)
         self._executed = np.zeros(2)
-        self.latency = StageLatency()
-        self.familiarity_scores = RollingStats()  # newest-frame scores since the last status
-        self._arrivals = ByStamp()  # capture stamp -> window received, until its build time arrives
-        self._builds = ByStamp()  # capture stamp -> window built, until the window arrives
-        self._jobs = ByStamp()  # capture stamp -> (received, decode seconds), until its chunk is ready
-        self._captures = ByStamp()  # capture stamp -> the window's header stamp, until window/answered
+        self.status = DriveStatus()
         self._chunk_ready_at: float | None = None
-        self.control_rate = RateMeter()
         self.state = None
         self.reason = ""
         self.active_instruction = self.requested_instruction = first_instruction
-        self.counts = {
-            "windows": 0,
-            "bad_windows": 0,
-            "chunks": 0,
-            "faults": 0,
-            "unfamiliar_events": 0,
-            "encoded_frames": 0,
-            "held_frames": 0,
-        }
 
         # Publishers exist only once the policy has loaded.
         self.cmd_pub = self.create_publisher(Twist, CMD_VEL.name, 10)
@@ -356,7 +147,7 @@ class InferenceNode(Node):
             self._on_inference_error,
             self._on_instruction_applied,
             self._on_instruction_refused,
-            on_discard=lambda stamp: self._answer(stamp, "dropped"),
+            on_discard=lambda stamp_ns: self._answer(stamp_ns, "dropped"),
             on_died=self._on_worker_died,
         )
         self.worker.start()
@@ -374,51 +165,47 @@ class InferenceNode(Node):
             f"{'enabled' if p.start_enabled else 'disabled until enable=true'}, instruction {first_instruction!r}"
         )
 
+    def now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """Seconds on the node's clock, as control.drive counts time."""
+        return seconds(self.now_ns())
 
     def _expand(self, text: str) -> str:
         return expand_instruction(text, self.config.instructions, self.presets, self.config.max_instruction_chars)
 
     # ---- inputs (executor thread) -------------------------------------------------------------
     def _on_window(self, msg: Image) -> None:
-        received, decode_started = self.now(), time.perf_counter()
-        stamp = stamp_seconds(msg.header.stamp)
-        self._captures.put(stamp, msg.header.stamp)
-        problem = future_stamp_problem(stamp, received)
+        received_ns, decode_started = self.now_ns(), time.perf_counter()
+        stamp_ns = nanoseconds(msg.header.stamp)
+        problem = future_stamp_problem(seconds(stamp_ns), seconds(received_ns))
         if problem is not None:  # kept out of the controller: it would make every later window look old
-            self.counts["bad_windows"] += 1
+            self.status.counts["bad_windows"] += 1
             self._fault(problem)
-            self._answer(stamp, "rejected")
+            self._answer(stamp_ns, "rejected")
             return
         try:
             frames = split_window(image_msg_to_rgb(msg), self.config.image_size)
         except ImageError as error:
-            self.counts["bad_windows"] += 1
+            self.status.counts["bad_windows"] += 1
             self.get_logger().error(f"dropping window: {error}", throttle_duration_sec=LOG_THROTTLE_S)
-            self._answer(stamp, "dropped")
+            self._answer(stamp_ns, "dropped")
             return
-        self._jobs.put(stamp, (received, time.perf_counter() - decode_started))
-        built = self._builds.pop(stamp)
-        if built is None:
-            self._arrivals.put(stamp, received)
-        else:
-            self.latency.add("window_transport", received - built)
-        self.counts["windows"] += 1
+        self.status.window_received(stamp_ns, received_ns, time.perf_counter() - decode_started)
         with self._lock:
-            self.controller.on_window(stamp)
-        self.worker.submit(frames[-self.config.window_size :], stamp)
+            self.controller.on_window(seconds(stamp_ns))
+        self.worker.submit(frames[-self.config.window_size :], stamp_ns)
         if self.corrections is not None:
-            self._record_correction(frames[-1], stamp)
+            with self._lock:
+                now = self.now()
+                override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
+            self.corrections.submit(
+                correction_sample(frames[-1], seconds(stamp_ns), self._executed, override, proposal)
+            )
 
     def _on_window_built(self, msg: TimeReference) -> None:
-        stamp, built = stamp_seconds(msg.header.stamp), stamp_seconds(msg.time_ref)
-        self.latency.add("frame_age_at_build", built - stamp)
-        received = self._arrivals.pop(stamp)
-        if received is None:
-            self._builds.put(stamp, built)
-        else:
-            self.latency.add("window_transport", received - built)
+        self.status.window_built(nanoseconds(msg.header.stamp), nanoseconds(msg.time_ref))
 
     def _on_instruction(self, msg: String) -> None:
         """Only a change switches: a GUI or `ros2 topic pub` repeating the instruction at 30 Hz costs nothing."""
@@ -469,64 +256,49 @@ class InferenceNode(Node):
             self.controller.on_override([msg.linear.x, msg.linear.y], self.now())
 
     # ---- worker thread callbacks --------------------------------------------------------------
-    def _on_chunk(self, chunk: np.ndarray, stamp: float, latency: float) -> None:
-        now = self.now()
-        self._record_step_latency(stamp, latency, now)
+    def _on_chunk(self, chunk: np.ndarray, stamp_ns: int, step_s: float) -> None:
+        now_ns = self.now_ns()
+        self.status.step_done(stamp_ns, step_s, now_ns, self.runner.last_timing)
         score = self.runner.last_familiarity
         with self._lock:
-            problem = self.controller.on_chunk(chunk, stamp)
+            problem = self.controller.on_chunk(chunk, seconds(stamp_ns))
             if problem is None:
-                self._chunk_ready_at = now
-            change = None if score is None else self.controller.familiarity.observe(score, stamp)
+                self._chunk_ready_at = seconds(now_ns)
+            change = None if score is None else self.controller.familiarity.observe(score, seconds(stamp_ns))
         if score is not None:
-            self.familiarity_scores.add(score)
+            self.status.familiarity_scores.add(score)
         if change is not None:
             self.familiarity_pub.publish(Bool(data=self.controller.familiarity.unfamiliar))
         if change is not None and self.controller.familiarity.unfamiliar:  # rclpy: one severity per call site
-            self.counts["unfamiliar_events"] += 1
+            self.status.counts["unfamiliar_events"] += 1
             self.get_logger().warning(change)
         elif change is not None:
             self.get_logger().info(change)
         if problem is None:
-            self.counts["chunks"] += 1
+            self.status.counts["chunks"] += 1
         else:
-            self.counts["faults"] += 1
+            self.status.counts["faults"] += 1
             self.get_logger().error(f"model output rejected, stopping: {problem}", throttle_duration_sec=LOG_THROTTLE_S)
-        self._answer(stamp, "chunk" if problem is None else "rejected")
+        self._answer(stamp_ns, "chunk" if problem is None else "rejected")
 
-    def _answer(self, stamp: float, outcome: str) -> None:
-        """window/answered: the window captured at `stamp` is dealt with (the simulator's lockstep waits for it)."""
+    def _answer(self, stamp_ns: int, outcome: str) -> None:
+        """window/answered: the window captured at `stamp_ns` is dealt with (the simulator's lockstep waits for it)."""
         msg = TimeReference(time_ref=self.get_clock().now().to_msg(), source=outcome)
-        capture = self._captures.pop(stamp)  # the exact stamp: float seconds lose nanoseconds
-        msg.header.stamp = capture if capture is not None else Time(nanoseconds=round(stamp * 1e9)).to_msg()
+        msg.header.stamp = StampMsg(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
         self.answered_pub.publish(msg)
 
-    def _record_step_latency(self, stamp: float, latency: float, now: float) -> None:
-        self.latency.add("inference_latency", latency)
-        timing, job = self.runner.last_timing, self._jobs.pop(stamp)
-        if timing is not None:
-            self.latency.add("backbone", timing.backbone_s)
-            self.latency.add("head", timing.head_s)
-            self.counts["encoded_frames"] += timing.frames_encoded
-            self.counts["held_frames"] += timing.frames_held
-        if job is not None:
-            received, decode_s = job
-            self.latency.add("queue_wait", max(now - latency - received, 0.0))
-            if timing is not None:
-                self.latency.add("preprocess", decode_s + timing.preprocess_s)
-
-    def _on_inference_error(self, message: str, stamp: float) -> None:
+    def _on_inference_error(self, message: str, stamp_ns: int) -> None:
         self._fault(message)
-        self._answer(stamp, "failed")
+        self._answer(stamp_ns, "failed")
 
     def _fault(self, message: str) -> None:
-        self.counts["faults"] += 1
+        self.status.counts["faults"] += 1
         with self._lock:
             self.controller.on_fault(message)
         self.get_logger().error(f"{message}; stopping", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _on_worker_died(self, message: str) -> None:
-        self.counts["faults"] += 1
+        self.status.counts["faults"] += 1
         with self._lock:
             self.controller.on_fatal(message)
         self.get_logger().error(f"{message}; stopped for good (restart the node)")
@@ -547,9 +319,9 @@ class InferenceNode(Node):
         command = self._publish_command(now)
         if command is None:
             return
-        self.control_rate.tick(now)
+        self.status.control_rate.tick(now)
         if command.obs_age_s is not None:
-            self.latency.add("obs_to_cmd_age", command.obs_age_s)
+            self.status.latency.add("obs_to_cmd_age", command.obs_age_s)
         if command.state != self.state:
             text = f"state {self.state.value if self.state else 'START'} -> {command.state.value}: {command.reason}"
             # Two call sites: rclpy refuses one call site logging at two severities (it raised here, which
@@ -568,127 +340,18 @@ class InferenceNode(Node):
             command = self.controller.tick(now)
             chunk_ready_at, self._chunk_ready_at = self._chunk_ready_at, None
             if chunk_ready_at is not None and command.state == DriveState.DRIVING:
-                self.latency.add("executor_delay", now - chunk_ready_at)
+                self.status.latency.add("executor_delay", now - chunk_ready_at)
             twist = Twist()
             twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
             self._executed = command.velocity
             self.cmd_pub.publish(twist)
         return command
 
-    # ---- corrections (executor thread) --------------------------------------------------------
-    def _familiarity_monitor(self, p: dict) -> FamiliarityMonitor:
-        settings = FamiliaritySettings(
-            p.familiarity_action, p.familiarity_threshold, p.familiarity_hold_s, p.familiarity_slow_factor
-        )
-        problems = settings.problems()
-        thresholds = self.config.familiarity.get("thresholds", {})
-        if thresholds and settings.threshold not in thresholds:
-            problems.append(f"familiarity_threshold must be one of {', '.join(thresholds)}, got {settings.threshold!r}")
-        if problems:
-            raise MobileVlaError("; ".join(problems))
-        monitor = FamiliarityMonitor(thresholds.get(settings.threshold), settings)
-        if monitor.active:
-            self.get_logger().info(
-                f"familiarity monitor: {settings.action} when frames score above {monitor.threshold:.3g} "
-                f"({settings.threshold} of the validation frames) for {settings.hold_s:g} s"
-            )
-        elif settings.action != "none":
-            self.get_logger().warning(
-                "familiarity monitor off: the policy has no calibrated threshold (trained without validation "
-                "episodes?); unfamiliar frames will not slow or stop the robot"
-            )
-        return monitor
-
-    def _check_precision(self, p: dict, precision: str) -> None:
-        """Refuse a dtype at which the policy fell behind fp32 in training; warn at one never checked
-        (a policy trained without validation episodes has no checks; its whitening still covers
-        bf16 and fp16). Read from policy.json before the model loads."""
-        from mobile_vla_ros.policy.precision import precision_verdict
-
-        passed, message = precision_verdict(self.config, precision)
-        if passed is False and not p.allow_failed_precision_check:
-            raise MobileVlaError(
-                f"{message}. Drive at fp32 (dtype: fp32) or another checked dtype, retrain, or set "
-                "allow_failed_precision_check: true"
-            )
-        if passed:  # rclpy: one severity per call site
-            self.get_logger().info(message)
-        else:
-            self.get_logger().warning(message)
-
-    def _correction_recorder(self, p) -> CorrectionWriter:
-        directory = Path(p.corrections_dir).expanduser()
-        for path in recover_partial_episodes(directory):
-            self.get_logger().warning(f"recovered a correction interrupted by a crash: {path} (flagged truncated)")
-
-        def open_episode() -> EpisodeWriter:
-            self.get_logger().info(f"takeover: recording a correction for {self.active_instruction!r}")
-            return EpisodeWriter(
-                directory,
-                self.active_instruction,
-                1.0 / self.config.action_dt,
-                rotated_180=self.config.camera.get("rotate_180"),
-                extra_columns=CORRECTION_COLUMNS,
-                **{CORRECTION_ATTR: True},
-                policy_model=str(Path(p.model_dir).resolve()),
-                recorder="mobile_vla_ros inference_node",
-            )
-
-        settings = CorrectionSettings(p.correction_context_s, p.correction_end_hold_s)
-        recorder = CorrectionRecorder(settings, self.config.action_dt, open_episode)
-        self.get_logger().info(f"recording corrections to {directory}")
-        logger = self.get_logger()
-        return CorrectionWriter(
-            recorder, logger.info, lambda message: logger.error(message, throttle_duration_sec=LOG_THROTTLE_S)
-        )
-
-    def _record_correction(self, frame: np.ndarray, stamp: float) -> None:
-        """One sample per window: the person's command while they are in charge, else what was executed,
-        with the policy's proposal beside it; written by the corrections thread."""
-        with self._lock:
-            now = self.now()
-            override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
-        sample = Sample(
-            frame,
-            stamp,
-            self._executed if override is None else override,
-            np.full(2, np.nan) if proposal is None else proposal,
-            human=override is not None,
-        )
-        self.corrections.submit(sample)
-
     def status_values(self) -> dict[str, str]:
-        def ms(stats: RollingStats, q: float) -> str:
-            value = stats.percentile(q)
-            return "" if value is None else f"{value * 1000:.1f}"
-
-        rate = self.control_rate.rate_hz
-        values = {
-            "state": self.state.value if self.state else "",
-            "reason": self.reason,
-            "instruction": self.active_instruction,
-            **self.latency.values(),
-            "control_rate_hz": "" if rate is None else f"{rate:.2f}",
-            "control_period_ms_p99": ms(self.control_rate.periods, 99),
-            "skipped_windows": str(self.worker.skipped_windows),
-            **self._familiarity_values(),
-        }
-        values.update({name: str(count) for name, count in self.counts.items()})
-        return values
-
-    def _familiarity_values(self) -> dict[str, str]:
-        monitor = self.controller.familiarity
-
-        def number(value) -> str:
-            return "" if value is None else f"{value:.4g}"
-
-        return {
-            "familiarity": "off" if not monitor.active else "unfamiliar" if monitor.unfamiliar else "familiar",
-            "familiarity_latest": number(monitor.latest),
-            "familiarity_p50": number(self.familiarity_scores.percentile(50)),
-            "familiarity_p95": number(self.familiarity_scores.percentile(95)),
-            "familiarity_threshold": number(monitor.threshold),
-        }
+        state = self.state.value if self.state else ""
+        return self.status.values(
+            state, self.reason, self.active_instruction, self.worker.skipped_windows, self.controller.familiarity
+        )
 
     def _publish_status(self) -> None:
         values = self.status_values()
@@ -699,7 +362,7 @@ class InferenceNode(Node):
             hardware_id="mobile_vla_ros",
             values=[KeyValue(key=key, value=value) for key, value in values.items()],
         )
-        self.familiarity_scores = RollingStats()
+        self.status.start_period()
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(array)

@@ -65,6 +65,7 @@ from mobile_vla_ros.nodes.interfaces import LATCHED, PUBLISHES, SUBSCRIBES, Serv
 from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
+from mobile_vla_ros.sim.live_episode import LiveEpisode
 from mobile_vla_ros.sim.render import SCENES, CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
 
@@ -208,7 +209,6 @@ class SimNode(Node):
         self._commands_flow = False  # lockstep: a cmd_vel has arrived, so the clock may wait for the next
         self._instruction_at: tuple[int, str] | None = None  # lockstep: (sim ns, text) of a switch to publish
         self._next_on_end = bool(p.next_episode_on_end)
-        self._ended_ns: int | None = None
         self._room = RoomConfig(max_speed=float(p.max_speed), time_limit_s=float(p.time_limit_s))
         self._renderer = Renderer(self._room, CameraConfig(int(p.image_width), int(p.image_height), float(p.hfov_deg)))
         self._camera_frame, self._world_frame = p.camera_frame_id, p.world_frame_id
@@ -222,8 +222,6 @@ class SimNode(Node):
         self.create_subscription(Twist, CMD_VEL.name, self._on_cmd_vel, 10)
         self.create_service(Trigger, RESET.name, self._on_reset)
 
-        self._command = (0.0, 0.0)
-        self._command_time_ns = None
         self._episode = int(p.first_episode) - 1
         self._start_episode()
         if self._lockstep:
@@ -248,21 +246,19 @@ class SimNode(Node):
     def _start_episode(self) -> None:
         self._episode += 1
         seed = int(self.get_parameter("seed").value)
-        self._world = World(sample_layout(seed, self._episode, self._room), self._room)
-        self._seed = seed
-        self._last_ns = self._now_ns()
-        self._hold_until_ns = self._last_ns + round(self.get_parameter("start_hold_s").value * 1e9)
+        now_ns = self._now_ns()
+        release_ns = now_ns + round(self.get_parameter("start_hold_s").value * 1e9)
         if self._lockstep:  # released on a camera frame: the same phase of frames and commands every episode
             frame_ns = self._camera_steps * self._step_ns
-            self._hold_until_ns = -(-self._hold_until_ns // frame_ns) * frame_ns
-        self._command, self._command_time_ns = (0.0, 0.0), None
-        self._ended_ns = None
+            release_ns = -(-release_ns // frame_ns) * frame_ns
+        self._live = LiveEpisode(World(sample_layout(seed, self._episode, self._room), self._room), now_ns, release_ns)
+        self._seed = seed
         self._instruction_at = None
         self._publish_result()
-        self.get_logger().info(f"episode {self._episode} (seed {seed}): {self._world.layout.to_dict()}")
+        self.get_logger().info(f"episode {self._episode} (seed {seed}): {self._live.world.layout.to_dict()}")
 
     def _publish_result(self) -> None:
-        summary = {**self._world.summary(), "episode": self._episode, "seed": self._seed}
+        summary = {**self._live.world.summary(), "episode": self._episode, "seed": self._seed}
         self._result_pub.publish(String(data=json.dumps(summary)))
 
     def _on_reset(self, request, response):
@@ -272,8 +268,8 @@ class SimNode(Node):
             {
                 "episode": self._episode,
                 "seed": self._seed,
-                "layout": self._world.layout.to_dict(),
-                "release_time": self._hold_until_ns * 1e-9,  # header time at which the robot may move
+                "layout": self._live.world.layout.to_dict(),
+                "release_time": self._live.release_ns * 1e-9,  # header time at which the robot may move
             }
         )
         return response
@@ -285,7 +281,7 @@ class SimNode(Node):
             self.get_logger().error(f"non-finite cmd_vel {command} ignored; stopping", throttle_duration_sec=1.0)
             command = (0.0, 0.0)
         self._advance()  # the previous command was in force until now
-        self._command, self._command_time_ns = command, self._now_ns()
+        self._live.command(command, self._now_ns())
         self._commands_flow = True
         if self._awaiting == "cmd_vel":
             if self._step % self._camera_steps == 0:
@@ -299,20 +295,11 @@ class SimNode(Node):
         return self._sim_ns if self._lockstep else self.get_clock().now().nanoseconds
 
     def _advance(self) -> Time:
-        """Integrate from the last update to now with the command in force (the robot holds still
-        before the episode's release); returns now."""
+        """The episode advanced to now (sim.live_episode); returns now."""
         now_ns = self._now_ns()
-        start_ns = max(self._last_ns, self._hold_until_ns)
-        self._last_ns = max(self._last_ns, now_ns)
-        if now_ns > start_ns:
-            timeout_ns = self.get_parameter("cmd_timeout_s").value * 1e9
-            fresh = self._command_time_ns is not None and now_ns - self._command_time_ns <= timeout_ns
-            was_running = not self._world.outcome.finished
-            self._world.step(self._command if fresh else (0.0, 0.0), (now_ns - start_ns) * 1e-9)
-            if was_running and self._world.outcome.finished:
-                self._ended_ns = now_ns
-                self._publish_result()
-                self.get_logger().info(f"episode {self._episode} ended: {self._world.summary()['outcome']}")
+        if self._live.advance(now_ns, self.get_parameter("cmd_timeout_s").value * 1e9):
+            self._publish_result()
+            self.get_logger().info(f"episode {self._episode} ended: {self._live.world.summary()['outcome']}")
         return Time(nanoseconds=now_ns, clock_type=self.get_clock().clock_type)
 
     # -- lockstep -------------------------------------------------------------------------------
@@ -376,21 +363,22 @@ class SimNode(Node):
 
     def _on_physics_tick(self) -> None:
         now = self._advance()
-        if self._next_on_end and self._ended_ns is not None:
-            if now.nanoseconds - self._ended_ns >= NEXT_EPISODE_PAUSE_S * 1e9:
+        if self._next_on_end and self._live.ended_ns is not None:
+            if now.nanoseconds - self._live.ended_ns >= NEXT_EPISODE_PAUSE_S * 1e9:
                 self._start_episode()
                 now = self._advance()
         pose = PoseStamped()
         pose.header.stamp = now.to_msg()
         pose.header.frame_id = self._world_frame
-        pose.pose.position.x, pose.pose.position.y = float(self._world.state.x), float(self._world.state.y)
+        state = self._live.world.state
+        pose.pose.position.x, pose.pose.position.y = float(state.x), float(state.y)
         pose.pose.orientation.w = 1.0  # always facing +x
         self._pose_pub.publish(pose)
 
     def _on_camera_tick(self) -> None:
         now = self._advance()
         self._frame_ns = now.nanoseconds
-        state, layout = self._world.state, self._world.layout
+        state, layout = self._live.world.state, self._live.world.layout
         x, y = layout.start if self.get_parameter("freeze_camera").value else (state.x, state.y)
         image = SCENES[self.get_parameter("scene").value](self._renderer.render(layout, x, y))
         self._image_pub.publish(rgb_to_image_msg(image, now.to_msg(), self._camera_frame))
