@@ -70,3 +70,17 @@ def test_instructions_are_normalised_in_one_place():
         if pattern.search(path.read_text()) and path.name != "instructions.py"
     ]
     assert not elsewhere, elsewhere
+
+
+MAX_FILE_LINES = 400
+
+
+def test_no_source_file_is_longer_than_the_house_limit():
+    """Files by job: a module past 400 lines is doing two jobs (issue 27)."""
+    long_files = {
+        path.relative_to(REPO).as_posix(): length
+        for folder in ("mobile_vla_ros", "launch", "scripts")
+        for path in (REPO / folder).rglob("*")
+        if path.suffix in (".py", ".sh") and (length := len(path.read_text().splitlines())) > MAX_FILE_LINES
+    }
+    assert not long_files, f"over {MAX_FILE_LINES} lines: {long_files}"

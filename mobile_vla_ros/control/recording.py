@@ -13,7 +13,7 @@ than `camera_lag_s` when sampled; a moving command whose stream went silent read
 `command_stale`. All times are seconds on one clock (the node's ROS clock). A saved episode is
 judged by data/quality.py; its verdicts go into the file, the state (`last_quality`) and the log line.
 
-One file on purpose: the recorder's settings, buttons and state machine change together.
+The recorder's settings, buttons and state machine live together because they change together.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ readable after a SIGKILL), flushed at least every `flush_interval_s`; `save()` f
 renames to `<name>.h5` without ever replacing an existing file.
 Recovery after a crash: data/episode_recovery.py.
 
-One file on purpose: the writer and its finalise/rename steps are one crash-safety contract.
+The writer and its finalise/rename steps are one crash-safety contract.
 """
 
 from __future__ import annotations

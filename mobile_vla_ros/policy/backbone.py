@@ -5,8 +5,8 @@ RoboVLMs "post" layout); the last hidden state at the learned action token is th
 Prompt building and tokenisation happen only in `PromptEncoder`, which training and inference
 both use (the lab lost its prompts to a second, diverging code path).
 
-One file on purpose: everything about the frozen base model (loading, fingerprint, dtype choice,
-prompt encoding) in one place, so no second path can load it differently.
+Everything about the frozen base model (loading, fingerprint, dtype choice, prompt encoding) is
+here, so no second path can load it differently.
 """
 
 from __future__ import annotations
