@@ -4,6 +4,7 @@ test/test_interfaces.py)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -38,3 +39,37 @@ def test_parameters_are_declared_only_through_the_shared_table_helper():
         if re.search(r"\.declare_parameters?\(", path.read_text())
     ]
     assert declaring == ["mobile_vla_ros/nodes/parameters.py"], declaring
+
+
+# Settings whose defaults live in a control/ or sim/ dataclass; a node's table must refer to it.
+DEFAULTS_ELSEWHERE = {
+    "max_linear_x",
+    "max_linear_y",
+    "max_speed",
+    "max_accel",
+    "max_model_output",
+    "override_hold_s",
+    "start_enabled",
+    "require_deadman",
+    "joy_timeout_s",
+    "time_limit_s",
+}
+
+
+def test_safety_defaults_exist_once_in_code():
+    """A node parameter for a limit, the enable gate or a timeout takes its default from the
+    dataclass the logic uses (VelocityLimits, SafetySettings, RoomConfig): a literal in a node's
+    table is a second default that can drift (the speed limit once said 1.2 in one and 1.15 in the other)."""
+    literal_defaults = []
+    for path in sorted((REPO / "mobile_vla_ros" / "nodes").glob("*.py")):
+        for call in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "NodeParameter"):
+                continue
+            name, default = call.args[0], call.args[1]
+            if (
+                isinstance(name, ast.Constant)
+                and name.value in DEFAULTS_ELSEWHERE
+                and isinstance(default, ast.Constant)
+            ):
+                literal_defaults.append(f"{path.name}: {name.value} = {default.value!r}")
+    assert not literal_defaults, literal_defaults

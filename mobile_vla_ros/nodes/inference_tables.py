@@ -9,6 +9,7 @@ from geometry_msgs.msg import Twist
 from sensor_msgs.msg import Image, Joy, TimeReference
 from std_msgs.msg import Bool, String
 
+from mobile_vla_ros.control.drive import SafetySettings
 from mobile_vla_ros.control.limits import VelocityLimits
 from mobile_vla_ros.nodes.camera_window_node import WINDOW, WINDOW_BUILT
 from mobile_vla_ros.nodes.interfaces import LATCHED, PUBLISHES, SUBSCRIBES, Topic
@@ -16,6 +17,7 @@ from mobile_vla_ros.nodes.parameters import NodeParameter
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 LIMITS = VelocityLimits()  # the speed limits' defaults (drive.yaml sets the robot's)
+SAFETY = SafetySettings()  # the safety settings' defaults, kept in one place
 LIMIT_NAMES = ("max_linear_x", "max_linear_y", "max_speed", "max_accel")
 # Read-only, fixed for the run, except the speed limits: `ros2 param set` changes them while driving.
 PARAMETERS = (
@@ -61,7 +63,11 @@ PARAMETERS = (
         "limit for the change of (linear.x, linear.y) in m/s^2; safety stops are immediate",
         read_only=False,
     ),
-    NodeParameter("max_model_output", 3.0, "model actions beyond this magnitude (m/s) are a fault, not clipped"),
+    NodeParameter(
+        "max_model_output",
+        SAFETY.max_model_output,
+        "model actions beyond this magnitude (m/s) are a fault, not clipped",
+    ),
     NodeParameter(
         "camera_stale_timeout_s",
         0.0,
@@ -89,11 +95,15 @@ PARAMETERS = (
     NodeParameter(
         "familiarity_slow_factor", 0.3, "with familiarity_action slow: commands scaled by this while unfamiliar"
     ),
-    NodeParameter("override_hold_s", 0.5, "a cmd_vel_teleop message overrides the policy for this long"),
-    NodeParameter("start_enabled", False, "value of the enable gate before the first message on enable"),
-    NodeParameter("require_deadman", False, "also require the joy deadman button to be held for policy motion"),
+    NodeParameter(
+        "override_hold_s", SAFETY.override_hold_s, "a cmd_vel_teleop message overrides the policy for this long"
+    ),
+    NodeParameter("start_enabled", SAFETY.start_enabled, "value of the enable gate before the first message on enable"),
+    NodeParameter(
+        "require_deadman", SAFETY.require_deadman, "also require the joy deadman button to be held for policy motion"
+    ),
     NodeParameter("deadman_button", 2, "joy button index of the deadman"),
-    NodeParameter("joy_timeout_s", 0.5, "the deadman counts as released when joy is older than this"),
+    NodeParameter("joy_timeout_s", SAFETY.joy_timeout_s, "the deadman counts as released when joy is older than this"),
     NodeParameter("instruction", "left", "initial instruction (same rules as the instruction topic)"),
     NodeParameter(
         "instruction_presets",

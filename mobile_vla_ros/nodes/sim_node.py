@@ -69,6 +69,7 @@ from mobile_vla_ros.sim.live_episode import LiveEpisode
 from mobile_vla_ros.sim.render import SCENES, CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
 
+ROOM = RoomConfig()  # the simulated room's defaults (config/sim.yaml sets the demo's)
 PARAMETERS = (
     NodeParameter(
         "seed", 0, "series of random layouts; sim/reset moves to the next layout of the current seed", read_only=False
@@ -79,8 +80,8 @@ PARAMETERS = (
     NodeParameter("image_width", 640, "camera image width in pixels"),
     NodeParameter("image_height", 480, "camera image height in pixels"),
     NodeParameter("hfov_deg", 100.0, "horizontal field of view of the camera"),
-    NodeParameter("max_speed", 1.15, "per-axis speed limit in m/s; faster commands are clipped"),
-    NodeParameter("time_limit_s", 20.0, "an episode that has not ended by then is timed_out"),
+    NodeParameter("max_speed", ROOM.max_speed, "per-axis speed limit in m/s; faster commands are clipped"),
+    NodeParameter("time_limit_s", ROOM.time_limit_s, "an episode that has not ended by then is timed_out"),
     NodeParameter("cmd_timeout_s", 0.5, "a cmd_vel older than this counts as zero velocity", read_only=False),
     NodeParameter(
         "freeze_camera",
