@@ -14,6 +14,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from mobile_vla_ros.nodes.camera_window_node import CameraWindowNode  # noqa: E402
 from mobile_vla_ros.nodes.inference_node import InferenceNode  # noqa: E402
+from mobile_vla_ros.nodes.node_specs import flatten_parameters  # noqa: E402
 from mobile_vla_ros.nodes.recorder_node import RecorderNode  # noqa: E402
 from mobile_vla_ros.nodes.sim_node import SimNode  # noqa: E402
 from mobile_vla_ros.nodes.teleop_node import TeleopNode  # noqa: E402
@@ -33,19 +34,10 @@ NODE_FILES = [CONFIG / name for name in ("drive.yaml", "record.yaml", "sim.yaml"
 CONFIG_FILES = NODE_FILES + sorted(CONFIG.glob("gamepads/*.yaml"))
 
 
-def flatten(parameters: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in parameters.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def sections(path: Path) -> dict[str, dict]:
     document = yaml.safe_load(path.read_text())
-    return {node: flatten(body["ros__parameters"]) for node, body in document.items() if node not in NOT_OURS}
+    ours = {node: body for node, body in document.items() if node not in NOT_OURS}
+    return {node: flatten_parameters(body["ros__parameters"]) for node, body in ours.items()}
 
 
 @pytest.fixture(scope="module")

@@ -299,14 +299,6 @@ def test_sigkilled_recorder_is_recovered_on_restart(ros, tmp_path):
         operator.destroy_node()
 
 
-def _flatten(prefix, value):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _flatten(f"{prefix}.{key}" if prefix else key, item)
-    else:
-        yield prefix, value
-
-
 @pytest.mark.parametrize("gamepad", ["xbox", "dragonrise"])
 def test_record_yaml_and_gamepad_profiles_set_only_declared_parameters(ros, gamepad):
     import ast
@@ -314,11 +306,13 @@ def test_record_yaml_and_gamepad_profiles_set_only_declared_parameters(ros, game
 
     import yaml
 
+    from mobile_vla_ros.nodes.node_specs import flatten_parameters
+
     root = Path(__file__).resolve().parents[1]
     sections = {}
     for path in (root / "config/record.yaml", root / f"config/gamepads/{gamepad}.yaml"):
         for node_name, body in yaml.safe_load(path.read_text()).items():
-            sections.setdefault(node_name, {}).update(dict(_flatten("", body["ros__parameters"])))
+            sections.setdefault(node_name, {}).update(flatten_parameters(body["ros__parameters"]))
     for node_class, name in ((TeleopNode, "teleop_node"), (RecorderNode, "recorder_node")):
         values = sections[name]
         node = node_class(

@@ -33,10 +33,11 @@ def parse_presets(entries) -> dict[str, str]:
 
 def drive_controller(p, config: PolicyConfig, limits: VelocityLimits) -> tuple[DriveController, list[str]]:
     """The controller, and the notes for the log on the stale timeouts taken from the model."""
+    control_period_s = 1.0 / p.control_rate_hz
     timeouts, notes = resolve_stale_timeouts(
         {name: getattr(p, name) for name in ("camera_stale_timeout_s", "chunk_stale_timeout_s")},
         config.action_dt,
-        1.0 / p.control_rate_hz,
+        control_period_s,
     )
     familiarity = FamiliaritySettings(
         p.familiarity_action, p.familiarity_threshold, p.familiarity_hold_s, p.familiarity_slow_factor
@@ -51,7 +52,7 @@ def drive_controller(p, config: PolicyConfig, limits: VelocityLimits) -> tuple[D
         require_deadman=p.require_deadman,
     )
     monitor = familiarity_monitor(familiarity, config.familiarity)
-    return DriveController(config.action_dt, 1.0 / p.control_rate_hz, limits, safety, monitor), notes
+    return DriveController(config.action_dt, control_period_s, limits, safety, monitor), notes
 
 
 def familiarity_monitor(settings: FamiliaritySettings, calibration: dict) -> FamiliarityMonitor:

@@ -33,14 +33,15 @@ class NodeSpec:
 def yaml_section(params_yaml: str | Path, node: str) -> dict[str, object]:
     """`node`'s parameters in a parameter YAML, nested keys joined with dots as ROS names them."""
     document = yaml.safe_load(Path(params_yaml).read_text()) or {}
-    return _flat(document.get(node, {}).get("ros__parameters", {}))
+    return flatten_parameters(document.get(node, {}).get("ros__parameters", {}))
 
 
-def _flat(parameters: dict, prefix: str = "") -> dict[str, object]:
+def flatten_parameters(parameters: dict, prefix: str = "") -> dict[str, object]:
+    """A YAML parameter block with nested keys joined by dots, as ROS names them."""
     flat: dict[str, object] = {}
     for key, value in parameters.items():
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flatten_parameters(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
