@@ -52,10 +52,9 @@ def tiny_checkpoint(tiny_base_model, tmp_path_factory):
         action_dt=0.1,
         instructions=instructions,
         head=HeadSettings(hidden_dim=32, lstm_layers=1),
-        action_low=(-1.15, -1.15),
-        action_high=(1.15, 1.15),
     )
     policy = VLAPolicy(config, load_base_model(tiny_base_model))
+    policy.normalizer.set_action_range((-1.15, -1.15), (1.15, 1.15))
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 4, 224, 224, 3), dtype=np.uint8))
     prompts = policy.encode_prompts(list(instructions))
     with torch.no_grad():
@@ -71,7 +70,7 @@ def tiny_checkpoint(tiny_base_model, tmp_path_factory):
         for side in range(2):
             window = features[side].view(4, 4, -1)[:, : 1 + step % 4]
             vector = policy.instruction_vector(prompts)[side : side + 1].expand(4, -1)
-            predicted = policy.denormalize_actions(policy.predict(window, vector))
+            predicted = policy.normalizer.unnormalize_actions(policy.predict(window, vector))
             loss = loss + (predicted - targets[side]).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()

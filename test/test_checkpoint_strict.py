@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from mobile_vla_ros.errors import BaseModelMismatchError, CheckpointError
 from mobile_vla_ros.policy.backbone import fingerprint_base_model
-from mobile_vla_ros.policy.checkpoint import ACTION_TOKEN_KEY, ADAPTER_FILE, HEAD_FILE, load_policy
+from mobile_vla_ros.policy.checkpoint import ACTION_TOKEN_KEY, ADAPTER_FILE, HEAD_FILE, NORMALIZATION_FILE, load_policy
 from mobile_vla_ros.policy.config import CONFIG_FILE, PolicyConfig
 
 
@@ -47,14 +47,30 @@ def test_missing_lora_tensor_is_named(checkpoint_copy, tiny_base_model):
     assert dropped[0] in str(raised.value)
 
 
-def test_missing_head_tensor_is_named(checkpoint_copy, tiny_base_model):
-    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.pop("feature_whitening"))
-    with pytest.raises(CheckpointError, match=r"missing 1 head tensor.*feature_whitening"):
+@pytest.mark.parametrize("name", ["feature_whitening", "action_low", "image_std"])
+def test_missing_normalisation_tensor_is_named(checkpoint_copy, tiny_base_model, name):
+    _edit_tensors(checkpoint_copy, NORMALIZATION_FILE, lambda t: t.pop(name))
+    with pytest.raises(CheckpointError, match=rf"missing 1 normalisation tensor.*{name}"):
         load_policy(checkpoint_copy, tiny_base_model)
 
 
+def test_missing_head_tensor_is_named(checkpoint_copy, tiny_base_model):
+    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.pop(next(iter(t))))
+    with pytest.raises(CheckpointError, match=r"missing 1 head tensor"):
+        load_policy(checkpoint_copy, tiny_base_model)
+
+
+def test_normalisation_lives_in_one_file(tiny_checkpoint):
+    """Image mean/std, action range and feature whitening: all in normalization.safetensors, none
+    in policy.json or the head's file."""
+    names = {"image_mean", "image_std", "action_low", "action_high", "feature_mean", "feature_whitening"}
+    assert names <= set(load_file(tiny_checkpoint / NORMALIZATION_FILE))
+    assert not names & set(load_file(tiny_checkpoint / HEAD_FILE))
+    assert not names & set(json.loads((tiny_checkpoint / CONFIG_FILE).read_text()))
+
+
 def test_unexpected_tensor_is_named(checkpoint_copy, tiny_base_model):
-    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.update(extra_layer=t["feature_mean"].clone()))
+    _edit_tensors(checkpoint_copy, HEAD_FILE, lambda t: t.update(extra_layer=next(iter(t.values())).clone()))
     with pytest.raises(CheckpointError, match=r"1 unexpected tensor.*extra_layer"):
         load_policy(checkpoint_copy, tiny_base_model)
 
@@ -82,7 +98,7 @@ def test_adapter_without_lora_tensors_is_not_a_policy(checkpoint_copy, tiny_base
         load_policy(checkpoint_copy, tiny_base_model)
 
 
-@pytest.mark.parametrize("key", ["chunk_size", "action_low", "instructions"])
+@pytest.mark.parametrize("key", ["chunk_size", "action_dt", "instructions"])
 def test_policy_json_missing_a_required_key_is_named(checkpoint_copy, key):
     _edit_config(checkpoint_copy, lambda data: data.pop(key))
     with pytest.raises(CheckpointError, match=f"lacks required keys \\['{key}'\\]"):
@@ -97,7 +113,7 @@ def test_policy_json_missing_a_nested_key_is_named(checkpoint_copy):
 
 @pytest.mark.parametrize(
     "version, hint",
-    [(99, "newer version"), (1, "older version"), (3, "older version: retrain"), (None, "not written by mobile-vla")],
+    [(99, "newer version"), (1, "older version"), (4, "older version: retrain"), (None, "not written by mobile-vla")],
 )
 def test_unknown_schema_version_is_refused(checkpoint_copy, version, hint):
     _edit_config(checkpoint_copy, lambda data: data.update(schema_version=version))

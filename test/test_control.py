@@ -9,6 +9,7 @@ from mobile_vla_ros.control.drive import Command, DriveController, DriveState, S
 from mobile_vla_ros.control.executor import ChunkExecutor
 from mobile_vla_ros.control.frame_window import FrameWindow
 from mobile_vla_ros.control.limits import VelocityLimiter, VelocityLimits
+from mobile_vla_ros.control.stamps import nanoseconds as ns
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 
 DT = 0.1
@@ -24,29 +25,40 @@ def ramp_chunk(n=10):
 @pytest.mark.parametrize("age, index", [(0.0, 0), (0.099, 0), (0.1, 1), (0.35, 3), (0.999, 9)])
 def test_executor_picks_the_action_due_by_elapsed_time(age, index):
     executor = ChunkExecutor(DT, stale_timeout_s=2.0)
-    executor.set_chunk(ramp_chunk(), obs_stamp=100.0)
-    due = executor.due(100.0 + age)
+    executor.set_chunk(ramp_chunk(), obs_stamp_ns=ns(100.0))
+    due = executor.due(ns(100.0 + age))
     assert due.index == index
     np.testing.assert_allclose(due.action, [index / 10, -index / 10], atol=1e-6)
 
 
 def test_executor_returns_nothing_past_the_chunk_end_or_when_stale():
     executor = ChunkExecutor(DT, stale_timeout_s=0.5)
-    assert executor.due(5.0).action is None  # no chunk yet
-    executor.set_chunk(ramp_chunk(3), obs_stamp=10.0)
-    assert executor.due(10.25).index == 2
-    assert executor.due(10.31).action is None and "used up" in executor.due(10.31).reason
-    executor.set_chunk(ramp_chunk(10), obs_stamp=11.0)
-    assert executor.due(11.45).action is not None
-    assert "old" in executor.due(11.51).reason and executor.due(11.51).action is None
-    assert "future" in executor.due(10.0).reason
+    assert executor.due(ns(5.0)).action is None  # no chunk yet
+    executor.set_chunk(ramp_chunk(3), obs_stamp_ns=ns(10.0))
+    assert executor.due(ns(10.25)).index == 2
+    assert executor.due(ns(10.31)).action is None and "used up" in executor.due(ns(10.31)).reason
+    executor.set_chunk(ramp_chunk(10), obs_stamp_ns=ns(11.0))
+    assert executor.due(ns(11.45)).action is not None
+    assert "old" in executor.due(ns(11.51)).reason and executor.due(ns(11.51)).action is None
+    assert "future" in executor.due(ns(10.0)).reason
 
 
 def test_executor_keeps_the_newest_observation():
     executor = ChunkExecutor(DT, stale_timeout_s=1.0)
-    assert executor.set_chunk(ramp_chunk(), obs_stamp=2.0)
-    assert not executor.set_chunk(ramp_chunk() + 5, obs_stamp=1.9)  # late result of an older window
-    assert executor.due(2.0).action[0] == pytest.approx(0.0)
+    assert executor.set_chunk(ramp_chunk(), obs_stamp_ns=ns(2.0))
+    assert not executor.set_chunk(ramp_chunk() + 5, obs_stamp_ns=ns(1.9))  # late result of an older window
+    assert executor.due(ns(2.0)).action[0] == pytest.approx(0.0)
+
+
+def test_stamps_are_integer_nanoseconds_and_settings_convert_once():
+    assert ns(0.1) == 100_000_000 and ns(1e-9) == 1
+    with pytest.raises(ValueError, match="finite"):
+        ns(float("inf"))
+    executor = ChunkExecutor(DT, stale_timeout_s=1.0)
+    stamp = 1_796_527_220_897_353_089  # a wall-clock stamp: in float seconds, 1 ns later is the same number
+    assert executor.set_chunk(ramp_chunk(), stamp + 1)
+    assert not executor.set_chunk(ramp_chunk() + 5, stamp)  # 1 ns older: a late result, refused
+    assert executor.due(stamp + 1 + ns(0.2)).index == 2
 
 
 # ---- limits -----------------------------------------------------------------------------------
@@ -94,8 +106,8 @@ def controller(**safety):
 
 
 def drive_ready(ctl, t=10.0, chunk=None):
-    ctl.on_window(t)
-    assert ctl.on_chunk(ramp_chunk() if chunk is None else chunk, t) is None
+    ctl.on_window(ns(t))
+    assert ctl.on_chunk(ramp_chunk() if chunk is None else chunk, ns(t)) is None
     return ctl
 
 
@@ -106,11 +118,11 @@ def assert_zero(command: Command, state: DriveState):
 
 def test_state_progression_to_driving():
     ctl = controller()
-    assert_zero(ctl.tick(1.0), DriveState.WAITING_FOR_CAMERA)
-    ctl.on_window(1.0)
-    assert_zero(ctl.tick(1.01), DriveState.WAITING_FOR_MODEL)
-    ctl.on_chunk(ramp_chunk(), 1.0)
-    command = ctl.tick(1.25)
+    assert_zero(ctl.tick(ns(1.0)), DriveState.WAITING_FOR_CAMERA)
+    ctl.on_window(ns(1.0))
+    assert_zero(ctl.tick(ns(1.01)), DriveState.WAITING_FOR_MODEL)
+    ctl.on_chunk(ramp_chunk(), ns(1.0))
+    command = ctl.tick(ns(1.25))
     assert command.state == DriveState.DRIVING
     np.testing.assert_allclose(command.velocity, [0.2, -0.2])
     assert command.obs_age_s == pytest.approx(0.25)
@@ -118,29 +130,29 @@ def test_state_progression_to_driving():
 
 def test_disabled_by_default_and_by_topic():
     ctl = drive_ready(controller(start_enabled=False))
-    assert_zero(ctl.tick(10.1), DriveState.DISABLED)
+    assert_zero(ctl.tick(ns(10.1)), DriveState.DISABLED)
     ctl.set_enabled(True)
-    assert ctl.tick(10.1).state == DriveState.DRIVING
+    assert ctl.tick(ns(10.1)).state == DriveState.DRIVING
     ctl.set_enabled(False)
-    assert_zero(ctl.tick(10.15), DriveState.DISABLED)
+    assert_zero(ctl.tick(ns(10.15)), DriveState.DISABLED)
 
 
 def test_deadman_must_be_held_on_fresh_joy_messages():
     ctl = drive_ready(controller(require_deadman=True, joy_timeout_s=0.3))
-    assert_zero(ctl.tick(10.1), DriveState.DISABLED)
-    ctl.on_joy(True, 10.1)
-    assert ctl.tick(10.2).state == DriveState.DRIVING
-    assert_zero(ctl.tick(10.45), DriveState.DISABLED)  # joy went quiet: counts as released
-    ctl.on_joy(True, 10.5)
-    ctl.on_joy(False, 10.52)
-    assert_zero(ctl.tick(10.55), DriveState.DISABLED)
+    assert_zero(ctl.tick(ns(10.1)), DriveState.DISABLED)
+    ctl.on_joy(True, ns(10.1))
+    assert ctl.tick(ns(10.2)).state == DriveState.DRIVING
+    assert_zero(ctl.tick(ns(10.45)), DriveState.DISABLED)  # joy went quiet: counts as released
+    ctl.on_joy(True, ns(10.5))
+    ctl.on_joy(False, ns(10.52))
+    assert_zero(ctl.tick(ns(10.55)), DriveState.DISABLED)
 
 
 def test_camera_staleness_stops_within_the_timeout():
     ctl = drive_ready(controller(camera_stale_s=0.3, chunk_stale_s=5.0))
-    assert ctl.tick(10.29).state == DriveState.DRIVING
-    assert_zero(ctl.tick(10.31), DriveState.STALE)
-    assert "camera" in ctl.tick(10.31).reason
+    assert ctl.tick(ns(10.29)).state == DriveState.DRIVING
+    assert_zero(ctl.tick(ns(10.31)), DriveState.STALE)
+    assert "camera" in ctl.tick(ns(10.31)).reason
 
 
 @pytest.mark.parametrize("setting", ["camera_stale_s", "chunk_stale_s"])
@@ -148,39 +160,39 @@ def test_a_stale_timeout_without_margin_for_the_window_rate_is_refused(setting):
     # 2 windows of 0.1 s + one 0.05 s tick = 0.25 s: 0.2 s would stop a healthy robot between windows.
     with pytest.raises(ValueError, match=r"_stale_timeout_s = 0.2 s is shorter than 2 windows .* = 0.25 s"):
         controller(**{setting: 0.2})
-    assert controller(**{setting: 0.25}).tick(10.0).state == DriveState.WAITING_FOR_CAMERA
+    assert controller(**{setting: 0.25}).tick(ns(10.0)).state == DriveState.WAITING_FOR_CAMERA
 
 
 def test_stale_chunk_stops_until_a_fresh_one_arrives():
     ctl = drive_ready(controller(camera_stale_s=5.0, chunk_stale_s=0.4))
-    ctl.on_window(10.6)  # windows still arrive, but inference stalls
-    assert ctl.tick(10.39).state == DriveState.DRIVING
-    assert_zero(ctl.tick(10.41), DriveState.STALE)
-    ctl.on_chunk(ramp_chunk(), 10.6)
-    assert ctl.tick(10.61).state == DriveState.DRIVING
+    ctl.on_window(ns(10.6))  # windows still arrive, but inference stalls
+    assert ctl.tick(ns(10.39)).state == DriveState.DRIVING
+    assert_zero(ctl.tick(ns(10.41)), DriveState.STALE)
+    ctl.on_chunk(ramp_chunk(), ns(10.6))
+    assert ctl.tick(ns(10.61)).state == DriveState.DRIVING
 
 
 def test_fault_zeroes_and_clears_with_a_good_chunk():
     ctl = drive_ready(controller())
-    assert "NaN" in ctl.on_chunk(np.full((10, 2), np.nan), 10.1)
-    command = ctl.tick(10.15)
+    assert "NaN" in ctl.on_chunk(np.full((10, 2), np.nan), ns(10.1))
+    command = ctl.tick(ns(10.15))
     assert_zero(command, DriveState.FAULT)
     assert "NaN" in command.reason
     ctl.on_fault("inference raised RuntimeError")
-    assert ctl.tick(10.2).state == DriveState.FAULT
+    assert ctl.tick(ns(10.2)).state == DriveState.FAULT
     drive_ready(ctl, t=10.3)
-    assert ctl.tick(10.3).state == DriveState.DRIVING
+    assert ctl.tick(ns(10.3)).state == DriveState.DRIVING
 
 
 def test_override_wins_even_when_disabled_and_expires():
     ctl = drive_ready(controller(start_enabled=False, override_hold_s=0.2))
-    ctl.on_override([0.3, 0.4, 9.0], 10.0)
-    command = ctl.tick(10.1)
+    ctl.on_override([0.3, 0.4, 9.0], ns(10.0))
+    command = ctl.tick(ns(10.1))
     assert command.state == DriveState.OVERRIDE
     np.testing.assert_allclose(command.velocity, [0.3, 0.4])
-    assert_zero(ctl.tick(10.25), DriveState.DISABLED)
-    ctl.on_override([np.nan, 1.0], 10.3)
-    assert_zero(ctl.tick(10.31), DriveState.OVERRIDE)
+    assert_zero(ctl.tick(ns(10.25)), DriveState.DISABLED)
+    ctl.on_override([np.nan, 1.0], ns(10.3))
+    assert_zero(ctl.tick(ns(10.31)), DriveState.OVERRIDE)
 
 
 def test_limits_apply_to_policy_output():
@@ -190,8 +202,8 @@ def test_limits_apply_to_policy_output():
     drive_ready(ctl, chunk=np.full((10, 2), 2.0))
     velocities = []
     for k in range(15):
-        ctl.on_window(10.0 + k * PERIOD)  # camera stays fresh; the chunk lasts 1 s
-        velocities.append(ctl.tick(10.0 + k * PERIOD).velocity)
+        ctl.on_window(ns(10.0 + k * PERIOD))  # camera stays fresh; the chunk lasts 1 s
+        velocities.append(ctl.tick(ns(10.0 + k * PERIOD)).velocity)
     velocities = np.array(velocities)
     steps = np.linalg.norm(np.diff(np.vstack([[0, 0], velocities]), axis=0), axis=1)
     assert steps.max() <= 1.0 * PERIOD + 1e-9

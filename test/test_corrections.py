@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mobile_vla_ros.control.corrections import CorrectionRecorder, CorrectionSettings, Sample
+from mobile_vla_ros.control.stamps import nanoseconds as ns
 from mobile_vla_ros.data.correction_episodes import CORRECTION_COLUMNS, HUMAN, POLICY_ACTIONS, human_frames
 from mobile_vla_ros.data.episode import list_episodes, read_episode
 from mobile_vla_ros.data.episode_recovery import recover_partial_episodes
@@ -13,6 +14,7 @@ from mobile_vla_ros.data.episode_writer import EpisodeWriter
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 
 DT = 0.1
+DT_NS = ns(DT)
 POLICY = np.array([0.3, 0.5])
 PERSON = np.array([0.2, -0.4])
 
@@ -31,13 +33,13 @@ def recorder(directory, context_s=0.5, end_hold_s=0.3, flush_interval_s=1.0):
     return CorrectionRecorder(CorrectionSettings(context_s, end_hold_s), DT, open_episode)
 
 
-def drive(rec, human_pattern: str, t0: float = 0.0):
+def drive(rec, human_pattern: str, t0_ns: int = 0):
     """One sample per character: '.' the policy drives, 'H' the person does. Returns saved paths."""
     saved = []
     for index, mark in enumerate(human_pattern):
         human = mark == "H"
         frame = np.full((16, 16, 3), index, np.uint8)
-        path = rec.on_sample(Sample(frame, t0 + index * DT, PERSON if human else POLICY, POLICY, human))
+        path = rec.on_sample(Sample(frame, t0_ns + index * DT_NS, PERSON if human else POLICY, POLICY, human))
         if path is not None:
             saved.append(path)
     return saved

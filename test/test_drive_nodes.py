@@ -612,9 +612,9 @@ def familiar_checkpoint(tiny_checkpoint, tiny_base_model, tmp_path_factory):
     errors = torch.cat(
         [features[dtype][FLOOR_GREY][:32] - features["fp32"][FLOOR_GREY][:32] for dtype in ("bf16", "fp16")]
     )
-    policy.head.set_feature_statistics(features["fp32"][FLOOR_GREY][:32], errors)
+    policy.normalizer.set_feature_statistics(features["fp32"][FLOOR_GREY][:32], errors)
     scores = {
-        colour: torch.stack([policy.head.familiarity(by_colour[colour]) for by_colour in features.values()])
+        colour: torch.stack([policy.normalizer.familiarity(by_colour[colour]) for by_colour in features.values()])
         for colour in frames
     }
     threshold = 2.0 * float(scores[FLOOR_GREY].max())
@@ -659,3 +659,49 @@ def test_unfamiliar_frames_stop_the_robot_until_familiar_ones_return(start_infer
     wait_until(lambda: harness.status.get("state") == "DRIVING", 10, "DRIVING again")
     wait_for_motion(harness, +1)
     del harness.frame_msg
+
+
+def test_ros2_param_set_changes_the_instruction_and_its_presets(start_inference, camera_on, tiny_checkpoint):
+    """The parameter services over DDS, as `ros2 param set` calls them: `instruction` switches as a message
+    on the instruction topic does and refuses what the topic refuses; new `instruction_presets` serve the
+    next instruction message, and a malformed list is refused with the old presets kept."""
+    from rcl_interfaces.srv import SetParameters
+
+    config = PolicyConfig.load(tiny_checkpoint)
+    left, right = (next(text for text in config.instructions if text.endswith(side)) for side in ("left", "right"))
+    harness = camera_on
+    harness.status = {}  # not a status of an earlier test's node
+    node = start_inference(instruction="left", max_accel=50.0)
+    client = harness.create_client(SetParameters, f"{node.get_name()}/set_parameters")  # what `ros2 param set` calls
+    assert client.wait_for_service(10)
+
+    def param_set(name: str, value):
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
+        wait_until(future.done, 10, f"the answer to setting {name}")
+        return future.result().results[0]
+
+    def reported(instruction: str) -> None:
+        wait_until(lambda: harness.status.get("instruction") == instruction, 10, f"{instruction!r} on /diagnostics")
+
+    reported(left)
+    wait_for_motion(harness, +1)
+    assert param_set("instruction", "right").successful
+    reported(right)
+    wait_for_motion(harness, -1)
+    for refused, why in (("   ", "empty instruction"), ("x" * 300, "instruction too long")):
+        result = param_set("instruction", refused)
+        assert not result.successful and why in result.reason, result
+    assert node.get_parameter("instruction").value == "right" and node.requested_instruction == right
+
+    assert param_set("instruction_presets", [f"detour={left}"]).successful
+    harness.instruction_pub.publish(String(data="detour"))
+    reported(left)
+    wait_for_motion(harness, +1)
+    result = param_set("instruction_presets", ["detour"])
+    assert not result.successful and "is not of the form 'name=full instruction'" in result.reason, result
+    assert node.get_parameter("instruction_presets").value == [f"detour={left}"]
+    harness.instruction_pub.publish(String(data="right"))
+    reported(right)
+    harness.instruction_pub.publish(String(data="detour"))  # the presets in force before the refused list
+    reported(left)
+    harness.destroy_client(client)

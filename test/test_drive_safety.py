@@ -19,6 +19,7 @@ from mobile_vla_ros.control.drive import (
     resolve_stale_timeouts,
 )
 from mobile_vla_ros.control.limits import VelocityLimits
+from mobile_vla_ros.control.stamps import nanoseconds as ns
 from mobile_vla_ros.control.worker import DelayedPolicy, InferenceWorker
 
 PERIOD = 0.05
@@ -52,25 +53,26 @@ def test_a_stale_timeout_the_user_set_is_kept_or_refused_by_the_same_floor():
 
 # ---- windows from the future, a dead worker ---------------------------------------------------
 def test_a_window_stamped_far_ahead_of_the_clock_is_refused():
-    assert future_stamp_problem(100.0 + MAX_FUTURE_STAMP_S - 0.01, 100.0) is None
-    assert future_stamp_problem(99.0, 100.0) is None
-    problem = future_stamp_problem(105.0, 100.0)
+    assert future_stamp_problem(ns(100.0 + MAX_FUTURE_STAMP_S - 0.01), ns(100.0)) is None
+    assert future_stamp_problem(ns(100.0 + MAX_FUTURE_STAMP_S), ns(100.0)) is None  # the limit itself: still usable
+    assert future_stamp_problem(ns(99.0), ns(100.0)) is None
+    problem = future_stamp_problem(ns(105.0), ns(100.0))
     assert "5.000 s in the future" in problem and "refused" in problem
 
 
 def test_a_fatal_fault_outranks_the_gate_and_is_not_cleared_by_a_chunk():
     ctl = DriveController(0.1, PERIOD, VelocityLimits(max_accel=100.0), SafetySettings(start_enabled=True))
-    ctl.on_window(10.0)
-    ctl.on_chunk(np.full((10, 2), 0.2), 10.0)
-    assert ctl.tick(10.05).state == DriveState.DRIVING
+    ctl.on_window(ns(10.0))
+    ctl.on_chunk(np.full((10, 2), 0.2), ns(10.0))
+    assert ctl.tick(ns(10.05)).state == DriveState.DRIVING
     ctl.on_fatal("inference worker died: RuntimeError: boom")
-    ctl.on_chunk(np.full((10, 2), 0.2), 10.05)
+    ctl.on_chunk(np.full((10, 2), 0.2), ns(10.05))
     ctl.set_enabled(False)
-    command = ctl.tick(10.1)
+    command = ctl.tick(ns(10.1))
     assert command.state == DriveState.FAULT and "boom" in command.reason
-    assert np.all(command.velocity == 0.0) and ctl.proposal(10.1) is None
-    ctl.on_override([0.1, 0.0], 10.1)  # a person still can move the robot
-    assert ctl.tick(10.15).state == DriveState.OVERRIDE
+    assert np.all(command.velocity == 0.0) and ctl.proposal(ns(10.1)) is None
+    ctl.on_override([0.1, 0.0], ns(10.1))  # a person still can move the robot
+    assert ctl.tick(ns(10.15)).state == DriveState.OVERRIDE
 
 
 # ---- the worker --------------------------------------------------------------------------------
@@ -90,21 +92,21 @@ class SlowPolicy:
 def worker_with(policy, events: list):
     return InferenceWorker(
         policy,
-        on_chunk=lambda chunk, stamp, latency: events.append(("chunk", stamp)),
-        on_error=lambda message, stamp: events.append(("error", stamp)),
+        on_chunk=lambda chunk, stamp_ns, latency: events.append(("chunk", stamp_ns)),
+        on_error=lambda message, stamp_ns: events.append(("error", stamp_ns)),
         on_instruction=lambda text: None,
         on_instruction_error=lambda text, error: None,
-        on_discard=lambda stamp: events.append(("discarded", stamp)),
+        on_discard=lambda stamp_ns: events.append(("discarded", stamp_ns)),
         on_died=lambda message: events.append(("died", message)),
     )
 
 
 def worker_in_a_step(seconds: float):
-    """A started worker whose policy is inside a step of `seconds` on the window stamped 1.0."""
+    """A started worker whose policy is inside a step of `seconds` on the window stamped 1 s (in ns)."""
     events, policy = [], SlowPolicy(seconds)
     worker = worker_with(policy, events)
     worker.start()
-    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), 1.0)
+    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), ns(1.0))
     assert policy.started.wait(5)
     return events, worker
 
@@ -122,32 +124,32 @@ def test_cancel_discards_the_step_in_flight_and_later_windows_still_run():
     events, worker = worker_in_a_step(0.3)
     worker.cancel()
     deadline = time.monotonic() + 5
-    while ("discarded", 1.0) not in events and time.monotonic() < deadline:
+    while ("discarded", ns(1.0)) not in events and time.monotonic() < deadline:
         time.sleep(0.01)
-    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), 2.0)
-    while ("chunk", 2.0) not in events and time.monotonic() < deadline:
+    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), ns(2.0))
+    while ("chunk", ns(2.0)) not in events and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop(timeout=1.0)
-    assert events == [("discarded", 1.0), ("chunk", 2.0)]
+    assert events == [("discarded", ns(1.0)), ("chunk", ns(2.0))]
 
 
 def test_a_worker_killed_by_its_callback_reports_why():
     died = threading.Event()
     messages = []
 
-    def on_chunk(chunk, stamp, latency):
+    def on_chunk(chunk, stamp_ns, latency):
         raise KeyError("lost stamp")
 
     worker = InferenceWorker(
         DelayedPolicy(SlowPolicy(0.0), 0.01),
         on_chunk,
-        on_error=lambda message, stamp: None,
+        on_error=lambda message, stamp_ns: None,
         on_instruction=lambda text: None,
         on_instruction_error=lambda text, error: None,
         on_died=lambda message: (messages.append(message), died.set()),
     )
     worker.start()
-    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), 1.0)
+    worker.submit(np.zeros((1, 2, 2, 3), np.uint8), ns(1.0))
     assert died.wait(5)
     assert messages == ["inference worker died: KeyError: 'lost stamp'"] and worker.failure == messages[0]
     time.sleep(0.05)

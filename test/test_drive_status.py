@@ -101,9 +101,9 @@ def test_familiarity_monitor_from_the_calibration():
 
 def test_correction_sample_is_the_persons_command_while_they_are_in_charge():
     frame, executed = np.zeros((2, 2, 3), np.uint8), np.array([0.2, 0.0])
-    policy = correction_sample(frame, 1.5, executed, None, None)
+    policy = correction_sample(frame, 1_500_000_000, executed, None, None)
     assert not policy.human and np.array_equal(policy.action, executed) and np.isnan(policy.proposal).all()
-    human = correction_sample(frame, 1.5, executed, np.array([0.0, 0.3]), np.array([0.1, 0.1]))
+    human = correction_sample(frame, 1_500_000_000, executed, np.array([0.0, 0.3]), np.array([0.1, 0.1]))
     assert human.human and np.array_equal(human.action, [0.0, 0.3]) and np.array_equal(human.proposal, [0.1, 0.1])
 
 

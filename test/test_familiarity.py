@@ -8,25 +8,26 @@ import pytest
 from mobile_vla_ros.control.drive import DriveController, DriveState, SafetySettings
 from mobile_vla_ros.control.familiarity import FamiliarityMonitor, FamiliaritySettings
 from mobile_vla_ros.control.limits import VelocityLimits
+from mobile_vla_ros.control.stamps import nanoseconds as ns
 
 
 def test_one_stray_frame_changes_nothing_a_held_one_does_and_recovery_is_held_too():
     monitor = FamiliarityMonitor(10.0, FamiliaritySettings(action="stop", hold_s=0.3))
-    assert monitor.observe(50.0, 0.0) is None and not monitor.unfamiliar  # one frame above
-    assert monitor.observe(1.0, 0.1) is None  # back below: the run above is forgotten
+    assert monitor.observe(50.0, ns(0.0)) is None and not monitor.unfamiliar  # one frame above
+    assert monitor.observe(1.0, ns(0.1)) is None  # back below: the run above is forgotten
     for stamp in (0.2, 0.3, 0.4):
-        assert monitor.observe(50.0, stamp) is None
-    message = monitor.observe(50.0, 0.5)
+        assert monitor.observe(50.0, ns(stamp)) is None
+    message = monitor.observe(50.0, ns(0.5))  # exactly hold_s after the first: integer stamps compare exactly
     assert monitor.unfamiliar and "frames unfamiliar" in message and "stop" in message
-    assert monitor.observe(float("nan"), 0.6) is None and monitor.unfamiliar  # NaN counts as unfamiliar
-    assert monitor.observe(1.0, 0.7) is None and monitor.unfamiliar  # familiar only after hold_s below
-    assert "familiar again" in monitor.observe(1.0, 1.0) and not monitor.unfamiliar
+    assert monitor.observe(float("nan"), ns(0.6)) is None and monitor.unfamiliar  # NaN counts as unfamiliar
+    assert monitor.observe(1.0, ns(0.7)) is None and monitor.unfamiliar  # familiar only after hold_s below
+    assert "familiar again" in monitor.observe(1.0, ns(1.0)) and not monitor.unfamiliar
 
 
 @pytest.mark.parametrize("threshold, action", [(None, "stop"), (10.0, "none")])
 def test_no_threshold_or_none_never_fires(threshold, action):
     monitor = FamiliarityMonitor(threshold, FamiliaritySettings(action=action, hold_s=0.0))
-    assert all(monitor.observe(1e9, t) is None for t in np.arange(0, 2, 0.1))
+    assert all(monitor.observe(1e9, ns(t)) is None for t in np.arange(0, 2, 0.1))
     assert not monitor.unfamiliar and monitor.latest == 1e9
 
 
@@ -43,11 +44,11 @@ def test_the_controller_stops_slows_or_only_warns(action, state, speed):
     monitor = FamiliarityMonitor(10.0, FamiliaritySettings(action=action, hold_s=0.0, slow_factor=0.3))
     limits = VelocityLimits(1.15, 1.15, 1.15, 100.0)
     controller = DriveController(0.1, 0.05, limits, SafetySettings(start_enabled=True), monitor)
-    controller.on_window(0.0)
-    controller.on_chunk(np.tile([[0.5, 0.5]], (10, 1)), 0.0)
-    assert controller.tick(0.05).state == DriveState.DRIVING
-    monitor.observe(99.0, 0.0)
-    command = controller.tick(0.1)
+    controller.on_window(0)
+    controller.on_chunk(np.tile([[0.5, 0.5]], (10, 1)), 0)
+    assert controller.tick(ns(0.05)).state == DriveState.DRIVING
+    monitor.observe(99.0, 0)
+    command = controller.tick(ns(0.1))
     assert command.state == state
     assert command.velocity == pytest.approx(np.array([0.5, 0.5]) * speed)
 

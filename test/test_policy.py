@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -117,7 +118,7 @@ def test_left_and_right_give_opposite_linear_y(runner):
 def test_checkpoint_round_trip_restores_every_weight(tiny_checkpoint, tiny_base_model, tmp_path):
     policy = load_policy(tiny_checkpoint, tiny_base_model)
     config = json.loads((tiny_checkpoint / "policy.json").read_text())
-    for key in ("window_size", "chunk_size", "action_dt", "prompt_template", "lora", "action_low", "base_model"):
+    for key in ("window_size", "chunk_size", "action_dt", "prompt_template", "lora", "base_model"):
         assert key in config
     assert config["base_model"]["fingerprint"] == fingerprint_base_model(tiny_base_model)
     copy = save_policy(policy, tmp_path / "copy")
@@ -125,6 +126,15 @@ def test_checkpoint_round_trip_restores_every_weight(tiny_checkpoint, tiny_base_
     frames = torch.from_numpy(random_frames(8, seed=6))[None]
     with torch.no_grad():
         torch.testing.assert_close(policy(frames, [LEFT]), again(frames, [LEFT]))
+
+
+def test_the_policy_keeps_its_own_copy_of_the_config(tiny_base_model):
+    """Building a policy names its base model in the policy's config, not in the caller's."""
+    given = PolicyConfig(instructions=(LEFT,), image_size=999)
+    before = dataclasses.asdict(given)
+    policy = VLAPolicy(given, load_base_model(tiny_base_model))
+    assert dataclasses.asdict(given) == before
+    assert policy.config.image_size == 224 and policy.config.base_model["fingerprint"]
 
 
 def test_lora_merge_keeps_outputs(tiny_base_model, tmp_path):

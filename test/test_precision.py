@@ -1,5 +1,5 @@
 """The precisions the robot runs the backbone at (issue 23): the low-precision backbone used for
-measuring and checking them, the head's noise-floored whitening, and the verdicts the node reads."""
+measuring and checking them, the noise-floored feature whitening, and the verdicts the node reads."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from mobile_vla_ros.policy.checkpoint import load_policy
-from mobile_vla_ros.policy.config import HeadSettings
-from mobile_vla_ros.policy.head import ActionHead
+from mobile_vla_ros.policy.normalization import Normalizer
 from mobile_vla_ros.policy.precision import backbone_at, precision_verdict
 from mobile_vla_ros.training.metrics import encode_episode
 from mobile_vla_ros.training.precision_checks import compare_precisions
@@ -42,24 +41,22 @@ def test_whitening_never_stretches_the_precision_error_past_unit_spread():
     signal[:, 2:] = 1e-4 * torch.randn(400, dim - 2, generator=generator)  # far below the rounding
     features = common + signal
     errors = 0.05 * torch.randn(400, dim, generator=generator)
-    settings = HeadSettings(hidden_dim=8, lstm_layers=1, dropout=0.0)
 
-    def whitened_error(head: ActionHead) -> float:
-        return float((errors @ head.feature_whitening).pow(2).sum(dim=1).mean())
+    def whitened_error(normalizer: Normalizer) -> float:
+        return float((errors @ normalizer.feature_whitening).pow(2).sum(dim=1).mean())
 
-    plain, floored = ActionHead(dim, 4, 2, 2, settings), ActionHead(dim, 4, 2, 2, settings)
+    plain, floored = (Normalizer(dim, 2, (0.5,) * 3, (0.25,) * 3) for _ in range(2))
     plain.set_feature_statistics(features)
     floored.set_feature_statistics(features, errors)
     assert whitened_error(plain) > 100 * dim
     assert whitened_error(floored) <= dim
     assert torch.allclose(floored.precision_noise_factor @ floored.precision_noise_factor.T, floored.precision_noise)
 
-    instruction = torch.zeros(3, 8)
     window = features[:24].view(3, 8, dim)
     floored.eval()
-    assert torch.equal(floored(window, instruction), floored(window, instruction))  # no noise at run time
+    assert torch.equal(floored.normalize_features(window), floored.normalize_features(window))  # no noise at run time
     floored.train()
-    assert not torch.equal(floored(window, instruction), floored(window, instruction))  # trained under it
+    assert not torch.equal(floored.normalize_features(window), floored.normalize_features(window))  # trained under it
 
 
 def report(separation, sign, blind):

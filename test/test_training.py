@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from mobile_vla_ros.cli.main import main
+from mobile_vla_ros.policy.checkpoint import NORMALIZATION_FILE, WEIGHT_FILES
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 from mobile_vla_ros.training.config import TrainConfig, TrainConfigError, load_train_config
@@ -34,6 +35,11 @@ SMALL = [
     "--set",
     "trainer.threads=1",
 ]
+
+
+def action_range(model_dir) -> tuple[list[float], list[float]]:
+    tensors = load_file(model_dir / NORMALIZATION_FILE)
+    return tensors["action_low"].tolist(), tensors["action_high"].tolist()
 
 
 def train(data, base, out, *extra) -> int:
@@ -61,7 +67,7 @@ def test_trained_policy_follows_its_instruction_on_held_out_episodes(mirrored_da
     assert config.action_dt == pytest.approx(0.1) and set(config.instructions) == set(LAB_INSTRUCTIONS.values())
     assert config.training["steps"] == 40 and config.training["instruction_separation"] is not None
     assert config.camera == {"rotate_180": False, "color_order": "rgb", "resize": "squash"}  # from the episodes
-    low, high = config.action_low, config.action_high
+    low, high = action_range(model)
     assert (
         low[0] == 0.0 and low[1] == pytest.approx(-high[1]) and 0.6 < high[1] <= 0.8 + 1e-6
     )  # mirrored |linear_y| 0.2..0.8
@@ -164,7 +170,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(mirrored_data, tiny_ba
     assert train(mirrored_data / "train", tiny_base_model, resumed, "--max-steps", "4") == 0
     assert (resumed / "training" / "checkpoints" / "last.ckpt").read_bytes()[8:9] == b"{"  # safetensors, not a pickle
     assert main(["train", "--out", str(resumed), "--resume", "--max-steps", "9"]) == 0
-    for name in ("adapter.safetensors", "head.safetensors"):
+    for name in WEIGHT_FILES:
         a, b = load_file(straight / name), load_file(resumed / name)
         assert a.keys() == b.keys()
         for key in a:
@@ -236,6 +242,10 @@ def test_config_file_matches_built_in_defaults_and_rejects_unknown_keys(tmp_path
         load_train_config(None, ["optim.lr=1"])
     with pytest.raises(TrainConfigError, match="must be of type int"):
         load_train_config(None, ["trainer.max_steps=lots"])
+    # The policy section is the policy's own PolicyConfig; what the episodes decide cannot be set.
+    assert isinstance(config.policy, PolicyConfig)
+    with pytest.raises(TrainConfigError, match="unknown training setting 'policy.action_dt'"):
+        load_train_config(None, ["policy.action_dt=0.2"])
 
 
 def write_corrections(directory, episodes: int, person_y: float, seed: int = 3) -> None:
@@ -259,7 +269,8 @@ def write_corrections(directory, episodes: int, person_y: float, seed: int = 3) 
         for t, image in enumerate(images):
             human = 5 <= t < 20
             action = np.array([0.3, person_y if human else 0.5])
-            recorder.on_sample(Sample(image, 100.0 * index + t * 0.1, action, np.array([0.3, 0.5]), human))
+            stamp_ns = index * 100_000_000_000 + t * 100_000_000  # 0.1 s apart, episodes 100 s apart
+            recorder.on_sample(Sample(image, stamp_ns, action, np.array([0.3, 0.5]), human))
     assert len(recorder.saved) == episodes
 
 
@@ -307,7 +318,7 @@ def test_fine_tuning_on_corrections_continues_the_policy_and_moves_it_toward_the
     print(f"left linear_y on corrected frames: before {before:.3f}, after {after:.3f}")
     assert after < before - 0.2
     config, initial = PolicyConfig.load(model), PolicyConfig.load(tiny_checkpoint)
-    assert (config.action_low, config.action_high) == (initial.action_low, initial.action_high)
+    assert action_range(model) == action_range(tiny_checkpoint)
     assert config.chunk_size == initial.chunk_size == 5  # the policy's, not config/train.yaml's 10
     assert config.training["init_from"] == str(tiny_checkpoint.resolve())
     assert sorted(config.training["correction_episodes"]) == [str(p) for p in list_episodes(corrections)]
@@ -372,7 +383,7 @@ def test_cached_features_give_the_same_predictions_and_loss_as_the_frames(tiny_c
         ]
     )
     cached = cache_features(policy, episodes)
-    assert [episode.features.shape for episode in cached] == [(10, policy.head.feature_mean.numel())] * 4
+    assert [episode.features.shape for episode in cached] == [(10, policy.normalizer.feature_mean.numel())] * 4
     module.eval()
     for dataset in (WindowDataset, lambda *a: WindowDataset(*a, clip_length=4)):
         from_frames, from_features = dataset(episodes, 8, 5), dataset(cached, 8, 5)

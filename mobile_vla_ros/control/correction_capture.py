@@ -53,13 +53,13 @@ def correction_writer(
 
 
 def correction_sample(
-    frame: np.ndarray, stamp_s: float, executed: np.ndarray, override: np.ndarray | None, proposal: np.ndarray | None
+    frame: np.ndarray, stamp_ns: int, executed: np.ndarray, override: np.ndarray | None, proposal: np.ndarray | None
 ) -> Sample:
     """One sample per window: the person's command (`override`) while they are in charge, else what
     was executed, with the policy's proposal beside it (NaN when it has none)."""
     return Sample(
         frame,
-        stamp_s,
+        stamp_ns,
         executed if override is None else override,
         np.full(2, np.nan) if proposal is None else proposal,
         human=override is not None,

@@ -26,9 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from mobile_vla_ros.control.background import BackgroundQueue
+from mobile_vla_ros.control.stamps import nanoseconds, seconds
 from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
-
-STAMP_TOLERANCE_S = 1e-6  # stamps a whole number of samples apart must compare as such
 
 
 class EpisodeSink(Protocol):
@@ -53,7 +52,7 @@ class CorrectionSettings:
 @dataclass(frozen=True)
 class Sample:
     frame: np.ndarray  # (H, W, 3) uint8 RGB, as the policy saw it
-    stamp: float
+    stamp_ns: int  # capture stamp
     action: np.ndarray  # (2,) what moved the robot: the person's command, else the executed command
     proposal: np.ndarray  # (2,) the policy's proposal, NaN when none
     human: bool
@@ -66,8 +65,9 @@ class CorrectionRecorder:
         self.settings = settings.validate(sample_period_s)
         self._open_episode = open_episode
         self._context: deque[Sample] = deque(maxlen=max(1, round(settings.context_s / sample_period_s)) + 1)
+        self._end_hold_ns = nanoseconds(settings.end_hold_s)
         self._episode: EpisodeSink | None = None
-        self._last_human = -np.inf
+        self._last_human_ns = 0  # set by the human sample that opens an episode, before it is read
         self.saved: list[Path] = []
 
     @property
@@ -76,7 +76,7 @@ class CorrectionRecorder:
 
     def on_sample(self, sample: Sample) -> Path | None:
         if sample.human:
-            self._last_human = sample.stamp
+            self._last_human_ns = sample.stamp_ns
         if self._episode is None:
             self._context.append(sample)
             if not sample.human:
@@ -87,7 +87,7 @@ class CorrectionRecorder:
             self._context.clear()
             return None
         self._write(sample)
-        if sample.stamp - self._last_human >= self.settings.end_hold_s - STAMP_TOLERANCE_S:
+        if sample.stamp_ns - self._last_human_ns >= self._end_hold_ns:
             return self.finish()
         return None
 
@@ -108,7 +108,10 @@ class CorrectionRecorder:
         action = np.zeros(3, np.float32)
         action[:2] = sample.action
         self._episode.append(
-            sample.frame, action, sample.stamp, extras={POLICY_ACTIONS: sample.proposal, HUMAN: sample.human}
+            sample.frame,
+            action,
+            seconds(sample.stamp_ns),
+            extras={POLICY_ACTIONS: sample.proposal, HUMAN: sample.human},
         )
 
 

@@ -21,12 +21,12 @@ Priority, highest first (the first that applies decides the state):
 
 Every state but DRIVING and OVERRIDE commands zero, immediately (no deceleration ramp), and zero
 keeps being published at the control rate so a base-side watchdog sees a live, stopped stream.
-All times are seconds on one clock (the node's ROS clock; header stamps use the same clock).
+All times are on one clock (the node's ROS clock; header stamps use the same clock): stamps and
+`now_ns` in integer nanoseconds, settings in seconds (control/stamps.py).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,6 +35,7 @@ import numpy as np
 from mobile_vla_ros.control.executor import ChunkExecutor
 from mobile_vla_ros.control.familiarity import FamiliarityMonitor, FamiliaritySettings
 from mobile_vla_ros.control.limits import VelocityLimiter, VelocityLimits
+from mobile_vla_ros.control.stamps import nanoseconds, seconds
 
 
 class DriveState(str, Enum):
@@ -131,12 +132,12 @@ def resolve_stale_timeouts(
 MAX_FUTURE_STAMP_S = 1.0
 
 
-def future_stamp_problem(stamp: float, now: float) -> str | None:
-    """Why a window stamped `stamp` cannot be used at `now`, or None when it can."""
-    ahead = stamp - now
-    if ahead > MAX_FUTURE_STAMP_S:
+def future_stamp_problem(stamp_ns: int, now_ns: int) -> str | None:
+    """Why a window stamped `stamp_ns` cannot be used at `now_ns`, or None when it can."""
+    ahead_ns = stamp_ns - now_ns
+    if ahead_ns > nanoseconds(MAX_FUTURE_STAMP_S):
         return (
-            f"window stamped {ahead:.3f} s in the future (limit {MAX_FUTURE_STAMP_S:g} s): "
+            f"window stamped {seconds(ahead_ns):.3f} s in the future (limit {MAX_FUTURE_STAMP_S:g} s): "
             "the camera's clock is not the node's (use_sim_time? another machine's clock?); window refused"
         )
     return None
@@ -163,28 +164,31 @@ class DriveController:
                     "a healthy camera would stop the robot between windows"
                 )
         self.safety = safety
+        self._camera_stale_ns, self._override_hold_ns, self._joy_timeout_ns = (
+            nanoseconds(value) for value in (safety.camera_stale_s, safety.override_hold_s, safety.joy_timeout_s)
+        )
         self.familiarity = familiarity or FamiliarityMonitor(None, FamiliaritySettings(action="none"))
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)
         self.limiter = VelocityLimiter(limits, control_period_s)
         self.enabled = safety.start_enabled
         self.fault: str | None = None
         self.fatal: str | None = None
-        self._window_stamp: float | None = None
-        self._deadman_at = -math.inf
-        self._override: tuple[float, np.ndarray] | None = None
+        self._window_stamp_ns: int | None = None
+        self._deadman_ns: int | None = None  # when the deadman was last seen held
+        self._override: tuple[int, np.ndarray] | None = None  # (when, the person's command)
 
     # ---- inputs -------------------------------------------------------------------------------
-    def on_window(self, stamp: float) -> None:
-        if self._window_stamp is None or stamp > self._window_stamp:
-            self._window_stamp = stamp
+    def on_window(self, stamp_ns: int) -> None:
+        if self._window_stamp_ns is None or stamp_ns > self._window_stamp_ns:
+            self._window_stamp_ns = stamp_ns
 
-    def on_chunk(self, chunk, obs_stamp: float) -> str | None:
+    def on_chunk(self, chunk, obs_stamp_ns: int) -> str | None:
         """Adopt a model output; returns the fault message when it is rejected."""
         problem = check_chunk(chunk, 2, self.safety.max_model_output)
         if problem is not None:
             self.on_fault(problem)
             return problem
-        if self.executor.set_chunk(chunk, obs_stamp):
+        if self.executor.set_chunk(chunk, obs_stamp_ns):
             self.fault = None
         return None
 
@@ -201,38 +205,38 @@ class DriveController:
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = bool(enabled)
 
-    def on_joy(self, deadman_pressed: bool, now: float) -> None:
-        self._deadman_at = now if deadman_pressed else -math.inf
+    def on_joy(self, deadman_pressed: bool, now_ns: int) -> None:
+        self._deadman_ns = now_ns if deadman_pressed else None
 
-    def on_override(self, velocity, now: float) -> None:
+    def on_override(self, velocity, now_ns: int) -> None:
         command = np.asarray(velocity, dtype=np.float64)[:2]
         # A garbled teleop message must not move the robot; zero still stops it.
-        self._override = (now, command if np.all(np.isfinite(command)) else np.zeros(2))
+        self._override = (now_ns, command if np.all(np.isfinite(command)) else np.zeros(2))
 
     # ---- decision -----------------------------------------------------------------------------
-    def gate_open(self, now: float) -> bool:
-        deadman_ok = not self.safety.require_deadman or now - self._deadman_at <= self.safety.joy_timeout_s
-        return self.enabled and deadman_ok
+    def gate_open(self, now_ns: int) -> bool:
+        held = self._deadman_ns is not None and now_ns - self._deadman_ns <= self._joy_timeout_ns
+        return self.enabled and (held or not self.safety.require_deadman)
 
-    def tick(self, now: float) -> Command:
-        override = self.override_velocity(now)
+    def tick(self, now_ns: int) -> Command:
+        override = self.override_velocity(now_ns)
         if override is not None:
             return Command(self.limiter.limit(override), DriveState.OVERRIDE, "teleop command")
         if self.fatal is not None:
             return self._stop(DriveState.FAULT, self.fatal)
-        if not self.gate_open(now):
+        if not self.gate_open(now_ns):
             reason = "enable is false" if not self.enabled else "deadman button not held"
             return self._stop(DriveState.DISABLED, reason)
-        if self._window_stamp is None:
+        if self._window_stamp_ns is None:
             return self._stop(DriveState.WAITING_FOR_CAMERA, "no camera window received yet")
-        camera_age = now - self._window_stamp
-        if camera_age > self.safety.camera_stale_s:
-            return self._stop(DriveState.STALE, f"newest camera frame is {camera_age:.3f} s old")
+        camera_age_ns = now_ns - self._window_stamp_ns
+        if camera_age_ns > self._camera_stale_ns:
+            return self._stop(DriveState.STALE, f"newest camera frame is {seconds(camera_age_ns):.3f} s old")
         if self.fault is not None:
             return self._stop(DriveState.FAULT, self.fault)
         if not self.executor.has_chunk:
             return self._stop(DriveState.WAITING_FOR_MODEL, "first inference running")
-        due = self.executor.due(now)
+        due = self.executor.due(now_ns)
         if due.action is None:
             return self._stop(DriveState.STALE, due.reason)
         monitor = self.familiarity
@@ -243,18 +247,18 @@ class DriveController:
             return Command(self.limiter.limit(slowed), DriveState.UNFAMILIAR, "frames unfamiliar: slowed", due.age_s)
         return Command(self.limiter.limit(due.action), DriveState.DRIVING, f"chunk action {due.index}", due.age_s)
 
-    def override_velocity(self, now: float) -> np.ndarray | None:
+    def override_velocity(self, now_ns: int) -> np.ndarray | None:
         """The person's command while they are in charge (OVERRIDE), else None."""
-        if self._override is not None and now - self._override[0] <= self.safety.override_hold_s:
+        if self._override is not None and now_ns - self._override[0] <= self._override_hold_ns:
             return self._override[1]
         return None
 
-    def proposal(self, now: float) -> np.ndarray | None:
+    def proposal(self, now_ns: int) -> np.ndarray | None:
         """What the policy would command now (before limits), whatever the state; None when it has
         nothing valid. Recorded beside a person's corrections."""
         if self.fault is not None or self.fatal is not None or not self.executor.has_chunk:
             return None
-        return self.executor.due(now).action
+        return self.executor.due(now_ns).action
 
     def _stop(self, state: DriveState, reason: str) -> Command:
         return Command(self.limiter.reset(), state, reason)

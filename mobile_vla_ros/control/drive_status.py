@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from mobile_vla_ros.control.familiarity import FamiliarityMonitor
 from mobile_vla_ros.control.latency import ByStamp, StageLatency
+from mobile_vla_ros.control.stamps import seconds
 from mobile_vla_ros.control.stats import RateMeter, RollingStats
 
 COUNTS = ("windows", "bad_windows", "chunks", "faults", "unfamiliar_events", "encoded_frames", "held_frames")
-
-
-def seconds(nanoseconds: int) -> float:
-    return nanoseconds * 1e-9
 
 
 class DriveStatus:

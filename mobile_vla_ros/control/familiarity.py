@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mobile_vla_ros.control.stamps import nanoseconds
+
 # "none", not "off": YAML (and so ROS parameter files and `-p name:=off`) reads off as false.
 ACTIONS = ("none", "warn", "slow", "stop")
 
@@ -36,33 +38,34 @@ class FamiliaritySettings:
 
 
 class FamiliarityMonitor:
-    """Feed it each window's newest-frame score with its capture stamp; `unfamiliar` is the verdict."""
+    """Feed it each window's newest-frame score with its capture stamp (integer ns); `unfamiliar` is the verdict."""
 
     def __init__(self, threshold: float | None, settings: FamiliaritySettings):
         self.threshold = threshold
         self.settings = settings
         self.unfamiliar = False
-        self._since: float | None = None  # first stamp of the current run of scores on the other side
+        self._hold_ns = nanoseconds(settings.hold_s)
+        self._since_ns: int | None = None  # first stamp of the current run of scores on the other side
         self.latest: float | None = None
 
     @property
     def active(self) -> bool:
         return self.threshold is not None and self.settings.action != "none"
 
-    def observe(self, score: float, stamp: float) -> str | None:
+    def observe(self, score: float, stamp_ns: int) -> str | None:
         """A one-line message when the verdict changes, else None."""
         self.latest = score
         if not self.active:
             return None
         crossed = not (score <= self.threshold) if not self.unfamiliar else score <= self.threshold  # NaN: above
         if not crossed:
-            self._since = None
+            self._since_ns = None
             return None
-        if self._since is None:
-            self._since = stamp
-        if stamp - self._since < self.settings.hold_s:
+        if self._since_ns is None:
+            self._since_ns = stamp_ns
+        if stamp_ns - self._since_ns < self._hold_ns:
             return None
-        self.unfamiliar, self._since = not self.unfamiliar, None
+        self.unfamiliar, self._since_ns = not self.unfamiliar, None
         if self.unfamiliar:
             return (
                 f"frames unfamiliar: score {score:.3g} above the threshold {self.threshold:.3g} "

@@ -62,20 +62,20 @@ class StageLatency:
 
 
 class ByStamp:
-    """Values keyed by a window's capture stamp, for matching what arrives on different topics or
+    """Values keyed by a window's capture stamp (integer ns), for matching what arrives on different topics or
     threads; only the newest `size` are kept (skipped windows never come back)."""
 
     def __init__(self, size: int = 32):
         self._size = size
-        self._values: OrderedDict[float, object] = OrderedDict()
+        self._values: OrderedDict[int, object] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, stamp: float, value) -> None:
+    def put(self, stamp_ns: int, value) -> None:
         with self._lock:
-            self._values[stamp] = value
+            self._values[stamp_ns] = value
             while len(self._values) > self._size:
                 self._values.popitem(last=False)
 
-    def pop(self, stamp: float, default=None):
+    def pop(self, stamp_ns: int, default=None):
         with self._lock:
-            return self._values.pop(stamp, default)
+            return self._values.pop(stamp_ns, default)

@@ -47,11 +47,11 @@ class InferenceWorker:
     def __init__(
         self,
         policy: Policy,
-        on_chunk: Callable[[np.ndarray, float, float], None],  # (chunk, observation stamp, latency s)
-        on_error: Callable[[str, float], None],  # (message, observation stamp)
+        on_chunk: Callable[[np.ndarray, int, float], None],  # (chunk, observation stamp ns, latency s)
+        on_error: Callable[[str, int], None],  # (message, observation stamp ns)
         on_instruction: Callable[[str], None],
         on_instruction_error: Callable[[str, Exception], None],
-        on_discard: Callable[[float], None] = lambda stamp: None,  # (observation stamp) after cancel()
+        on_discard: Callable[[int], None] = lambda stamp_ns: None,  # (observation stamp ns) after cancel()
         on_died: Callable[[str], None] = lambda message: None,
     ):
         self._policy = policy
@@ -59,7 +59,7 @@ class InferenceWorker:
         self._on_instruction, self._on_instruction_error = on_instruction, on_instruction_error
         self._on_discard, self._on_died = on_discard, on_died
         self._wake = threading.Condition()
-        self._window: tuple[np.ndarray, float] | None = None
+        self._window: tuple[np.ndarray, int] | None = None  # (window, its capture stamp ns)
         self._instruction: str | None = None
         self._stopping = False
         self._generation = 0  # cancel() moves it on: a step started before is discarded
@@ -75,11 +75,11 @@ class InferenceWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, window: np.ndarray, stamp: float) -> None:
+    def submit(self, window: np.ndarray, stamp_ns: int) -> None:
         with self._wake:
             if self._window is not None:
                 self.skipped_windows += 1
-            self._window = (window, stamp)
+            self._window = (window, stamp_ns)
             self._wake.notify()
 
     def request_instruction(self, instruction: str) -> None:
@@ -134,7 +134,7 @@ class InferenceWorker:
             if job is not None:
                 self._infer(*job, generation)
 
-    def _infer(self, window: np.ndarray, stamp: float, generation: int) -> None:
+    def _infer(self, window: np.ndarray, stamp_ns: int, generation: int) -> None:
         started = time.perf_counter()
         try:
             chunk = self._policy.step(window)
@@ -147,8 +147,8 @@ class InferenceWorker:
             if discard:
                 self.discarded_steps += 1
         if discard:
-            self._on_discard(stamp)
+            self._on_discard(stamp_ns)
         elif chunk is None:
-            self._on_error(failure, stamp)
+            self._on_error(failure, stamp_ns)
         else:
-            self._on_chunk(chunk, stamp, time.perf_counter() - started)
+            self._on_chunk(chunk, stamp_ns, time.perf_counter() - started)

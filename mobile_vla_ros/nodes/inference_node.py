@@ -7,6 +7,7 @@ decisions are control.drive.DriveController's, the set-up control.inference_setu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import threading
@@ -17,7 +18,6 @@ import numpy as np
 from builtin_interfaces.msg import Time as StampMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, Joy, TimeReference
@@ -26,7 +26,7 @@ from std_msgs.msg import Bool, String
 from mobile_vla_ros.control.correction_capture import correction_sample, correction_writer
 from mobile_vla_ros.control.corrections import CorrectionSettings
 from mobile_vla_ros.control.drive import DriveState, future_stamp_problem
-from mobile_vla_ros.control.drive_status import DriveStatus, seconds
+from mobile_vla_ros.control.drive_status import DriveStatus
 from mobile_vla_ros.control.inference_setup import (
     FAMILIARITY_UNCALIBRATED,
     describe_familiarity,
@@ -35,6 +35,7 @@ from mobile_vla_ros.control.inference_setup import (
     parse_presets,
 )
 from mobile_vla_ros.control.limits import VelocityLimits
+from mobile_vla_ros.control.stamps import seconds
 from mobile_vla_ros.control.worker import DelayedPolicy, InferenceWorker
 from mobile_vla_ros.data.images import split_window
 from mobile_vla_ros.errors import ImageError, InstructionError, MobileVlaError
@@ -54,7 +55,7 @@ from mobile_vla_ros.nodes.inference_tables import (
     WINDOW_ANSWERED,
     WINDOW_BUILT,
 )
-from mobile_vla_ros.nodes.parameters import declare_parameters
+from mobile_vla_ros.nodes.parameters import accept_changes, declare_parameters
 from mobile_vla_ros.nodes.process import publish_final_stop, run_node
 from mobile_vla_ros.nodes.ros_image import image_msg_to_rgb
 from mobile_vla_ros.policy.config import PolicyConfig
@@ -102,7 +103,9 @@ class InferenceNode(Node):
         self.deadman_button = p.deadman_button
         self._lock = threading.Lock()
         self._stopped = False
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        changes = {name: functools.partial(self._limit_change, name) for name in LIMIT_NAMES}
+        changes.update(instruction_presets=self._presets_change, instruction=self._instruction_switch)
+        accept_changes(self, PARAMETERS, changes)
         self.corrections = None
         if p.record_corrections:
             logger = self.get_logger()
@@ -124,7 +127,7 @@ class InferenceNode(Node):
         self.runner.set_instruction(first_instruction)
         self._executed = np.zeros(2)
         self.status = DriveStatus()
-        self._chunk_ready_at: float | None = None
+        self._chunk_ready_ns: int | None = None
         self.state = None
         self.reason = ""
         self.active_instruction = self.requested_instruction = first_instruction
@@ -166,11 +169,8 @@ class InferenceNode(Node):
         )
 
     def now_ns(self) -> int:
+        """The node's clock, as control/ counts time: integer nanoseconds, like the header stamps."""
         return self.get_clock().now().nanoseconds
-
-    def now(self) -> float:
-        """Seconds on the node's clock, as control.drive counts time."""
-        return seconds(self.now_ns())
 
     def _expand(self, text: str) -> str:
         return expand_instruction(text, self.config.instructions, self.presets, self.config.max_instruction_chars)
@@ -179,7 +179,7 @@ class InferenceNode(Node):
     def _on_window(self, msg: Image) -> None:
         received_ns, decode_started = self.now_ns(), time.perf_counter()
         stamp_ns = nanoseconds(msg.header.stamp)
-        problem = future_stamp_problem(seconds(stamp_ns), seconds(received_ns))
+        problem = future_stamp_problem(stamp_ns, received_ns)
         if problem is not None:  # kept out of the controller: it would make every later window look old
             self.status.counts["bad_windows"] += 1
             self._fault(problem)
@@ -194,48 +194,59 @@ class InferenceNode(Node):
             return
         self.status.window_received(stamp_ns, received_ns, time.perf_counter() - decode_started)
         with self._lock:
-            self.controller.on_window(seconds(stamp_ns))
+            self.controller.on_window(stamp_ns)
         self.worker.submit(frames[-self.config.window_size :], stamp_ns)
         if self.corrections is not None:
             with self._lock:
-                now = self.now()
-                override, proposal = self.controller.override_velocity(now), self.controller.proposal(now)
-            self.corrections.submit(
-                correction_sample(frames[-1], seconds(stamp_ns), self._executed, override, proposal)
-            )
+                now_ns = self.now_ns()
+                override, proposal = self.controller.override_velocity(now_ns), self.controller.proposal(now_ns)
+            self.corrections.submit(correction_sample(frames[-1], stamp_ns, self._executed, override, proposal))
 
     def _on_window_built(self, msg: TimeReference) -> None:
         self.status.window_built(nanoseconds(msg.header.stamp), nanoseconds(msg.time_ref))
 
     def _on_instruction(self, msg: String) -> None:
-        """Only a change switches: a GUI or `ros2 topic pub` repeating the instruction at 30 Hz costs nothing."""
         try:
-            instruction = self._expand(msg.data)
+            self._instruction_switch(msg.data)()
         except InstructionError as error:
             self.get_logger().error(
                 f"instruction {msg.data!r} rejected: {error}; keeping {self.active_instruction!r}",
                 throttle_duration_sec=LOG_THROTTLE_S,
             )
-            return
-        if instruction == self.requested_instruction:
-            return
-        self.requested_instruction = instruction
-        self.get_logger().info(f"instruction {msg.data!r} -> {instruction!r} (from the next inference)")
-        self.worker.request_instruction(instruction)
 
-    def _on_set_parameters(self, parameters) -> SetParametersResult:
-        """`ros2 param set` on a speed limit applies from the next command; a value VelocityLimits
-        refuses (not positive, not finite) is refused with its reason and nothing changes."""
-        changed = {parameter.name: parameter.value for parameter in parameters if parameter.name in LIMIT_NAMES}
-        if not changed:
-            return SetParametersResult(successful=True)
-        try:
-            limits = dataclasses.replace(self.controller.limiter.limits, **changed)
-        except ValueError as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        self.controller.limiter.set_limits(limits)
-        self.get_logger().info(f"speed limits now {limits}")
-        return SetParametersResult(successful=True)
+    def _instruction_switch(self, text: str):
+        """The switch to `text` (InstructionError: no instruction), for the topic and `ros2 param set` alike.
+        Only a change switches: a GUI or `ros2 topic pub` repeating the instruction at 30 Hz costs nothing."""
+        instruction = self._expand(text)
+
+        def switch() -> None:
+            if instruction != self.requested_instruction:
+                self.requested_instruction = instruction
+                self.get_logger().info(f"instruction {text!r} -> {instruction!r} (from the next inference)")
+                self.worker.request_instruction(instruction)
+
+        return switch
+
+    def _limit_change(self, name: str, value):
+        """A speed limit, from the next command on; one VelocityLimits refuses (not positive, not finite) raises."""
+        dataclasses.replace(self.controller.limiter.limits, **{name: value})  # the check: ValueError
+
+        def change() -> None:
+            limits = dataclasses.replace(self.controller.limiter.limits, **{name: value})
+            self.controller.limiter.set_limits(limits)
+            self.get_logger().info(f"speed limits now {limits}")
+
+        return change
+
+    def _presets_change(self, entries):
+        """Presets for the instructions from now on; entries not of the form 'name=text' raise."""
+        presets = parse_presets(entries)
+
+        def change() -> None:
+            self.presets = presets
+            self.get_logger().info(f"instruction presets now {', '.join(presets) or 'none'}")
+
+        return change
 
     def _on_enable(self, msg: Bool) -> None:
         """Disabling stops at once: the zero goes out now, not on the next tick, and the step in
@@ -243,17 +254,17 @@ class InferenceNode(Node):
         with self._lock:
             self.controller.set_enabled(msg.data)
         if not msg.data:
-            self._publish_command(self.now())
+            self._publish_command(self.now_ns())
             self.worker.cancel()
 
     def _on_joy(self, msg: Joy) -> None:
         pressed = 0 <= self.deadman_button < len(msg.buttons) and msg.buttons[self.deadman_button] == 1
         with self._lock:
-            self.controller.on_joy(pressed, self.now())
+            self.controller.on_joy(pressed, self.now_ns())
 
     def _on_teleop(self, msg: Twist) -> None:
         with self._lock:
-            self.controller.on_override([msg.linear.x, msg.linear.y], self.now())
+            self.controller.on_override([msg.linear.x, msg.linear.y], self.now_ns())
 
     # ---- worker thread callbacks --------------------------------------------------------------
     def _on_chunk(self, chunk: np.ndarray, stamp_ns: int, step_s: float) -> None:
@@ -261,10 +272,10 @@ class InferenceNode(Node):
         self.status.step_done(stamp_ns, step_s, now_ns, self.runner.last_timing)
         score = self.runner.last_familiarity
         with self._lock:
-            problem = self.controller.on_chunk(chunk, seconds(stamp_ns))
+            problem = self.controller.on_chunk(chunk, stamp_ns)
             if problem is None:
-                self._chunk_ready_at = seconds(now_ns)
-            change = None if score is None else self.controller.familiarity.observe(score, seconds(stamp_ns))
+                self._chunk_ready_ns = now_ns
+            change = None if score is None else self.controller.familiarity.observe(score, stamp_ns)
         if score is not None:
             self.status.familiarity_scores.add(score)
         if change is not None:
@@ -315,11 +326,11 @@ class InferenceNode(Node):
 
     # ---- outputs (executor thread) ------------------------------------------------------------
     def _on_control_tick(self) -> None:
-        now = self.now()
-        command = self._publish_command(now)
+        now_ns = self.now_ns()
+        command = self._publish_command(now_ns)
         if command is None:
             return
-        self.status.control_rate.tick(now)
+        self.status.control_rate.tick(seconds(now_ns))
         if command.obs_age_s is not None:
             self.status.latency.add("obs_to_cmd_age", command.obs_age_s)
         if command.state != self.state:
@@ -332,15 +343,15 @@ class InferenceNode(Node):
                 self.get_logger().info(text)
         self.state, self.reason = command.state, command.reason
 
-    def _publish_command(self, now: float):
-        """The controller's command for `now` on cmd_vel; None once stopped (the final zero is out)."""
+    def _publish_command(self, now_ns: int):
+        """The controller's command for `now_ns` on cmd_vel; None once stopped (the final zero is out)."""
         with self._lock:
             if self._stopped:
                 return None
-            command = self.controller.tick(now)
-            chunk_ready_at, self._chunk_ready_at = self._chunk_ready_at, None
-            if chunk_ready_at is not None and command.state == DriveState.DRIVING:
-                self.status.latency.add("executor_delay", now - chunk_ready_at)
+            command = self.controller.tick(now_ns)
+            chunk_ready_ns, self._chunk_ready_ns = self._chunk_ready_ns, None
+            if chunk_ready_ns is not None and command.state == DriveState.DRIVING:
+                self.status.latency.add("executor_delay", seconds(now_ns - chunk_ready_ns))
             twist = Twist()
             twist.linear.x, twist.linear.y = float(command.velocity[0]), float(command.velocity[1])
             self._executed = command.velocity

@@ -19,7 +19,8 @@ from mobile_vla_ros.policy.instructions import LAB_INSTRUCTIONS
 LIMITS = VelocityLimits()  # the speed limits' defaults (drive.yaml sets the robot's)
 SAFETY = SafetySettings()  # the safety settings' defaults, kept in one place
 LIMIT_NAMES = ("max_linear_x", "max_linear_y", "max_speed", "max_accel")
-# Read-only, fixed for the run, except the speed limits: `ros2 param set` changes them while driving.
+# Read-only, fixed for the run, except the speed limits, instruction and instruction_presets: `ros2 param set`
+# changes them while driving (inference_node's change for each, nodes/parameters.accept_changes).
 PARAMETERS = (
     NodeParameter("model_dir", "", "policy checkpoint directory (policy.json + safetensors)"),
     NodeParameter("base_model_dir", "", "local Kosmos-2 directory the policy was trained on"),
@@ -104,11 +105,19 @@ PARAMETERS = (
     ),
     NodeParameter("deadman_button", 2, "joy button index of the deadman"),
     NodeParameter("joy_timeout_s", SAFETY.joy_timeout_s, "the deadman counts as released when joy is older than this"),
-    NodeParameter("instruction", "left", "initial instruction (same rules as the instruction topic)"),
+    NodeParameter(
+        "instruction",
+        "left",
+        "the instruction at start; setting it switches as a message on the instruction topic does "
+        "(same rules; one the topic would refuse is refused)",
+        read_only=False,
+    ),
     NodeParameter(
         "instruction_presets",
         [f"bottle_{side}={text}" for side, text in LAB_INSTRUCTIONS.items()],
-        "extra names for the instruction topic, 'name=full text'",
+        "extra names for the instruction topic and parameter, 'name=full text'; a new list applies to the "
+        "next instruction (a list with an entry not of that form is refused)",
+        read_only=False,
     ),
     NodeParameter("status_period_s", 1.0, "period of the /diagnostics status"),
     NodeParameter("record_corrections", False, "save each human takeover on cmd_vel_teleop as a correction episode"),

@@ -1,9 +1,10 @@
 """Policy checkpoints: a directory of safetensors + `policy.json`. No pickle anywhere.
 
-MODEL_DIR/policy.json          PolicyConfig (window, chunk, action_dt, prompt, LoRA, ranges,
-                               trained instructions, base model name + fingerprint, provenance)
-MODEL_DIR/adapter.safetensors  LoRA weights + the learned action token
-MODEL_DIR/head.safetensors     action head
+MODEL_DIR/policy.json                 PolicyConfig (window, chunk, action_dt, prompt, LoRA, trained
+                                      instructions, base model name + fingerprint, provenance)
+MODEL_DIR/adapter.safetensors         LoRA weights + the learned action token
+MODEL_DIR/head.safetensors            action head
+MODEL_DIR/normalization.safetensors   image mean/std, action range, feature whitening (Normalizer)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from mobile_vla_ros.policy.model import VLAPolicy
 
 ADAPTER_FILE = "adapter.safetensors"
 HEAD_FILE = "head.safetensors"
+NORMALIZATION_FILE = "normalization.safetensors"
+WEIGHT_FILES = (ADAPTER_FILE, HEAD_FILE, NORMALIZATION_FILE)
 ACTION_TOKEN_KEY = "action_token"
 
 
@@ -29,17 +32,26 @@ def save_policy(policy: VLAPolicy, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    adapter = {
-        key: value.detach().float().cpu().contiguous()
-        for key, value in get_peft_model_state_dict(policy.encoder.kosmos).items()
-    }
+    adapter = _cpu_float(get_peft_model_state_dict(policy.encoder.kosmos))
     adapter[ACTION_TOKEN_KEY] = policy.encoder.action_token.detach().float().cpu().contiguous()
-    head = {key: value.detach().float().cpu().contiguous() for key, value in policy.head.state_dict().items()}
     # Weights first, config last: a directory with policy.json is complete.
     save_file(adapter, str(directory / ADAPTER_FILE))
-    save_file(head, str(directory / HEAD_FILE))
+    save_file(_cpu_float(policy.head.state_dict()), str(directory / HEAD_FILE))
+    save_file(_cpu_float(policy.normalizer.state_dict()), str(directory / NORMALIZATION_FILE))
     policy.config.save(directory)
     return directory
+
+
+def _cpu_float(tensors: dict) -> dict[str, torch.Tensor]:
+    return {key: value.detach().float().cpu().contiguous() for key, value in tensors.items()}
+
+
+def read_checkpoint_tensors(model_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """file name -> its tensors, for every weight file; a missing or unreadable one is refused."""
+    missing = [name for name in WEIGHT_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {model_dir} is incomplete: missing {', '.join(missing)}")
+    return {name: _read_tensors(model_dir / name) for name in WEIGHT_FILES}
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -76,10 +88,8 @@ def load_policy(model_dir: str | Path, base_model_dir: str | Path, dtype: torch.
     any adapter or head file whose tensors are not exactly the ones this configuration needs."""
     model_dir = Path(model_dir)
     config = PolicyConfig.load(model_dir)
-    missing = [name for name in (ADAPTER_FILE, HEAD_FILE) if not (model_dir / name).is_file()]
-    if missing:
-        raise CheckpointError(f"checkpoint {model_dir} is incomplete: missing {', '.join(missing)}")
-    adapter, head = _read_tensors(model_dir / ADAPTER_FILE), _read_tensors(model_dir / HEAD_FILE)
+    tensors = read_checkpoint_tensors(model_dir)
+    adapter = tensors[ADAPTER_FILE]
     if ACTION_TOKEN_KEY not in adapter:
         raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
     if not any("lora_" in key for key in adapter):
@@ -104,16 +114,19 @@ def load_policy(model_dir: str | Path, base_model_dir: str | Path, dtype: torch.
         set_peft_model_state_dict(policy.encoder.kosmos, adapter)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
-    restore_head(policy, model_dir, head, action_token)
+    restore_head(policy, model_dir, tensors, action_token)
     return policy.eval()
 
 
-def restore_head(policy: VLAPolicy, model_dir: Path, head: dict, action_token: torch.Tensor) -> None:
-    """The head (with its feature statistics) and the action token of a checkpoint, checked by name
-    and shape; shared by the fp32 loader and the int8 one (policy/quantize.py)."""
-    _check_tensor_names(model_dir / HEAD_FILE, head, policy.head.state_dict(), "head")
+def restore_head(policy: VLAPolicy, model_dir: Path, tensors: dict, action_token: torch.Tensor) -> None:
+    """The head, the normaliser and the action token of a checkpoint, checked by name and shape;
+    shared by the fp32 loader and the int8 one (policy/quantize.py)."""
+    modules = {HEAD_FILE: (policy.head, "head"), NORMALIZATION_FILE: (policy.normalizer, "normalisation")}
+    for name, (module, what) in modules.items():
+        _check_tensor_names(model_dir / name, tensors[name], module.state_dict(), what)
     try:
-        policy.head.load_state_dict(head)
+        for name, (module, _) in modules.items():
+            module.load_state_dict(tensors[name])
         policy.encoder.action_token.data.copy_(action_token)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error

@@ -1,8 +1,9 @@
 """Policy configuration: one dataclass, saved as `policy.json` inside every checkpoint.
 
 Everything the runtime must agree on with training lives here (window size, chunk length,
-action time step, image size, prompt template, normalisation, trained instructions, the base
-model's identity), so it is stored once, in the checkpoint, and never re-typed as a node knob.
+action time step, image size, prompt template, trained instructions, the base model's identity),
+so it is stored once, in the checkpoint, and never re-typed as a node knob. The numbers inputs and
+outputs are scaled with are tensors, in normalization.safetensors (policy/normalization.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from mobile_vla_ros.errors import CheckpointError
 from mobile_vla_ros.policy.instructions import MAX_INSTRUCTION_CHARS
 
 CONFIG_FILE = "policy.json"
-# 4: the head whitens with covariance + the run-time precisions' feature error and policy.json holds
-# the checks at those precisions (3: whitening from the covariance alone; 2 standardised features).
-SCHEMA_VERSION = 4
+# 5: image mean/std, action range and feature whitening in normalization.safetensors (4: spread over
+# policy.json and head.safetensors; 3: whitening from the covariance alone; 2: standardised features).
+SCHEMA_VERSION = 5
 # Provenance only; every other key must be present: a missing one would be a silent default.
 OPTIONAL_KEYS = frozenset({"training"})
 
@@ -51,14 +52,9 @@ class PolicyConfig:
     action_dt: float = 0.1
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS
-    image_size: int = 224
-    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    image_size: int = 224  # the base model's; VLAPolicy sets it
     lora: LoraSettings = field(default_factory=LoraSettings)
     head: HeadSettings = field(default_factory=HeadSettings)
-    # Per-dimension range of the training actions; the head predicts them scaled to [-1, 1].
-    action_low: tuple[float, ...] = (-1.0, -1.0)
-    action_high: tuple[float, ...] = (1.0, 1.0)
     instructions: tuple[str, ...] = ()
     base_model: dict = field(default_factory=dict)  # {"name": ..., "fingerprint": ...}
     # How training frames were made from the camera (data.images.camera_settings): rotation,
@@ -87,10 +83,8 @@ class PolicyConfig:
             problems.append(f"action_dt must be > 0, got {self.action_dt}")
         if "{instruction}" not in self.prompt_template:
             problems.append("prompt_template must contain '{instruction}'")
-        if not (len(self.action_low) == len(self.action_high) == self.action_dim):
-            problems.append("action_low/action_high must have one value per action dimension")
-        elif any(high <= low for low, high in zip(self.action_low, self.action_high)):
-            problems.append(f"action_high must exceed action_low, got {self.action_low} / {self.action_high}")
+        if self.action_dim < 1:
+            problems.append("action_names must name at least one action")
         if problems:
             raise CheckpointError("invalid policy configuration: " + "; ".join(problems))
         return self
@@ -108,7 +102,7 @@ class PolicyConfig:
                 raise CheckpointError(f"{where}: {key!r} must be a mapping, got {values[key]!r}")
             _check_keys(values[key], settings, f"{where} {key!r}")
             values[key] = settings(**values[key])
-        for key in ("action_names", "image_mean", "image_std", "action_low", "action_high", "instructions"):
+        for key in ("action_names", "instructions"):
             values[key] = tuple(values[key])
         return cls(**values).validate()
 

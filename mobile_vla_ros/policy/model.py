@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
@@ -11,6 +12,7 @@ from mobile_vla_ros.errors import ImageError
 from mobile_vla_ros.policy.backbone import BaseModel, FrameEncoder, PromptBatch, PromptEncoder
 from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.head import ActionHead
+from mobile_vla_ros.policy.normalization import Normalizer
 from mobile_vla_ros.policy.robovlms_import import imported_from
 
 
@@ -33,40 +35,27 @@ def add_lora(kosmos: nn.Module, config: PolicyConfig) -> nn.Module:
 
 
 class VLAPolicy(nn.Module):
+    """`config` is not changed: the policy keeps a copy that names its base model."""
+
     def __init__(self, config: PolicyConfig, base: BaseModel):
         super().__init__()
         for parameter in base.model.parameters():
             parameter.requires_grad_(False)
-        config.image_size, config.image_mean, config.image_std = base.image_size, base.image_mean, base.image_std
         # An imported base (mobile-vla import-robovlms) also names the checkpoint it came from.
-        config.base_model = {"name": base.name, "fingerprint": base.fingerprint, **imported_from(base.model.config)}
-        self.config = config.validate()
-        self.encoder = FrameEncoder(add_lora(base.model, config))
+        identity = {"name": base.name, "fingerprint": base.fingerprint, **imported_from(base.model.config)}
+        self.config = dataclasses.replace(config, image_size=base.image_size, base_model=identity).validate()
+        self.encoder = FrameEncoder(add_lora(base.model, self.config))
         self.prompts = PromptEncoder(
             base.tokenizer, config.prompt_template, base.model.config.latent_query_num, config.max_instruction_chars
         )
+        self.normalizer = Normalizer(base.hidden_size, config.action_dim, base.image_mean, base.image_std)
         self.head = ActionHead(base.hidden_size, base.hidden_size, config.chunk_size, config.action_dim, config.head)
-        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(config.image_std).view(3, 1, 1), persistent=False)
-        self.register_buffer("action_low", torch.tensor(config.action_low), persistent=False)
-        self.register_buffer("action_high", torch.tensor(config.action_high), persistent=False)
-
-    # --- actions -------------------------------------------------------------------------
-    def set_action_range(self, low, high) -> None:
-        self.config.action_low, self.config.action_high = tuple(map(float, low)), tuple(map(float, high))
-        self.config.validate()
-        self.action_low.copy_(torch.tensor(self.config.action_low))
-        self.action_high.copy_(torch.tensor(self.config.action_high))
-
-    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        center, half = (self.action_high + self.action_low) / 2, (self.action_high - self.action_low) / 2
-        return ((actions - center) / half).clamp(-1.0, 1.0)
-
-    def denormalize_actions(self, normalized: torch.Tensor) -> torch.Tensor:
-        center, half = (self.action_high + self.action_low) / 2, (self.action_high - self.action_low) / 2
-        return center + half * normalized
 
     # --- inputs --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.normalizer.image_mean.device
+
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.encoder.token_embeddings.weight.dtype
@@ -79,10 +68,10 @@ class VLAPolicy(nn.Module):
         if frames.dim() < 4 or tuple(frames.shape[-3:]) != (size, size, 3):
             raise ImageError(f"frames must have shape (..., {size}, {size}, 3), got {tuple(frames.shape)}")
         pixels = frames.movedim(-1, -3).float().div_(255.0)
-        return ((pixels - self.image_mean) / self.image_std).to(self.compute_dtype)
+        return self.normalizer.normalize_pixels(pixels).to(self.compute_dtype)
 
     def encode_prompts(self, instructions: list[str]) -> PromptBatch:
-        return self.prompts.encode(instructions).to(self.image_mean.device)
+        return self.prompts.encode(instructions).to(self.device)
 
     def instruction_vector(self, prompts: PromptBatch) -> torch.Tensor:
         tokens = self.encoder.embed_tokens(prompts.instruction_ids).float()
@@ -103,7 +92,7 @@ class VLAPolicy(nn.Module):
         missing = self.config.window_size - features.shape[1]
         if missing > 0:
             features = torch.cat([features[:, :1].expand(-1, missing, -1), features], dim=1)
-        return self.head(features[:, -self.config.window_size :], instruction)
+        return self.head(self.normalizer.normalize_features(features[:, -self.config.window_size :]), instruction)
 
     def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """Full-window path: uint8 (B, T, S, S, 3) + B instructions -> normalised (B, chunk, A)."""

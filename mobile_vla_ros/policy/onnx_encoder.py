@@ -104,7 +104,7 @@ def export_frame_encoder(policy: VLAPolicy, out_dir: str | Path, frames: np.ndar
         "policy_identity": identity,
         "base_model": dict(policy.config.base_model),
         "image_size": policy.config.image_size,
-        "hidden_size": int(policy.head.feature_mean.numel()),
+        "hidden_size": int(policy.normalizer.feature_mean.numel()),
         "dtype": "fp32",
         "torch": torch.__version__,
         "export_s": export_s,

@@ -175,7 +175,13 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     from transformers import AutoTokenizer
 
     from mobile_vla_ros.policy.backbone import BaseModel, check_base_model_dir, fingerprint_base_model
-    from mobile_vla_ros.policy.checkpoint import ACTION_TOKEN_KEY, ADAPTER_FILE, HEAD_FILE, _read_tensors, restore_head
+    from mobile_vla_ros.policy.checkpoint import (
+        ACTION_TOKEN_KEY,
+        ADAPTER_FILE,
+        NORMALIZATION_FILE,
+        read_checkpoint_tensors,
+        restore_head,
+    )
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.policy.model import VLAPolicy
 
@@ -198,6 +204,10 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
         raise CheckpointError("loading an int8 checkpoint needs its base model directory (for the tokenizer)")
     from transformers import Kosmos2ForConditionalGeneration
 
+    tensors = read_checkpoint_tensors(model_dir)
+    adapter, normalization = tensors[ADAPTER_FILE], tensors[NORMALIZATION_FILE]
+    if ACTION_TOKEN_KEY not in adapter:
+        raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     kosmos = load_int8_backbone(path)
     # The policy is assembled around a weightless (meta) Kosmos-2, whose LoRA wrapping costs
@@ -209,15 +219,13 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
         tokenizer,
         config.base_model.get("name", ""),
         made_from,
-        tuple(config.image_mean),
-        tuple(config.image_std),
+        # The normaliser's (a file without them is refused by restore_head below).
+        tuple(normalization.get("image_mean", torch.zeros(3)).flatten().tolist()),
+        tuple(normalization.get("image_std", torch.ones(3)).flatten().tolist()),
     )
     policy = VLAPolicy(config, base)
     policy.encoder.kosmos = kosmos
-    adapter = _read_tensors(model_dir / ADAPTER_FILE)
-    if ACTION_TOKEN_KEY not in adapter:
-        raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
-    restore_head(policy, model_dir, _read_tensors(model_dir / HEAD_FILE), adapter[ACTION_TOKEN_KEY])
+    restore_head(policy, model_dir, tensors, adapter[ACTION_TOKEN_KEY])
     return policy.eval()
 
 

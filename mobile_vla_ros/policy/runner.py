@@ -75,9 +75,9 @@ class PolicyRunner:
         self.policy = policy.to(device).eval()
         self.max_new_frames = int(max_new_frames)
         self.last_timing: StepTiming | None = None
-        self.last_familiarity: float | None = None  # the newest frame's (policy.head.familiarity)
+        self.last_familiarity: float | None = None  # the newest frame's (policy.normalizer.familiarity)
         self.config = policy.config
-        self.device = next(policy.head.parameters()).device
+        self.device = policy.device
         self._features: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self._instruction: str | None = None
         self._prompt = None
@@ -149,7 +149,7 @@ class PolicyRunner:
         return window[-limit:]
 
     def _finish(self, normalized: torch.Tensor) -> np.ndarray:
-        actions = self.policy.denormalize_actions(normalized[0]).cpu().numpy().astype(np.float32)
+        actions = self.policy.normalizer.unnormalize_actions(normalized[0]).cpu().numpy().astype(np.float32)
         if not np.isfinite(actions).all():
             raise NonFiniteOutputError(f"the policy produced non-finite actions for {self._instruction!r}")
         return actions
@@ -190,7 +190,7 @@ class PolicyRunner:
         for stale in [key for key in self._features if key not in in_window]:
             del self._features[stale]
         actions = self._finish(self.policy.predict(features, self._instruction_vector))
-        self.last_familiarity = float(self.policy.head.familiarity(features[0, -1]))
+        self.last_familiarity = float(self.policy.normalizer.familiarity(features[0, -1]))
         self.last_timing = StepTiming(
             preprocessed - started,
             encoded - preprocessed,

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from mobile_vla_ros.errors import MobileVlaError
-from mobile_vla_ros.policy.config import DEFAULT_PROMPT_TEMPLATE, HeadSettings, LoraSettings
+from mobile_vla_ros.policy.config import PolicyConfig
 
 LOW_PRECISIONS = ("bf16", "fp16")
 
@@ -19,13 +19,9 @@ class TrainConfigError(MobileVlaError, ValueError):
     """A training configuration file or setting that cannot be used."""
 
 
-@dataclass
-class PolicySection:
-    window_size: int = 8
-    chunk_size: int = 10
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    head: HeadSettings = field(default_factory=HeadSettings)
+# The policy settings a training configuration chooses; the rest of PolicyConfig comes from the
+# episodes (action_dt, instructions, camera), the base model and the training run itself.
+CHOSEN_POLICY_SETTINGS = ("window_size", "chunk_size", "prompt_template", "lora", "head")
 
 
 @dataclass
@@ -86,14 +82,16 @@ class RuntimePrecisionSection:
 
 @dataclass
 class TrainConfig:
-    policy: PolicySection = field(default_factory=PolicySection)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     optim: OptimSection = field(default_factory=OptimSection)
     data: DataSection = field(default_factory=DataSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
     runtime_precision: RuntimePrecisionSection = field(default_factory=RuntimePrecisionSection)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["policy"] = {key: values["policy"][key] for key in CHOSEN_POLICY_SETTINGS}
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -152,6 +150,8 @@ def _merge(target, values: dict, where: str) -> None:
     if not isinstance(values, dict):
         raise TrainConfigError(f"{where or 'the configuration'} must be a mapping, got {values!r}")
     known = {f.name: f for f in dataclasses.fields(target)}
+    if isinstance(target, PolicyConfig):
+        known = {key: known[key] for key in CHOSEN_POLICY_SETTINGS}
     for key, value in values.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in known:

@@ -1,5 +1,5 @@
 """Frame features from the encoder, for training with a frozen backbone (computed once, not every
-step) and for the head's feature whitening."""
+step) and for the feature whitening."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ def cache_features(policy: VLAPolicy, episodes) -> list:
 
 
 def set_feature_statistics(policy: VLAPolicy, episodes, runtime_precision) -> None:
-    """The head's feature whitening from every training frame (one forward pass of the untrained
+    """The feature whitening (policy.normalizer) from every training frame (one forward pass of the untrained
     encoder: LoRA starts as the identity) and the run-time precisions' feature error."""
     from mobile_vla_ros.training.precision_checks import precision_errors
 
     errors = precision_errors(policy, episodes, runtime_precision.dtypes, runtime_precision.noise_frames)
     if errors is not None:
         errors = errors * runtime_precision.noise_margin
-    policy.head.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")), errors)
+    policy.normalizer.set_feature_statistics(torch.cat(encode_episodes(policy, episodes, "feature statistics")), errors)

@@ -52,25 +52,27 @@ class PolicyModule(L.LightningModule):
             for parameter in policy.encoder.parameters():
                 parameter.requires_grad_(False)
         self.backbone_trains = any(parameter.requires_grad for parameter in policy.encoder.parameters())
-        self.tracked_batches = 0  # batches whose features moved the head's whitening (bench-train reports it)
+        self.tracked_batches = 0  # batches whose features moved the feature whitening (bench-train reports it)
 
     def trainable_names(self) -> list[str]:
         return [name for name, parameter in self.named_parameters() if parameter.requires_grad]
 
     def saved_names(self) -> set[str]:
-        """What a resume checkpoint holds: the trainable weights and the head's feature statistics."""
-        return set(self.trainable_names()) | {f"policy.head.{name}" for name, _ in self.policy.head.named_buffers()}
+        """What a resume checkpoint holds: the trainable weights and the normaliser's statistics."""
+        return set(self.trainable_names()) | {
+            f"policy.normalizer.{name}" for name, _ in self.policy.normalizer.named_buffers()
+        }
 
     def predict_batch(self, batch: dict) -> torch.Tensor:
         """Normalised chunks (windows, chunk, A): each frame encoded once, windows gathered."""
         policy = self.policy
         prompts = policy.encode_prompts(batch["instructions"])
         if "features" in batch:  # the encoder is fixed: its features were computed once before training
-            features = batch["features"].to(policy.image_mean.device)
+            features = batch["features"].to(policy.device)
         else:
             features = self.frame_features(batch["frames"], select_rows(prompts, batch["frame_clip"]))
-        if self.training and self.backbone_trains:  # the head's whitening follows the moving features
-            policy.head.track_feature_statistics(features)
+        if self.training and self.backbone_trains:  # the whitening follows the moving features
+            policy.normalizer.track_feature_statistics(features)
             self.tracked_batches += 1
         instruction = policy.instruction_vector(prompts)[batch["window_clip"]]
         return policy.predict(features[batch["windows"]], instruction)
@@ -98,7 +100,7 @@ class PolicyModule(L.LightningModule):
 
     def loss(self, batch: dict) -> torch.Tensor:
         predicted = self.predict_batch(batch).float()
-        target = self.policy.normalize_actions(batch["targets"])
+        target = self.policy.normalizer.normalize_actions(batch["targets"])
         per_step = torch.nn.functional.huber_loss(predicted, target, delta=self.huber_delta, reduction="none").mean(-1)
         mask = batch["target_mask"].to(per_step.dtype)  # steps past the episode end have no target
         return (per_step * mask).sum() / mask.sum().clamp_min(1.0)

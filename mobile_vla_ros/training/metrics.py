@@ -264,7 +264,7 @@ def replay_with_runner(runner, episode: TrainingEpisode) -> Replay:
 def encode_episode(policy, frames: np.ndarray, instruction: str, batch_size: int = 32) -> torch.Tensor:
     """Action-token features (T, hidden) of every frame under one instruction."""
     prompts = policy.encode_prompts([instruction])
-    device = policy.image_mean.device
+    device = policy.device
     chunks = []
     for start in range(0, len(frames), batch_size):
         part = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
@@ -279,7 +279,7 @@ def predict_from_features(policy, features: torch.Tensor, instruction: str) -> n
     windows = torch.from_numpy(np.stack([window_indices(t, window) for t in range(len(features))])).to(features.device)
     vector = policy.instruction_vector(policy.encode_prompts([instruction]))
     normalized = policy.predict(features[windows], vector.expand(len(windows), -1))
-    return policy.denormalize_actions(normalized[:, 0]).float().cpu().numpy()
+    return policy.normalizer.unnormalize_actions(normalized[:, 0]).float().cpu().numpy()
 
 
 def replay_with_policy(policy, episode: TrainingEpisode) -> tuple[Replay, float | None]:
@@ -292,7 +292,7 @@ def replay_with_policy(policy, episode: TrainingEpisode) -> tuple[Replay, float 
     dims = own.shape[1]
     by_side = {side: value for side, value in predictions.items() if side is not None}
     cosine = mean_cosine(features["left"], features["right"]) if by_side else None
-    familiarity = policy.head.familiarity(features[own_side]).cpu().numpy()
+    familiarity = policy.normalizer.familiarity(features[own_side]).cpu().numpy()
     replay = Replay(episode.instruction, episode.source, episode.actions[:, :dims], own, by_side, familiarity)
     return replay, cosine
 

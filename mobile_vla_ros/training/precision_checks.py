@@ -1,5 +1,5 @@
 """Training and evaluation at the precisions the robot runs: the run-time feature error that the
-head's whitening and training noise are built from, and the check of the trained policy at each
+feature whitening and training noise are built from, and the check of the trained policy at each
 precision against fp32 (docs/architecture.md, "Precision")."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Layout of `--out MODEL_DIR`:
 
-    policy.json, adapter.safetensors, head.safetensors   the exported policy (what the robot loads)
+    policy.json, *.safetensors     the exported policy (what the robot loads; policy/checkpoint.py)
     training/run.json              data directories, base model, resolved configuration
     training/checkpoints/last.ckpt resume state: a safetensors file (see checkpoint_io.py), not a pickle
     training/logs/version_N/metrics.csv  per-step / per-epoch metrics (Lightning CSVLogger), one per (re)start
@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mobile_vla_ros.data.windows import (
@@ -34,9 +34,8 @@ from mobile_vla_ros.errors import CheckpointError, DatasetError
 from mobile_vla_ros.json_files import read_json_object
 from mobile_vla_ros.policy.backbone import load_base_model
 from mobile_vla_ros.policy.checkpoint import load_policy, save_policy
-from mobile_vla_ros.policy.config import PolicyConfig
 from mobile_vla_ros.policy.model import VLAPolicy
-from mobile_vla_ros.training.config import TrainConfig, TrainConfigError
+from mobile_vla_ros.training.config import CHOSEN_POLICY_SETTINGS, TrainConfig, TrainConfigError
 from mobile_vla_ros.training.features import cache_features, set_feature_statistics
 from mobile_vla_ros.training.summary import summarize
 
@@ -240,20 +239,14 @@ def _train(run: TrainRun, resume: bool, callbacks: Sequence) -> dict:
     if initial is not None:  # its action ranges and feature statistics stay: the head keeps its meaning
         policy = _continue(initial, run.init_from, action_dt, instructions, training_camera(episodes))
     else:
-        policy = VLAPolicy(
-            PolicyConfig(
-                window_size=config.policy.window_size,
-                chunk_size=config.policy.chunk_size,
-                action_dt=action_dt,
-                prompt_template=config.policy.prompt_template,
-                lora=config.policy.lora,
-                head=config.policy.head,
-                instructions=tuple(sorted(instructions)),
-                camera=training_camera(episodes),
-            ),
-            base,
+        chosen = replace(
+            config.policy,
+            action_dt=action_dt,
+            instructions=tuple(sorted(instructions)),
+            camera=training_camera(episodes),
         )
-        policy.set_action_range(low, high)
+        policy = VLAPolicy(chosen, base)
+        policy.normalizer.set_action_range(low, high)
     if config.optim.backbone_learning_rate == 0:  # a fixed encoder: encode every frame once, train the head alone
         train_set, val_set = cache_features(policy, train_set), cache_features(policy, val_set)
     if initial is None and not resume:  # a resumed run restores the statistics its head was trained with
@@ -329,13 +322,8 @@ def _initial_policy(run: TrainRun) -> VLAPolicy:
     """The policy to continue from, on the run's base model (refused when the fingerprints differ);
     its window, chunk, prompt, LoRA and head settings replace the configuration's."""
     policy = load_policy(run.init_from, run.base_model_dir)
-    section, loaded = run.config.policy, policy.config
-    section.window_size, section.chunk_size, section.prompt_template = (
-        loaded.window_size,
-        loaded.chunk_size,
-        loaded.prompt_template,
-    )
-    section.lora, section.head = loaded.lora, loaded.head
+    loaded = policy.config
+    run.config.policy = replace(run.config.policy, **{key: getattr(loaded, key) for key in CHOSEN_POLICY_SETTINGS})
     LOG.info("continuing from %s (window %d, chunk %d)", run.init_from, loaded.window_size, loaded.chunk_size)
     return policy
 
