@@ -85,7 +85,11 @@ def test_the_scripted_person_takes_over_on_cmd_vel_teleop_and_the_node_records_a
         corrections_dir=corrections,
         first_episode=3,
     ) as loop:
-        trial = loop.run_trial(0, "left", TakeoverRules())
+        # The person looks 1.5 s ahead, not the demo's 0.6 s: their judgement runs on a timer in this
+        # process while simulated time runs up to 4x real time, and a busy 2-core machine starved it
+        # for longer than 0.6 s of simulated time once in CI (the takeover came 0.03 s before the
+        # contact). What is tested is the takeover's path, not the person's reaction time.
+        trial = loop.run_trial(0, "left", TakeoverRules(horizon_s=1.5))
 
     assert trial.episode == 4 and trial.layout == sample_layout(5, 4)  # first_episode 3, then one reset
     assert trial.takeovers and trial.takeovers[0] == COLLISION, trial.takeovers
