@@ -196,7 +196,10 @@ class BaseModel:
 
 
 def _image_statistics(directory: Path | None) -> tuple[tuple, tuple]:
-    clip_mean, clip_std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    """The base model's image mean and std; CLIP's (Kosmos-2's) where its files do not say."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    clip_mean, clip_std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
     path = directory / "preprocessor_config.json" if directory else None
     if path is None or not path.is_file():
         return clip_mean, clip_std

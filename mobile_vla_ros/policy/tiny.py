@@ -72,6 +72,7 @@ def make_tiny_model(
     image-blind baseline on held-out pairs, against 0.80x with random position embeddings
     (docs/architecture.md)."""
     from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +112,8 @@ def make_tiny_model(
             {
                 "image_processor_type": "CLIPImageProcessor",
                 "size": {"shortest_edge": image_size},
-                "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "image_mean": list(OPENAI_CLIP_MEAN),
+                "image_std": list(OPENAI_CLIP_STD),
             },
             indent=2,
         )
