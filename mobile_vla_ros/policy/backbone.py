@@ -195,7 +195,7 @@ class BaseModel:
         return int(self.model.config.text_config.embed_dim)
 
 
-def _image_statistics(directory: Path | None) -> tuple[tuple, tuple]:
+def image_statistics(directory: Path | None) -> tuple[tuple, tuple]:
     """The base model's image mean and std; CLIP's (Kosmos-2's) where its files do not say."""
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -232,7 +232,7 @@ def load_base_model(
         with torch.device("cpu"):
             model = Kosmos2ForConditionalGeneration(config).to(dtype)
         identity = hashlib.sha256(json.dumps(_canonical_config(config.to_dict()), sort_keys=True).encode())
-        mean, std = _image_statistics(None)
+        mean, std = image_statistics(None)
         return BaseModel(model.eval(), tokenizer, FULL_RANDOM, "random:" + identity.hexdigest()[:24], mean, std)
 
     directory = check_base_model_dir(source)
@@ -244,7 +244,7 @@ def load_base_model(
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or directory), local_files_only=True)
     except (OSError, ValueError) as error:
         raise BaseModelError(f"cannot load the Kosmos-2 model in {directory}: {error}") from error
-    mean, std = _image_statistics(directory)
+    mean, std = image_statistics(directory)
     return BaseModel(model.eval(), tokenizer, directory.name, fingerprint, mean, std)
 
 

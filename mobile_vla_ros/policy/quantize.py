@@ -174,11 +174,10 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     """
     from transformers import AutoTokenizer
 
-    from mobile_vla_ros.policy.backbone import BaseModel, check_base_model_dir, fingerprint_base_model
+    from mobile_vla_ros.policy.backbone import BaseModel, check_base_model_dir, fingerprint_base_model, image_statistics
     from mobile_vla_ros.policy.checkpoint import (
         ACTION_TOKEN_KEY,
         ADAPTER_FILE,
-        NORMALIZATION_FILE,
         read_checkpoint_tensors,
         restore_head,
     )
@@ -205,7 +204,7 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
     from transformers import Kosmos2ForConditionalGeneration
 
     tensors = read_checkpoint_tensors(model_dir)
-    adapter, normalization = tensors[ADAPTER_FILE], tensors[NORMALIZATION_FILE]
+    adapter = tensors[ADAPTER_FILE]
     if ACTION_TOKEN_KEY not in adapter:
         raise CheckpointError(f"{model_dir / ADAPTER_FILE} has no {ACTION_TOKEN_KEY!r}")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
@@ -219,9 +218,7 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
         tokenizer,
         config.base_model.get("name", ""),
         made_from,
-        # The normaliser's (a file without them is refused by restore_head below).
-        tuple(normalization.get("image_mean", torch.zeros(3)).flatten().tolist()),
-        tuple(normalization.get("image_std", torch.ones(3)).flatten().tolist()),
+        *image_statistics(tokenizer_dir),  # as load_base_model reads them; restore_head loads the saved ones
     )
     policy = VLAPolicy(config, base)
     policy.encoder.kosmos = kosmos
