@@ -24,6 +24,13 @@ def test_one_stray_frame_changes_nothing_a_held_one_does_and_recovery_is_held_to
     assert "familiar again" in monitor.observe(1.0, ns(1.0)) and not monitor.unfamiliar
 
 
+def test_a_camera_period_of_fractional_nanoseconds_still_counts_whole_frames():
+    """30 Hz stamps are 33 333 333 ns apart: nine periods are 0.3 s less 3 ns and must count as 0.3 s."""
+    monitor = FamiliarityMonitor(10.0, FamiliaritySettings(action="stop", hold_s=0.3))
+    fired = [monitor.observe(50.0, frame * 33_333_333) is not None for frame in range(12)]
+    assert fired.index(True) == 9
+
+
 @pytest.mark.parametrize("threshold, action", [(None, "stop"), (10.0, "none")])
 def test_no_threshold_or_none_never_fires(threshold, action):
     monitor = FamiliarityMonitor(threshold, FamiliaritySettings(action=action, hold_s=0.0))

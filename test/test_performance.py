@@ -107,6 +107,20 @@ def test_int8_checkpoint_loads_without_the_fp32_weights_and_matches_in_place_int
         np.testing.assert_allclose(actions, fp32.step(window), atol=0.05)
 
 
+def test_int8_checkpoint_loads_with_a_tokenizer_directory_alone(int8_checkpoint, tiny_base_model):
+    """As `mobile-vla bench --quantize int8` loads it: no base directory, the tokenizer's as a string;
+    the saved normalisation, not a default, is what the policy uses."""
+    from safetensors.torch import load_file
+
+    from mobile_vla_ros.policy.checkpoint import NORMALIZATION_FILE
+    from mobile_vla_ros.policy.quantize import load_int8_policy
+
+    policy = load_int8_policy(int8_checkpoint, None, str(tiny_base_model))
+    saved = load_file(int8_checkpoint / NORMALIZATION_FILE)
+    for name, tensor in policy.normalizer.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+
+
 def test_int8_checkpoint_refuses_another_base_and_stays_a_complete_fp32_checkpoint(
     int8_checkpoint, tiny_base_model, tmp_path
 ):

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from mobile_vla_ros.control.background import BackgroundQueue
-from mobile_vla_ros.control.stamps import nanoseconds, seconds
+from mobile_vla_ros.control.stamps import lasted, nanoseconds, seconds
 from mobile_vla_ros.data.correction_episodes import HUMAN, POLICY_ACTIONS
 
 
@@ -65,7 +65,7 @@ class CorrectionRecorder:
         self.settings = settings.validate(sample_period_s)
         self._open_episode = open_episode
         self._context: deque[Sample] = deque(maxlen=max(1, round(settings.context_s / sample_period_s)) + 1)
-        self._end_hold_ns = nanoseconds(settings.end_hold_s)
+        self._end_hold_ns = nanoseconds(settings.end_hold_s, "correction_end_hold_s")
         self._episode: EpisodeSink | None = None
         self._last_human_ns = 0  # set by the human sample that opens an episode, before it is read
         self.saved: list[Path] = []
@@ -87,7 +87,7 @@ class CorrectionRecorder:
             self._context.clear()
             return None
         self._write(sample)
-        if sample.stamp_ns - self._last_human_ns >= self._end_hold_ns:
+        if lasted(sample.stamp_ns - self._last_human_ns, self._end_hold_ns):
             return self.finish()
         return None
 

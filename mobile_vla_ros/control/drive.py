@@ -165,7 +165,7 @@ class DriveController:
                 )
         self.safety = safety
         self._camera_stale_ns, self._override_hold_ns, self._joy_timeout_ns = (
-            nanoseconds(value) for value in (safety.camera_stale_s, safety.override_hold_s, safety.joy_timeout_s)
+            nanoseconds(getattr(safety, name), name) for name in ("camera_stale_s", "override_hold_s", "joy_timeout_s")
         )
         self.familiarity = familiarity or FamiliarityMonitor(None, FamiliaritySettings(action="none"))
         self.executor = ChunkExecutor(action_dt, safety.chunk_stale_s)

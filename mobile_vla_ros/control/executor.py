@@ -36,7 +36,7 @@ class ChunkExecutor:
         if not stale_timeout_s > 0:
             raise ValueError(f"stale_timeout_s must be > 0, got {stale_timeout_s}")
         self.action_dt_ns = nanoseconds(action_dt)
-        self.stale_timeout_ns = nanoseconds(stale_timeout_s)
+        self.stale_timeout_ns = nanoseconds(stale_timeout_s, "chunk_stale_s")
         self._chunk: np.ndarray | None = None
         self._obs_stamp_ns = 0
 

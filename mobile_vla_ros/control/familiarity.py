@@ -1,7 +1,7 @@
 """The familiarity monitor: whether the newest frames look like the training frames, and what the
 robot does when they stop doing so (docs/architecture.md, "Familiarity").
 
-A frame's score is `ActionHead.familiarity` (its squared Mahalanobis distance to the training
+A frame's score is `Normalizer.familiarity` (its squared Mahalanobis distance to the training
 frames, per dimension); the threshold is calibrated in training (policy.json `familiarity`). The
 frames count as unfamiliar once every score for `hold_s` of capture time was above the threshold,
 and as familiar again once every score for `hold_s` was below it: one stray frame changes nothing,
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mobile_vla_ros.control.stamps import nanoseconds
+from mobile_vla_ros.control.stamps import lasted, nanoseconds
 
 # "none", not "off": YAML (and so ROS parameter files and `-p name:=off`) reads off as false.
 ACTIONS = ("none", "warn", "slow", "stop")
@@ -63,7 +63,7 @@ class FamiliarityMonitor:
             return None
         if self._since_ns is None:
             self._since_ns = stamp_ns
-        if stamp_ns - self._since_ns < self._hold_ns:
+        if not lasted(stamp_ns - self._since_ns, self._hold_ns):
             return None
         self.unfamiliar, self._since_ns = not self.unfamiliar, None
         if self.unfamiliar:

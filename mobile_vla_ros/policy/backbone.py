@@ -195,12 +195,12 @@ class BaseModel:
         return int(self.model.config.text_config.embed_dim)
 
 
-def image_statistics(directory: Path | None) -> tuple[tuple, tuple]:
+def image_statistics(directory: str | Path | None) -> tuple[tuple, tuple]:
     """The base model's image mean and std; CLIP's (Kosmos-2's) where its files do not say."""
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     clip_mean, clip_std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
-    path = directory / "preprocessor_config.json" if directory else None
+    path = Path(directory) / "preprocessor_config.json" if directory else None
     if path is None or not path.is_file():
         return clip_mean, clip_std
     data = _settings(path)

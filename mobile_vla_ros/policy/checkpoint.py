@@ -85,7 +85,7 @@ def _check_tensor_names(path: Path, found, expected, what: str) -> None:
 
 def load_policy(model_dir: str | Path, base_model_dir: str | Path, dtype: torch.dtype = torch.float32) -> VLAPolicy:
     """Load a checkpoint onto its base model; refuses a base model with another fingerprint and
-    any adapter or head file whose tensors are not exactly the ones this configuration needs."""
+    any adapter, head or normalisation file whose tensors are not exactly the ones this configuration needs."""
     model_dir = Path(model_dir)
     config = PolicyConfig.load(model_dir)
     tensors = read_checkpoint_tensors(model_dir)
@@ -114,11 +114,11 @@ def load_policy(model_dir: str | Path, base_model_dir: str | Path, dtype: torch.
         set_peft_model_state_dict(policy.encoder.kosmos, adapter)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"checkpoint {model_dir} does not fit its configuration: {error}") from error
-    restore_head(policy, model_dir, tensors, action_token)
+    restore_head_and_normalizer(policy, model_dir, tensors, action_token)
     return policy.eval()
 
 
-def restore_head(policy: VLAPolicy, model_dir: Path, tensors: dict, action_token: torch.Tensor) -> None:
+def restore_head_and_normalizer(policy: VLAPolicy, model_dir: Path, tensors: dict, action_token: torch.Tensor) -> None:
     """The head, the normaliser and the action token of a checkpoint, checked by name and shape;
     shared by the fp32 loader and the int8 one (policy/quantize.py)."""
     modules = {HEAD_FILE: (policy.head, "head"), NORMALIZATION_FILE: (policy.normalizer, "normalisation")}

@@ -179,7 +179,7 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
         ACTION_TOKEN_KEY,
         ADAPTER_FILE,
         read_checkpoint_tensors,
-        restore_head,
+        restore_head_and_normalizer,
     )
     from mobile_vla_ros.policy.config import PolicyConfig
     from mobile_vla_ros.policy.model import VLAPolicy
@@ -193,6 +193,7 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
             f"{path} was made from base model {made_from}, but the policy in {model_dir} was trained on "
             f"{config.base_model['fingerprint']}: run `mobile-vla quantize` on this policy again"
         )
+    base_dir = None
     if base_model_dir is not None:
         base_dir = check_base_model_dir(base_model_dir)
         fingerprint = fingerprint_base_model(base_dir)
@@ -218,11 +219,12 @@ def load_int8_policy(model_dir: str | Path, base_model_dir: str | Path | None, t
         tokenizer,
         config.base_model.get("name", ""),
         made_from,
-        *image_statistics(tokenizer_dir),  # as load_base_model reads them; restore_head loads the saved ones
+        # As load_base_model reads them (CLIP's without a base directory); the saved ones are loaded below.
+        *image_statistics(base_dir),
     )
     policy = VLAPolicy(config, base)
     policy.encoder.kosmos = kosmos
-    restore_head(policy, model_dir, tensors, adapter[ACTION_TOKEN_KEY])
+    restore_head_and_normalizer(policy, model_dir, tensors, adapter[ACTION_TOKEN_KEY])
     return policy.eval()
 
 

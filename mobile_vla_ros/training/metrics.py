@@ -55,7 +55,7 @@ class Replay:
     true: np.ndarray  # (T, A) recorded actions
     predicted: np.ndarray  # (T, A) with the episode's own instruction
     by_side: dict[str, np.ndarray] = field(default_factory=dict)  # "left"/"right" -> (T, A), same frames
-    familiarity: np.ndarray | None = None  # (T,) each frame's familiarity score (policy.head.familiarity)
+    familiarity: np.ndarray | None = None  # (T,) each frame's familiarity score (policy.normalizer.familiarity)
 
     @property
     def side(self) -> str | None:
