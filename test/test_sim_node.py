@@ -204,6 +204,35 @@ def test_closed_loop_expert_over_topics_reaches_the_bottle_on_its_side(sim, side
     assert math.hypot(tx - result["x"], ty - result["y"]) <= 0.45 + 1e-6
 
 
+def test_ros2_param_set_checks_the_writable_settings_as_at_start_and_applies_them(sim):
+    """What `ros2 param set` calls: a scene the simulator has not is refused with the start-up check's
+    reason (before, it was accepted and the next camera frame crashed the node); a new seed serves
+    the next sim/reset."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = sim.node.create_client(SetParameters, "/sim_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10.0)
+
+    def param_set(name: str, value):
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        future = client.call_async(request)
+        assert wait_for(future.done, 10.0)
+        return future.result().results[0]
+
+    refused = param_set("scene", "foggy")
+    assert not refused.successful and "scene must be one of" in refused.reason
+    assert not param_set("cmd_timeout_s", 0.0).successful
+    images = len(sim.images)
+    assert wait_for(lambda: len(sim.images) > images + 3, 5.0), "the camera stopped after a refused scene"
+    try:
+        assert param_set("seed", SEED + 1).successful
+        assert sim.reset()["seed"] == SEED + 1
+    finally:
+        assert param_set("seed", SEED).successful
+        sim.reset()
+
+
 def test_bad_parameters_exit_non_zero_with_a_reason():
     command = [sys.executable, "-m", "mobile_vla_ros.nodes.sim_node", "--ros-args", "-p", "camera_rate_hz:=0.0"]
     finished = subprocess.run(command, env=os.environ.copy(), cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -19,8 +19,8 @@ Change = Callable[[object], Callable[[], None]]
 @dataclass(frozen=True)
 class NodeParameter:
     """One ROS parameter. `read_only`: fixed for the run (`ros2 param set` is refused); the others
-    are read again where they are used, or applied by their change (`accept_changes`), so setting
-    one changes what the node does."""
+    are checked and applied by the node's entry for them in `accept_changes`, so setting one changes
+    what the node does."""
 
     name: str
     default: object

@@ -47,6 +47,7 @@ and the node warns. ``max_real_time_factor`` caps how fast simulated time may ru
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -61,120 +62,28 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from mobile_vla_ros.errors import MobileVlaError
-from mobile_vla_ros.nodes.interfaces import LATCHED, PUBLISHES, SUBSCRIBES, Service, Topic
-from mobile_vla_ros.nodes.parameters import NodeParameter, declare_parameters
+from mobile_vla_ros.nodes.parameters import accept_changes, declare_parameters
 from mobile_vla_ros.nodes.process import run_node
 from mobile_vla_ros.nodes.ros_image import rgb_to_image_msg
+from mobile_vla_ros.nodes.sim_tables import (
+    CAMERA,
+    CLOCK,
+    CMD_VEL,
+    INSTRUCTION,
+    INSTRUCTION_ACTIVE,
+    INSTRUCTION_AT,
+    INTERFACES,  # noqa: F401 (with PARAMETERS: the tables scripts/reference.py and test_interfaces.py read here)
+    PARAMETERS,
+    POSE,
+    RESET,
+    RESULT,
+    WINDOW_ANSWERED,
+    check_positive,
+    check_scene,
+)
 from mobile_vla_ros.sim.live_episode import LiveEpisode
 from mobile_vla_ros.sim.render import SCENES, CameraConfig, Renderer
 from mobile_vla_ros.sim.world import RoomConfig, World, sample_layout
-
-ROOM = RoomConfig()  # the simulated room's defaults (config/sim.yaml sets the demo's)
-PARAMETERS = (
-    NodeParameter(
-        "seed", 0, "series of random layouts; sim/reset moves to the next layout of the current seed", read_only=False
-    ),
-    NodeParameter("first_episode", 0, "layout number of the episode at start; sim/reset moves on from there"),
-    NodeParameter("physics_rate_hz", 50.0, "rate of the integration and sim/pose messages"),
-    NodeParameter("camera_rate_hz", 30.0, "rate of camera/image_raw"),
-    NodeParameter("image_width", 640, "camera image width in pixels"),
-    NodeParameter("image_height", 480, "camera image height in pixels"),
-    NodeParameter("hfov_deg", 100.0, "horizontal field of view of the camera"),
-    NodeParameter("max_speed", ROOM.max_speed, "per-axis speed limit in m/s; faster commands are clipped"),
-    NodeParameter("time_limit_s", ROOM.time_limit_s, "an episode that has not ended by then is timed_out"),
-    NodeParameter("cmd_timeout_s", 0.5, "a cmd_vel older than this counts as zero velocity", read_only=False),
-    NodeParameter(
-        "freeze_camera",
-        False,
-        "camera/image_raw shows the episode's first view throughout (the demo's check of "
-        "what a policy does when its images stop changing)",
-        read_only=False,
-    ),
-    NodeParameter(
-        "scene",
-        "plain",
-        "plain (the demonstrations' room), dark or recoloured: the same layouts in a light or colours "
-        "the demonstrations never show (the familiarity monitor's test)",
-        read_only=False,
-    ),
-    NodeParameter(
-        "next_episode_on_end",
-        False,
-        "start the next layout by itself shortly after an episode ends (drive.launch.py: on; "
-        "the demo resets episodes itself: off)",
-    ),
-    NodeParameter("start_hold_s", 0.0, "after sim/reset the robot stays at the start this long (commands ignored)"),
-    NodeParameter(
-        "lockstep",
-        False,
-        "publish /clock and advance it one physics step at a time, each once the pipeline has answered "
-        "(cmd_vel, window/answered); the other nodes need use_sim_time:=true",
-    ),
-    NodeParameter("max_real_time_factor", 1.0, "lockstep: how much faster than real time simulated time may run"),
-    NodeParameter("camera_frame_id", "sim_camera", "header.frame_id of the camera images"),
-    NodeParameter("world_frame_id", "sim_room", "header.frame_id of sim/pose (room frame: x forward, y left)"),
-)
-LOCKSTEP = ("lockstep", True)
-CAMERA = Topic("camera/image_raw", Image, PUBLISHES, "the simulated camera, rgb8, at camera_rate_hz")
-POSE = Topic("sim/pose", PoseStamped, PUBLISHES, "the robot's position in the room (world_frame_id) at physics_rate_hz")
-RESULT = Topic(
-    "sim/result",
-    String,
-    PUBLISHES,
-    "JSON: outcome, time, position, layout, episode, seed; at each episode's start and end",
-    LATCHED,
-)
-CMD_VEL = Topic(
-    "cmd_vel",
-    Twist,
-    SUBSCRIBES,
-    "linear.x forward, linear.y left (angular.z ignored); one older than cmd_timeout_s counts as zero",
-)
-RESET = Service(
-    "sim/reset",
-    Trigger,
-    "start the next layout of the seed's series; the answer's message is JSON: episode, seed, layout, release_time",
-)
-CLOCK = Topic(
-    "/clock",
-    Clock,
-    PUBLISHES,
-    "the simulated time, one physics step at a time, each once the pipeline has answered (other nodes: "
-    "use_sim_time:=true)",
-    when=LOCKSTEP,
-)
-WINDOW_ANSWERED = Topic(
-    "window/answered", TimeReference, SUBSCRIBES, "inference_node's answer to a camera frame's window", when=LOCKSTEP
-)
-INSTRUCTION_AT = Topic(
-    "sim/instruction_at",
-    String,
-    SUBSCRIBES,
-    'JSON {"time_s": t, "instruction": text}: publish text on instruction just before the clock reaches t',
-    when=LOCKSTEP,
-)
-INSTRUCTION = Topic("instruction", String, PUBLISHES, "the text of a sim/instruction_at request", when=LOCKSTEP)
-INSTRUCTION_ACTIVE = Topic(
-    "instruction/active",
-    String,
-    SUBSCRIBES,
-    "inference_node's confirmation of an instruction switch; the clock waits for it",
-    LATCHED,
-    when=LOCKSTEP,
-)
-INTERFACES = (
-    CAMERA,
-    POSE,
-    RESULT,
-    CMD_VEL,
-    RESET,
-    CLOCK,
-    WINDOW_ANSWERED,
-    INSTRUCTION_AT,
-    INSTRUCTION,
-    INSTRUCTION_ACTIVE,
-)
-
 
 NEXT_EPISODE_PAUSE_S = 1.0  # next_episode_on_end: the end stays on camera this long
 LOCKSTEP_PATIENCE_S = 10.0  # lockstep: warn when the pipeline has not answered for this long
@@ -184,14 +93,17 @@ LOCKSTEP_RECHECK_S = 0.5  # lockstep: /clock republished this often while waitin
 class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
-        p = declare_parameters(self, PARAMETERS)
+        self.p = p = declare_parameters(self, PARAMETERS)
         for rate in ("physics_rate_hz", "camera_rate_hz", "cmd_timeout_s", "max_real_time_factor"):
-            if not getattr(p, rate) > 0:
-                raise MobileVlaError(f"parameter {rate} must be positive, got {getattr(p, rate)}")
+            check_positive(rate, getattr(p, rate))
         if p.first_episode < 0:
             raise MobileVlaError(f"parameter first_episode must be >= 0, got {p.first_episode}")
-        if p.scene not in SCENES:
-            raise MobileVlaError(f"parameter scene must be one of {', '.join(SCENES)}, got {p.scene!r}")
+        check_scene("scene", p.scene)
+        # `ros2 param set` on these: checked as at start, then read from self.p where they are used
+        checks = {"seed": None, "cmd_timeout_s": check_positive, "freeze_camera": None, "scene": check_scene}
+        accept_changes(
+            self, PARAMETERS, {name: functools.partial(self._setting, name, check) for name, check in checks.items()}
+        )
         if p.start_hold_s < 0:
             raise MobileVlaError(f"parameter start_hold_s must be >= 0, got {p.start_hold_s}")
         self._lockstep = bool(p.lockstep)
@@ -243,12 +155,17 @@ class SimNode(Node):
             self.create_timer(1.0 / p.physics_rate_hz, self._on_physics_tick)
             self.create_timer(1.0 / p.camera_rate_hz, self._on_camera_tick)
 
+    def _setting(self, name: str, check, value):
+        if check is not None:
+            check(name, value)
+        return lambda: setattr(self.p, name, value)
+
     # -- episode ------------------------------------------------------------------------------
     def _start_episode(self) -> None:
         self._episode += 1
-        seed = int(self.get_parameter("seed").value)
+        seed = int(self.p.seed)
         now_ns = self._now_ns()
-        release_ns = now_ns + round(self.get_parameter("start_hold_s").value * 1e9)
+        release_ns = now_ns + round(self.p.start_hold_s * 1e9)
         if self._lockstep:  # released on a camera frame: the same phase of frames and commands every episode
             frame_ns = self._camera_steps * self._step_ns
             release_ns = -(-release_ns // frame_ns) * frame_ns
@@ -298,7 +215,7 @@ class SimNode(Node):
     def _advance(self) -> Time:
         """The episode advanced to now (sim.live_episode); returns now."""
         now_ns = self._now_ns()
-        if self._live.advance(now_ns, self.get_parameter("cmd_timeout_s").value * 1e9):
+        if self._live.advance(now_ns, self.p.cmd_timeout_s * 1e9):
             self._publish_result()
             self.get_logger().info(f"episode {self._episode} ended: {self._live.world.summary()['outcome']}")
         return Time(nanoseconds=now_ns, clock_type=self.get_clock().clock_type)
@@ -380,8 +297,8 @@ class SimNode(Node):
         now = self._advance()
         self._frame_ns = now.nanoseconds
         state, layout = self._live.world.state, self._live.world.layout
-        x, y = layout.start if self.get_parameter("freeze_camera").value else (state.x, state.y)
-        image = SCENES[self.get_parameter("scene").value](self._renderer.render(layout, x, y))
+        x, y = layout.start if self.p.freeze_camera else (state.x, state.y)
+        image = SCENES[self.p.scene](self._renderer.render(layout, x, y))
         self._image_pub.publish(rgb_to_image_msg(image, now.to_msg(), self._camera_frame))
 
 
