@@ -10,8 +10,8 @@ import torch
 from mobile_vla_ros.policy.checkpoint import load_policy
 from mobile_vla_ros.policy.normalization import Normalizer
 from mobile_vla_ros.policy.precision import backbone_at, precision_verdict
-from mobile_vla_ros.training.metrics import encode_episode
-from mobile_vla_ros.training.precision_checks import compare_precisions
+from mobile_vla_ros.training.metrics import Replay, encode_episode
+from mobile_vla_ros.training.precision_checks import action_drift, compare_precisions
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (6, 224, 224, 3), dtype=np.uint8)
 
@@ -85,6 +85,27 @@ def test_a_precision_is_judged_against_fp32_with_the_tolerance():
         "mae_vs_blind",
     ]
     assert checks["bf16"]["sign_accuracy"] == 0.99 and checks["bf16"]["mae_vs_blind"] == 0.45  # worst instruction
+
+
+def test_a_precision_that_moves_the_actions_by_most_of_fp32s_error_fails_even_with_fp32s_figures():
+    """The labels' MAE hides drift where the policy generalises badly; the drift does not depend on
+    the labels: the twins at bf16 moved their actions by 0.76-0.96 of fp32's error, the demo's
+    policy by 0.34-0.40 (docs/results.md)."""
+    true = np.zeros((10, 2))
+    fp32 = [Replay("left", "a", true, np.full((10, 2), 0.1))]  # fp32's error: 0.1 per action
+    moved = [Replay("left", "a", true, np.array([[0.1, 0.1 + 0.08 * (-1) ** t] for t in range(10)]))]
+    assert action_drift(moved, fp32) == pytest.approx(0.8)  # the worse action: 0.08 of 0.1
+    assert action_drift(fp32, fp32) == 0.0
+    assert action_drift(moved, [Replay("left", "a", true, true)]) is None  # fp32 exact: no scale
+
+    same = report(1.0, 1.0, 0.3)
+    checks = compare_precisions(
+        {"fp32": same, "bf16": {**same, "action_drift": 0.8}, "fp16": {**same, "action_drift": 0.1}}, 0.1, 0.6
+    )
+    assert not checks["bf16"]["passed"]
+    assert checks["bf16"]["behind"] == ["action_drift 0.80 of fp32's error (limit 0.6)"]
+    assert checks["fp16"]["passed"] and checks["fp16"]["action_drift"] == 0.1
+    assert compare_precisions({"fp32": same, "bf16": {**same, "action_drift": 0.8}}, 0.1)["bf16"]["passed"]
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,9 @@ def test_tiny_config_policy_reads_where_the_box_is_on_held_out_twins_at_every_pr
         assert all(value > 0.5 for value in report["frame_sensitivity"].values()), (dtype, report)
     checks = evaluated["precision_checks"]
     assert checks["fp32"]["passed"] and checks["fp16"]["passed"], checks
+    assert checks["fp16"]["action_drift"] < checks["bf16"]["action_drift"], checks  # fp16 rounds 8x finer
+    trained = json.loads((model / "policy.json").read_text())["precision_checks"]
+    assert all(trained[dtype]["action_drift"] >= 0 for dtype in ("bf16", "fp16")), trained
     # Issue 25: the familiarity thresholds calibrated on the validation frames pass held-out frames of
     # the same room and flag the same episodes at half the light.
     for dtype, report in evaluated["by_dtype"].items():

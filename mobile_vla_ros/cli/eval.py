@@ -47,6 +47,13 @@ def register(subparsers) -> None:
         default=RuntimePrecisionSection().tolerance,
         help="a precision fails when its figures fall behind fp32's by more than this share (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-drift",
+        type=float,
+        default=RuntimePrecisionSection().max_drift,
+        help="a precision fails when it moves the actions from fp32's by more than this share of fp32's own error "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits the tiny model)")
     parser.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
     parser.add_argument("--png", metavar="OUT.png", help="plot predicted vs recorded actions")
@@ -60,23 +67,26 @@ def run(args) -> int:
     from mobile_vla_ros.policy.precision import REFERENCE_PRECISION
     from mobile_vla_ros.training.evaluate import evaluate, format_report, plot_replays
     from mobile_vla_ros.training.metrics import cpu_threads
-    from mobile_vla_ros.training.precision_checks import compare_precisions, format_checks
+    from mobile_vla_ros.training.precision_checks import action_drift, compare_precisions, format_checks
 
     if "int8" in (args.dtype or ()):
         warn_deprecated("eval", "--dtype int8", "--quantize int8")
     dtypes = list(dict.fromkeys([*(args.dtype or DEFAULT_DTYPES), *([args.quantize] if args.quantize else [])]))
-    reports, replays = {}, None
+    reports, replays = {}, {}
     with cpu_threads(args.threads):
         for dtype in dtypes:
             report, replayed = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=dtype)
-            reports[report["dtype"]] = report
-            replays = replays or replayed
+            reports[report["dtype"]], replays[report["dtype"]] = report, replayed
+    if REFERENCE_PRECISION in replays:
+        for dtype, report in reports.items():
+            if dtype != REFERENCE_PRECISION:
+                report["action_drift"] = action_drift(replays[dtype], replays[REFERENCE_PRECISION])
     report = next(iter(reports.values()))
     print(format_report(report))
     if len(reports) > 1:
         report = {**report, "by_dtype": reports}
         if REFERENCE_PRECISION in reports:
-            report["precision_checks"] = compare_precisions(reports, args.tolerance)
+            report["precision_checks"] = compare_precisions(reports, args.tolerance, args.max_drift)
             print("\nat each backbone precision:")
             print("\n".join(format_checks(report["precision_checks"])))
             for dtype, check in report["precision_checks"].items():
@@ -88,5 +98,5 @@ def run(args) -> int:
         print(f"written {args.json}")
     if args.png:
         action_names = tuple(next(iter(report["mae"].values())))
-        print(f"written {plot_replays(replays, action_names, args.png)}")
+        print(f"written {plot_replays(next(iter(replays.values())), action_names, args.png)}")
     return 0

@@ -51,9 +51,11 @@ def format_check(check: dict) -> str:
     def number(value):
         return "n/a" if value is None else f"{value:.3f}"
 
+    drift = check.get("action_drift")
     return (
         f"separation {number(check.get('instruction_separation'))}, "
         f"sign accuracy {number(check.get('sign_accuracy'))}, "
         f"MAE {number(check.get('mae_vs_blind'))}x image-blind, "
         f"frame sensitivity {number(check.get('frame_sensitivity'))}"
+        + ("" if drift is None else f", actions moved {drift:.2f} of fp32's error")
     )

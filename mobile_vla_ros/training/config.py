@@ -77,7 +77,9 @@ class RuntimePrecisionSection:
     # The measured error is scaled by this before the head is trained under it: other GPUs' and CPUs'
     # kernels round differently from the training machine's.
     noise_margin: float = 2.0
-    tolerance: float = 0.1  # share of fp32's figure a precision may fall behind (training/precision.py)
+    tolerance: float = 0.1  # share of fp32's figure a precision may fall behind (training/precision_checks.py)
+    # How far a precision may move the actions from fp32's, as a share of fp32's own error.
+    max_drift: float = 0.6
 
 
 @dataclass
@@ -134,6 +136,7 @@ class TrainConfig:
             (self.runtime_precision.noise_frames >= 1, "runtime_precision.noise_frames must be >= 1"),
             (self.runtime_precision.noise_margin >= 0, "runtime_precision.noise_margin must be >= 0"),
             (self.runtime_precision.tolerance >= 0, "runtime_precision.tolerance must be >= 0"),
+            (self.runtime_precision.max_drift > 0, "runtime_precision.max_drift must be > 0"),
             (self.trainer.batch_size >= 1, "trainer.batch_size must be >= 1"),
             (self.trainer.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches must be >= 1"),
             (

@@ -297,8 +297,9 @@ def replay_with_policy(policy, episode: TrainingEpisode) -> tuple[Replay, float 
     return replay, cosine
 
 
-def evaluate_policy(policy, episodes: list[TrainingEpisode]) -> dict:
-    """Training's end-of-run report on validation episodes (same summary as `mobile-vla eval`)."""
+def evaluate_policy(policy, episodes: list[TrainingEpisode]) -> tuple[dict, list[Replay]]:
+    """Training's end-of-run report on validation episodes (same summary as `mobile-vla eval`), and
+    the replays it summarises."""
     was_training = policy.training
     policy.eval()
     try:
@@ -306,9 +307,8 @@ def evaluate_policy(policy, episodes: list[TrainingEpisode]) -> dict:
     finally:
         policy.train(was_training)
     cosines = [cosine for _, cosine in results if cosine is not None]
-    return summarize(
-        [replay for replay, _ in results],
-        policy.config.action_names,
-        float(np.mean(cosines)) if cosines else None,
-        policy.config.familiarity,
+    replays = [replay for replay, _ in results]
+    report = summarize(
+        replays, policy.config.action_names, float(np.mean(cosines)) if cosines else None, policy.config.familiarity
     )
+    return report, replays

@@ -24,7 +24,7 @@ JUDGED = (
     ("sign_accuracy", min, lambda value: 1.0 - value),
     ("mae_vs_blind", max, lambda value: value),
 )
-REPORTED = (("frame_sensitivity", min),)
+REPORTED = (("frame_sensitivity", min), ("action_drift", None))
 FAMILIARITY_THRESHOLDS = ("p99", "p99.9")  # metrics.familiarity_distribution's conformal quantiles
 
 
@@ -103,8 +103,21 @@ def _combined(value, combine):
     return float(combine(values)) if values else None
 
 
-def compare_precisions(reports: dict[str, dict], tolerance: float) -> dict:
-    """{precision: figures + passed + behind} against the fp32 report (which must be among them)."""
+def action_drift(replays: list, reference: list) -> float | None:
+    """How far a precision moves the actions from fp32's on the same frames, as a share of fp32's own
+    error against the recorded actions (the larger of the actions' shares). Unlike the labels' MAE it
+    does not depend on how well the policy generalises, so a few validation episodes measure it."""
+    predicted = np.concatenate([replay.predicted for replay in replays])
+    fp32 = np.concatenate([replay.predicted for replay in reference])
+    error = np.abs(fp32 - np.concatenate([replay.true for replay in reference])).mean(axis=0)
+    if not np.all(error > 0):
+        return None
+    return float((np.abs(predicted - fp32).mean(axis=0) / error).max())
+
+
+def compare_precisions(reports: dict[str, dict], tolerance: float, max_drift: float | None = None) -> dict:
+    """{precision: figures + passed + behind} against the fp32 report (which must be among them). A
+    report's `action_drift` (set by the caller, who holds the replays) fails above `max_drift`."""
     reference = headline(reports[REFERENCE_PRECISION])
     checks = {REFERENCE_PRECISION: {**reference, "passed": True, "behind": []}}
     for precision, report in reports.items():
@@ -119,19 +132,24 @@ def compare_precisions(reports: dict[str, dict], tolerance: float) -> dict:
             slack = tolerance * abs(target) + ABSOLUTE_SLACK
             if shortfall(value) - shortfall(target) > slack:
                 behind.append(f"{key} {value:.3f} against fp32's {target:.3f}")
+        drift = figures["action_drift"]
+        if drift is not None and max_drift is not None and drift > max_drift:
+            behind.append(f"action_drift {drift:.2f} of fp32's error (limit {max_drift:g})")
         checks[precision] = {**figures, "passed": not behind, "behind": behind}
     return checks
 
 
-def check_precisions(policy, episodes, fp32_report: dict, dtypes, tolerance: float) -> dict:
-    """Training's end-of-run check: the validation replay again at each run-time precision."""
+def check_precisions(policy, episodes, fp32_report: dict, fp32_replays: list, settings) -> dict:
+    """Training's end-of-run check: the validation replay again at each run-time precision of
+    `settings` (the config's runtime_precision section)."""
     from mobile_vla_ros.training.metrics import evaluate_policy
 
     reports = {REFERENCE_PRECISION: fp32_report}
-    for dtype in dtypes:
+    for dtype in settings.dtypes:
         with backbone_at(policy, dtype):
-            reports[dtype] = evaluate_policy(policy, episodes)
-    checks = compare_precisions(reports, tolerance)
+            report, replays = evaluate_policy(policy, episodes)
+        reports[dtype] = {**report, "action_drift": action_drift(replays, fp32_replays)}
+    checks = compare_precisions(reports, settings.tolerance, settings.max_drift)
     for precision, check in checks.items():
         if not check["passed"]:
             LOG.warning("at %s the policy falls behind fp32: %s", precision, "; ".join(check["behind"]))
@@ -144,11 +162,12 @@ def format_checks(checks: dict) -> list[str]:
     def number(value):
         return "n/a" if value is None else f"{value:.3f}"
 
-    rows = [f"{'precision':<10} {'separation':>10} {'sign y':>7} {'vs blind':>9} {'frames→':>8}  check"]
+    rows = [f"{'precision':<10} {'separation':>10} {'sign y':>7} {'vs blind':>9} {'frames→':>8} {'drift':>6}  check"]
     for precision, check in checks.items():
+        drift = "" if precision == REFERENCE_PRECISION else number(check.get("action_drift"))
         rows.append(
             f"{precision:<10} {number(check['instruction_separation']):>10} {number(check['sign_accuracy']):>7} "
-            f"{number(check['mae_vs_blind']):>9} {number(check['frame_sensitivity']):>8}  "
+            f"{number(check['mae_vs_blind']):>9} {number(check['frame_sensitivity']):>8} {drift:>6}  "
             + ("reference" if precision == REFERENCE_PRECISION else "ok" if check["passed"] else "BEHIND fp32")
         )
     return rows

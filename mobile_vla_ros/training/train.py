@@ -287,10 +287,9 @@ def _train(run: TrainRun, resume: bool, callbacks: Sequence) -> dict:
         LOG.warning("%s", cut_short)
 
     policy.eval()
-    report = evaluate_policy(policy, val_set) if val_set else None
+    report, replays = evaluate_policy(policy, val_set) if val_set else (None, None)
     if report is not None:
-        settings = config.runtime_precision
-        policy.config.precision_checks = check_precisions(policy, val_set, report, settings.dtypes, settings.tolerance)
+        policy.config.precision_checks = check_precisions(policy, val_set, report, replays, config.runtime_precision)
         policy.config.familiarity = calibrate_familiarity(policy.config.precision_checks)
     summary = summarize(
         run,
