@@ -29,6 +29,9 @@ from mobile_vla_ros.sim.takeover import TakeoverRules, TakeoverSupervisor
 from mobile_vla_ros.sim.world import SIDES, Layout
 
 STALL_TIMEOUT_S = 60.0  # real seconds without simulated time advancing before the loop counts as dead
+# Real seconds a node may take to answer the conductor (an instruction applied, sim/reset): on a busy
+# 2-core machine a process can stall for seconds (10 s was once too short with two loops side by side).
+ANSWER_TIMEOUT_S = 60.0
 MONITOR_SETTLE_S = 0.5  # simulated s after the release before the familiarity verdict counts for a trial
 # Held at the start beyond the window's refill: the inference node's acceleration limit reaches
 # the policy's command there (from any previous command), so the robot is released the same way each time.
@@ -182,13 +185,15 @@ class ClosedLoopSim:
         first = side if switch_after_s is None else next(other for other in SIDES if other != side)
         conductor.instruct(first)
         wait_for(
-            lambda: instruction_side(conductor.active_instruction) == first, 10.0, f"instruction {first!r} to apply"
+            lambda: instruction_side(conductor.active_instruction) == first,
+            ANSWER_TIMEOUT_S,
+            f"instruction {first!r} to apply",
         )
         # Enabled before the reset: the previous episode has ended, so the robot stays where it is,
         # and the new one holds it at the start until the release (however fast the machine is).
         conductor.enable(True)
         try:
-            info = conductor.reset_sim(10.0)
+            info = conductor.reset_sim(ANSWER_TIMEOUT_S)
             layout = Layout.from_dict(info["layout"])
             conductor.start_path(info["release_time"])
             if switch_after_s is not None:
