@@ -98,14 +98,18 @@ def test_a_precision_that_moves_the_actions_by_most_of_fp32s_error_fails_even_wi
     assert action_drift(fp32, fp32) == 0.0
     assert action_drift(moved, [Replay("left", "a", true, true)]) is None  # fp32 exact: no scale
 
-    same = report(1.0, 1.0, 0.3)
-    checks = compare_precisions(
-        {"fp32": same, "bf16": {**same, "action_drift": 0.8}, "fp16": {**same, "action_drift": 0.1}}, 0.1, 0.6
-    )
+    same = report(1.0, 1.0, 0.3)  # the labels' figures pass every precision
+    ones = np.ones((8, 2))  # fp32 predicts 0: its error is 1 per action
+    replays = {
+        dtype: [Replay("left", "a", ones, np.array([[0.1, (-1) ** t * sideways] for t in range(8)]))]
+        for dtype, sideways in (("bf16", 0.8), ("fp16", 0.125))  # 0.125: exact in binary
+    }
+    replays["fp32"] = [Replay("left", "a", ones, np.zeros((8, 2)))]
+    checks = compare_precisions({"fp32": same, "bf16": same, "fp16": same}, 0.1, 0.6, replays)
     assert not checks["bf16"]["passed"]
     assert checks["bf16"]["behind"] == ["action_drift 0.80 of fp32's error (limit 0.6)"]
-    assert checks["fp16"]["passed"] and checks["fp16"]["action_drift"] == 0.1
-    assert compare_precisions({"fp32": same, "bf16": {**same, "action_drift": 0.8}}, 0.1)["bf16"]["passed"]
+    assert checks["fp16"]["passed"] and checks["fp16"]["action_drift"] == 0.125
+    assert compare_precisions({"fp32": same, "bf16": same}, 0.1, None, replays)["bf16"]["passed"]
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def run(args) -> int:
     from mobile_vla_ros.policy.precision import REFERENCE_PRECISION
     from mobile_vla_ros.training.evaluate import evaluate, format_report, plot_replays
     from mobile_vla_ros.training.metrics import cpu_threads
-    from mobile_vla_ros.training.precision_checks import action_drift, compare_precisions, format_checks
+    from mobile_vla_ros.training.precision_checks import compare_precisions, format_checks
 
     if "int8" in (args.dtype or ()):
         warn_deprecated("eval", "--dtype int8", "--quantize int8")
@@ -77,16 +77,12 @@ def run(args) -> int:
         for dtype in dtypes:
             report, replayed = evaluate(args.model, args.data, args.base_model, device=args.device, dtype=dtype)
             reports[report["dtype"]], replays[report["dtype"]] = report, replayed
-    if REFERENCE_PRECISION in replays:
-        for dtype, report in reports.items():
-            if dtype != REFERENCE_PRECISION:
-                report["action_drift"] = action_drift(replays[dtype], replays[REFERENCE_PRECISION])
     report = next(iter(reports.values()))
     print(format_report(report))
     if len(reports) > 1:
         report = {**report, "by_dtype": reports}
         if REFERENCE_PRECISION in reports:
-            report["precision_checks"] = compare_precisions(reports, args.tolerance, args.max_drift)
+            report["precision_checks"] = compare_precisions(reports, args.tolerance, args.max_drift, replays)
             print("\nat each backbone precision:")
             print("\n".join(format_checks(report["precision_checks"])))
             for dtype, check in report["precision_checks"].items():

@@ -24,7 +24,7 @@ JUDGED = (
     ("sign_accuracy", min, lambda value: 1.0 - value),
     ("mae_vs_blind", max, lambda value: value),
 )
-REPORTED = (("frame_sensitivity", min), ("action_drift", None))
+REPORTED = (("frame_sensitivity", min),)
 FAMILIARITY_THRESHOLDS = ("p99", "p99.9")  # metrics.familiarity_distribution's conformal quantiles
 
 
@@ -115,15 +115,21 @@ def action_drift(replays: list, reference: list) -> float | None:
     return float((np.abs(predicted - fp32).mean(axis=0) / error).max())
 
 
-def compare_precisions(reports: dict[str, dict], tolerance: float, max_drift: float | None = None) -> dict:
-    """{precision: figures + passed + behind} against the fp32 report (which must be among them). A
-    report's `action_drift` (set by the caller, who holds the replays) fails above `max_drift`."""
+def compare_precisions(
+    reports: dict[str, dict], tolerance: float, max_drift: float | None = None, replays: dict | None = None
+) -> dict:
+    """{precision: figures + passed + behind} against the fp32 report (which must be among them).
+    With `replays` ({precision: the replays its report summarises}, fp32's among them) also the
+    action drift, which fails above `max_drift`."""
+    replays = replays or {}
     reference = headline(reports[REFERENCE_PRECISION])
     checks = {REFERENCE_PRECISION: {**reference, "passed": True, "behind": []}}
     for precision, report in reports.items():
         if precision == REFERENCE_PRECISION:
             continue
         figures = headline(report)
+        if precision in replays and REFERENCE_PRECISION in replays:
+            figures["action_drift"] = action_drift(replays[precision], replays[REFERENCE_PRECISION])
         behind = []
         for key, _, shortfall in JUDGED:
             value, target = figures[key], reference[key]
@@ -132,7 +138,7 @@ def compare_precisions(reports: dict[str, dict], tolerance: float, max_drift: fl
             slack = tolerance * abs(target) + ABSOLUTE_SLACK
             if shortfall(value) - shortfall(target) > slack:
                 behind.append(f"{key} {value:.3f} against fp32's {target:.3f}")
-        drift = figures["action_drift"]
+        drift = figures.get("action_drift")
         if drift is not None and max_drift is not None and drift > max_drift:
             behind.append(f"action_drift {drift:.2f} of fp32's error (limit {max_drift:g})")
         checks[precision] = {**figures, "passed": not behind, "behind": behind}
@@ -144,12 +150,11 @@ def check_precisions(policy, episodes, fp32_report: dict, fp32_replays: list, se
     `settings` (the config's runtime_precision section)."""
     from mobile_vla_ros.training.metrics import evaluate_policy
 
-    reports = {REFERENCE_PRECISION: fp32_report}
+    reports, replays = {REFERENCE_PRECISION: fp32_report}, {REFERENCE_PRECISION: fp32_replays}
     for dtype in settings.dtypes:
         with backbone_at(policy, dtype):
-            report, replays = evaluate_policy(policy, episodes)
-        reports[dtype] = {**report, "action_drift": action_drift(replays, fp32_replays)}
-    checks = compare_precisions(reports, settings.tolerance, settings.max_drift)
+            reports[dtype], replays[dtype] = evaluate_policy(policy, episodes)
+    checks = compare_precisions(reports, settings.tolerance, settings.max_drift, replays)
     for precision, check in checks.items():
         if not check["passed"]:
             LOG.warning("at %s the policy falls behind fp32: %s", precision, "; ".join(check["behind"]))
